@@ -1,0 +1,402 @@
+//! Validated configuration: the raw [`crate::cli::RunArgs`] turned into values the rest of the
+//! program can trust (CloudWatch names checked against AWS's rules, key/value pairs split,
+//! limits in range, secrets wrapped so they never print).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::batcher::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
+use crate::cli::{PullPolicy, RunArgs};
+
+/// A credential that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; only for handing to the AWS SDK.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An invalid argument: exit code 2, one line saying what is wrong and what to do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "invalid log group name {name:?}: {reason}; use 1-512 characters of A-Z a-z 0-9 . _ / # -"
+    )]
+    GroupName { name: String, reason: &'static str },
+    #[error(
+        "invalid log stream name {name:?}: {reason}; use 1-512 characters without ':' or '*'"
+    )]
+    StreamName { name: String, reason: &'static str },
+    #[error(
+        "--aws-secret-access-key needs --aws-access-key-id (and the other way round); give both, or neither to use the AWS credential chain"
+    )]
+    IncompleteKeys,
+    #[error(
+        "--aws-session-token needs --aws-access-key-id and --aws-secret-access-key; give all three, or use AWS_SESSION_TOKEN"
+    )]
+    TokenWithoutKeys,
+    #[error("invalid region {0:?}: expected something like eu-west-1")]
+    Region(String),
+    #[error("invalid endpoint URL {0:?}: expected http://HOST[:PORT] or https://HOST[:PORT]")]
+    Endpoint(String),
+    #[error("invalid {flag} value {value:?}: expected KEY=VALUE")]
+    KeyValue { flag: &'static str, value: String },
+    #[error("--max-event-size {0} is out of range: use 1050 to 1048576 bytes")]
+    MaxEventSize(usize),
+    #[error("--max-in-flight {0} is out of range: use 1 to 64")]
+    MaxInFlight(usize),
+    #[error("--flush-interval must be between 1ms and 1h")]
+    FlushInterval,
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+}
+
+/// How dockwatch reaches CloudWatch Logs. Fields left `None` fall back to the AWS chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Static key id from `--aws-access-key-id` (with `secret_access_key`).
+    pub access_key_id: Option<String>,
+    /// Static secret from `--aws-secret-access-key`.
+    pub secret_access_key: Option<Secret>,
+    /// Session token for temporary static credentials.
+    pub session_token: Option<Secret>,
+    /// Region from `--aws-region`; otherwise the chain's.
+    pub region: Option<String>,
+    /// Profile name from `--aws-profile`.
+    pub profile: Option<String>,
+    /// Endpoint override from `--aws-endpoint-url`.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsOptions {
+    /// True when a secret was typed on the command line (and so is visible in `ps`).
+    pub fn secret_on_command_line(&self) -> bool {
+        self.secret_access_key.is_some()
+    }
+}
+
+/// What container to run and how.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Image reference as given.
+    pub image: String,
+    /// The shell that runs `command` as `SHELL -c COMMAND`.
+    pub shell: String,
+    /// The user's command line.
+    pub command: String,
+    /// Container name, if the user chose one.
+    pub name: Option<String>,
+    /// `KEY=VALUE` environment entries.
+    pub env: Vec<String>,
+    /// Labels, the user's plus dockwatch's own.
+    pub labels: Vec<(String, String)>,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// When to pull.
+    pub pull: PullPolicy,
+}
+
+/// Where and how events are shipped.
+#[derive(Debug, Clone)]
+pub struct ShipConfig {
+    /// Log group name (validated).
+    pub group: String,
+    /// Log stream name (validated).
+    pub stream: String,
+    /// Largest event including the 26-byte overhead.
+    pub max_event_size: usize,
+    /// Longest wait of an event in a partial batch.
+    pub flush_interval: Duration,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl ShipConfig {
+    /// Largest message body in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_event_size - EVENT_OVERHEAD
+    }
+}
+
+/// The validated configuration of the main job.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub container: ContainerSpec,
+    pub aws: AwsOptions,
+    pub ship: ShipConfig,
+    /// Echo the container's output on our stdout/stderr.
+    pub echo: bool,
+    /// Keep the container after it exits.
+    pub keep_container: bool,
+    /// Grace period given to `docker stop` after the first signal.
+    pub stop_timeout: Duration,
+    /// Deadline for delivery once an interruption began.
+    pub flush_timeout: Duration,
+    /// Directory for the spool of undelivered events.
+    pub spool_dir: PathBuf,
+}
+
+/// Label put on every container dockwatch creates.
+pub const MANAGED_LABEL: &str = "dockwatch.managed";
+
+impl RunConfig {
+    pub fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
+        let image = non_empty(a.docker_image, "--docker-image")?;
+        let command = a.bash_command.ok_or(ConfigError::Empty("--bash-command"))?;
+        let group = non_empty(a.aws_cloudwatch_group, "--aws-cloudwatch-group")?;
+        let stream = non_empty(a.aws_cloudwatch_stream, "--aws-cloudwatch-stream")?;
+        validate_group_name(&group)?;
+        validate_stream_name(&stream)?;
+        if a.shell.trim().is_empty() {
+            return Err(ConfigError::Empty("--shell"));
+        }
+
+        match (&a.aws_access_key_id, &a.aws_secret_access_key) {
+            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
+            (None, None) if a.aws_session_token.is_some() => {
+                return Err(ConfigError::TokenWithoutKeys);
+            }
+            _ => {}
+        }
+        if let Some(r) = &a.aws_region {
+            validate_region(r)?;
+        }
+        if let Some(u) = &a.aws_endpoint_url {
+            validate_endpoint(u)?;
+        }
+        for e in &a.env {
+            split_kv(e, "--env")?;
+        }
+        let mut labels = a
+            .labels
+            .iter()
+            .map(|l| split_kv(l, "--label"))
+            .collect::<Result<Vec<_>, _>>()?;
+        labels.push((MANAGED_LABEL.to_string(), "true".to_string()));
+
+        if !(EVENT_OVERHEAD + 1024..=MAX_BATCH_BYTES).contains(&a.max_event_size) {
+            return Err(ConfigError::MaxEventSize(a.max_event_size));
+        }
+        if !(1..=64).contains(&a.max_in_flight) {
+            return Err(ConfigError::MaxInFlight(a.max_in_flight));
+        }
+        if a.flush_interval < Duration::from_millis(1) || a.flush_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::FlushInterval);
+        }
+
+        Ok(RunConfig {
+            container: ContainerSpec {
+                image,
+                shell: a.shell,
+                command,
+                name: a.name,
+                env: a.env,
+                labels,
+                tty: a.tty,
+                pull: a.pull,
+            },
+            aws: AwsOptions {
+                access_key_id: a.aws_access_key_id,
+                secret_access_key: a.aws_secret_access_key.map(Secret::new),
+                session_token: a.aws_session_token.map(Secret::new),
+                region: a.aws_region,
+                profile: a.aws_profile,
+                endpoint_url: a.aws_endpoint_url,
+            },
+            ship: ShipConfig {
+                group,
+                stream,
+                max_event_size: a.max_event_size,
+                flush_interval: a.flush_interval,
+                max_in_flight: a.max_in_flight,
+            },
+            echo: !a.quiet,
+            keep_container: a.keep_container,
+            stop_timeout: a.stop_timeout,
+            flush_timeout: a.flush_timeout,
+            spool_dir: a.spool_dir,
+        })
+    }
+}
+
+fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigError> {
+    match v {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(ConfigError::Empty(flag)),
+    }
+}
+
+/// CloudWatch's rule for log group names: 1-512 characters of `[A-Za-z0-9._/#-]`.
+pub fn validate_group_name(name: &str) -> Result<(), ConfigError> {
+    let err = |reason| ConfigError::GroupName { name: name.to_string(), reason };
+    if name.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if name.len() > 512 {
+        return Err(err("it is longer than 512 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'#' | b'-'))
+    {
+        return Err(err("it contains a character CloudWatch does not allow"));
+    }
+    Ok(())
+}
+
+/// CloudWatch's rule for log stream names: 1-512 characters, no `:` and no `*`.
+pub fn validate_stream_name(name: &str) -> Result<(), ConfigError> {
+    let err = |reason| ConfigError::StreamName { name: name.to_string(), reason };
+    if name.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if name.chars().count() > 512 {
+        return Err(err("it is longer than 512 characters"));
+    }
+    if name.contains([':', '*']) {
+        return Err(err("it contains ':' or '*'"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(err("it contains a control character"));
+    }
+    Ok(())
+}
+
+fn validate_region(r: &str) -> Result<(), ConfigError> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && r.contains('-');
+    if ok { Ok(()) } else { Err(ConfigError::Region(r.to_string())) }
+}
+
+fn validate_endpoint(u: &str) -> Result<(), ConfigError> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| ConfigError::Endpoint(u.to_string()))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(ConfigError::Endpoint(u.to_string()));
+    }
+    Ok(())
+}
+
+fn split_kv(s: &str, flag: &'static str) -> Result<(String, String), ConfigError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(ConfigError::KeyValue { flag, value: s.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec![
+            "dockwatch",
+            "--docker-image",
+            "img",
+            "--bash-command",
+            "true",
+            "--aws-cloudwatch-group",
+            "grp",
+            "--aws-cloudwatch-stream",
+            "str",
+        ];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().run
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(validate_group_name("/aws/ecs/my-app_1.0#x").is_ok());
+        assert!(validate_group_name("").is_err());
+        assert!(validate_group_name("a b").is_err());
+        assert!(validate_group_name("a:b").is_err());
+        assert!(validate_group_name(&"a".repeat(512)).is_ok());
+        assert!(validate_group_name(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(validate_stream_name("my stream/2024 é").is_ok());
+        assert!(validate_stream_name("a:b").is_err());
+        assert!(validate_stream_name("a*").is_err());
+        assert!(validate_stream_name("").is_err());
+        assert!(validate_stream_name(&"é".repeat(512)).is_ok());
+        assert!(validate_stream_name(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn keys_must_come_in_pairs() {
+        let e = RunConfig::from_args(args(&["--aws-access-key-id", "AK"])).unwrap_err();
+        assert_eq!(e, ConfigError::IncompleteKeys);
+        let e = RunConfig::from_args(args(&["--aws-session-token", "T"])).unwrap_err();
+        assert_eq!(e, ConfigError::TokenWithoutKeys);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = RunConfig::from_args(args(&[
+            "--aws-access-key-id",
+            "AKIDEXAMPLE",
+            "--aws-secret-access-key",
+            "wJalrXUtnFEMI-very-secret",
+            "--aws-session-token",
+            "session-token-secret",
+        ]))
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+        assert!(!dbg.contains("session-token-secret"), "{dbg}");
+        assert!(c.aws.secret_on_command_line());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(matches!(
+            RunConfig::from_args(args(&["--aws-region", "EU WEST"])),
+            Err(ConfigError::Region(_))
+        ));
+        assert!(matches!(
+            RunConfig::from_args(args(&["--aws-endpoint-url", "localhost:5000"])),
+            Err(ConfigError::Endpoint(_))
+        ));
+        assert!(matches!(
+            RunConfig::from_args(args(&["-e", "NOEQUALS"])),
+            Err(ConfigError::KeyValue { .. })
+        ));
+        assert!(matches!(
+            RunConfig::from_args(args(&["--max-event-size", "100"])),
+            Err(ConfigError::MaxEventSize(100))
+        ));
+        assert!(matches!(
+            RunConfig::from_args(args(&["--max-in-flight", "0"])),
+            Err(ConfigError::MaxInFlight(0))
+        ));
+    }
+
+    #[test]
+    fn managed_label_is_added() {
+        let c = RunConfig::from_args(args(&["--label", "a=b"])).unwrap();
+        assert!(c.container.labels.contains(&("a".into(), "b".into())));
+        assert!(c.container.labels.iter().any(|(k, _)| k == MANAGED_LABEL));
+    }
+}

@@ -1,0 +1,16 @@
+//! dockwatch: run a Docker container and ship everything it writes to AWS CloudWatch Logs,
+//! without losing a line.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! docker (source: container, logs endpoint) -> framing (bytes -> events)
+//!   -> batcher (events -> PutLogEvents batches) -> sink (CloudWatch client, request, retry)
+//! ```
+//!
+//! [`run`] wires the stages together for the main job, with shutdown passed in.
+
+pub mod batcher;
+pub mod cli;
+pub mod config;
+pub mod framing;
