@@ -73,7 +73,7 @@ build_rootfs_image() {
     cp /bin/bash-static "$dir/bin/bash"
   fi
   echo 'root:x:0:0:root:/root:/bin/sh' >"$dir/etc/passwd"
-  log "building image $tag from busybox-static${with_bash:+ and bash-static}"
+  log "building image $tag (busybox-static, bash: $with_bash)"
   tar -C "$dir" -c . | docker import \
     --change 'ENV PATH=/bin' \
     --change 'LABEL dockwatch.test=1' \

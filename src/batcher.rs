@@ -90,7 +90,13 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, cur: Vec::new(), cur_bytes: 0, last_ts: i64::MIN, next_seq: 0 }
+        Self {
+            limits,
+            cur: Vec::new(),
+            cur_bytes: 0,
+            last_ts: i64::MIN,
+            next_seq: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,7 +106,10 @@ impl Batcher {
     /// Adds an event (at most `max_bytes` counted); returns the batch it closed, if any.
     pub fn push(&mut self, mut ev: Event) -> Option<Batch> {
         let size = event_size(&ev);
-        debug_assert!(size <= self.limits.max_bytes, "framing keeps events within the limit");
+        debug_assert!(
+            size <= self.limits.max_bytes,
+            "framing keeps events within the limit"
+        );
         ev.ts_ms = ev.ts_ms.max(self.last_ts);
         self.last_ts = ev.ts_ms;
 
@@ -141,7 +150,9 @@ impl Batcher {
         let fits = carried + 1 <= self.limits.max_events
             && carried_bytes + next_size <= self.limits.max_bytes;
         if split == 0 || carried == 0 || !fits {
-            return self.flush().expect("cut is only called on a non-empty batch");
+            return self
+                .flush()
+                .expect("cut is only called on a non-empty batch");
         }
         let rest = self.cur.split_off(split);
         let events = std::mem::replace(&mut self.cur, rest);
@@ -164,7 +175,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ev(ts: i64, msg: &str) -> Event {
-        Event { ts_ms: ts, message: msg.to_string(), source: Source::Stdout }
+        Event {
+            ts_ms: ts,
+            message: msg.to_string(),
+            source: Source::Stdout,
+        }
     }
 
     fn run(limits: Limits, events: Vec<Event>) -> Vec<Batch> {
@@ -176,7 +191,10 @@ mod tests {
 
     #[test]
     fn cuts_at_event_count() {
-        let limits = Limits { max_events: 3, ..Limits::default() };
+        let limits = Limits {
+            max_events: 3,
+            ..Limits::default()
+        };
         let batches = run(limits, (0..7).map(|i| ev(i, "x")).collect());
         let sizes: Vec<_> = batches.iter().map(|b| b.events.len()).collect();
         assert_eq!(sizes, [3, 3, 1]);
@@ -185,7 +203,10 @@ mod tests {
 
     #[test]
     fn cuts_at_bytes_counting_overhead() {
-        let limits = Limits { max_bytes: 2 * (EVENT_OVERHEAD + 4), ..Limits::default() };
+        let limits = Limits {
+            max_bytes: 2 * (EVENT_OVERHEAD + 4),
+            ..Limits::default()
+        };
         let batches = run(limits, (0..5).map(|i| ev(i, "abcd")).collect());
         assert!(batches.iter().all(|b| b.bytes <= limits.max_bytes));
         assert_eq!(batches.len(), 3);
@@ -194,21 +215,33 @@ mod tests {
 
     #[test]
     fn clamps_timestamps_non_decreasing() {
-        let batches = run(Limits::default(), vec![ev(10, "a"), ev(5, "b"), ev(12, "c")]);
+        let batches = run(
+            Limits::default(),
+            vec![ev(10, "a"), ev(5, "b"), ev(12, "c")],
+        );
         let ts: Vec<_> = batches[0].events.iter().map(|e| e.ts_ms).collect();
         assert_eq!(ts, [10, 10, 12]);
     }
 
     #[test]
     fn cuts_at_24_hours() {
-        let batches = run(Limits::default(), vec![ev(0, "a"), ev(MAX_BATCH_SPAN_MS + 1, "b")]);
+        let batches = run(
+            Limits::default(),
+            vec![ev(0, "a"), ev(MAX_BATCH_SPAN_MS + 1, "b")],
+        );
         assert_eq!(batches.len(), 2);
     }
 
     #[test]
     fn same_millisecond_moves_to_the_next_batch() {
-        let limits = Limits { max_events: 4, ..Limits::default() };
-        let batches = run(limits, vec![ev(1, "a"), ev(2, "b"), ev(3, "c"), ev(3, "d"), ev(3, "e")]);
+        let limits = Limits {
+            max_events: 4,
+            ..Limits::default()
+        };
+        let batches = run(
+            limits,
+            vec![ev(1, "a"), ev(2, "b"), ev(3, "c"), ev(3, "d"), ev(3, "e")],
+        );
         let msgs: Vec<Vec<&str>> = batches
             .iter()
             .map(|b| b.events.iter().map(|e| e.message.as_str()).collect())

@@ -36,9 +36,7 @@ pub enum ConfigError {
         "invalid log group name {name:?}: {reason}; use 1-512 characters of A-Z a-z 0-9 . _ / # -"
     )]
     GroupName { name: String, reason: &'static str },
-    #[error(
-        "invalid log stream name {name:?}: {reason}; use 1-512 characters without ':' or '*'"
-    )]
+    #[error("invalid log stream name {name:?}: {reason}; use 1-512 characters without ':' or '*'")]
     StreamName { name: String, reason: &'static str },
     #[error(
         "--aws-secret-access-key needs --aws-access-key-id (and the other way round); give both, or neither to use the AWS credential chain"
@@ -193,7 +191,8 @@ impl RunConfig {
         if !(1..=64).contains(&a.max_in_flight) {
             return Err(ConfigError::MaxInFlight(a.max_in_flight));
         }
-        if a.flush_interval < Duration::from_millis(1) || a.flush_interval > Duration::from_secs(3600)
+        if a.flush_interval < Duration::from_millis(1)
+            || a.flush_interval > Duration::from_secs(3600)
         {
             return Err(ConfigError::FlushInterval);
         }
@@ -242,7 +241,10 @@ fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigErro
 
 /// CloudWatch's rule for log group names: 1-512 characters of `[A-Za-z0-9._/#-]`.
 pub fn validate_group_name(name: &str) -> Result<(), ConfigError> {
-    let err = |reason| ConfigError::GroupName { name: name.to_string(), reason };
+    let err = |reason| ConfigError::GroupName {
+        name: name.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(err("it is empty"));
     }
@@ -260,7 +262,10 @@ pub fn validate_group_name(name: &str) -> Result<(), ConfigError> {
 
 /// CloudWatch's rule for log stream names: 1-512 characters, no `:` and no `*`.
 pub fn validate_stream_name(name: &str) -> Result<(), ConfigError> {
-    let err = |reason| ConfigError::StreamName { name: name.to_string(), reason };
+    let err = |reason| ConfigError::StreamName {
+        name: name.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(err("it is empty"));
     }
@@ -279,9 +284,14 @@ pub fn validate_stream_name(name: &str) -> Result<(), ConfigError> {
 fn validate_region(r: &str) -> Result<(), ConfigError> {
     let ok = !r.is_empty()
         && r.len() <= 64
-        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && r.contains('-');
-    if ok { Ok(()) } else { Err(ConfigError::Region(r.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Region(r.to_string()))
+    }
 }
 
 fn validate_endpoint(u: &str) -> Result<(), ConfigError> {
@@ -298,7 +308,10 @@ fn validate_endpoint(u: &str) -> Result<(), ConfigError> {
 fn split_kv(s: &str, flag: &'static str) -> Result<(String, String), ConfigError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(ConfigError::KeyValue { flag, value: s.to_string() }),
+        _ => Err(ConfigError::KeyValue {
+            flag,
+            value: s.to_string(),
+        }),
     }
 }
 

@@ -89,7 +89,10 @@ pub struct Framer {
 impl Framer {
     /// `max_message_bytes` must be at least 4 (one character of any width).
     pub fn new(max_message_bytes: usize) -> Self {
-        assert!(max_message_bytes >= 4, "max_message_bytes must hold any character");
+        assert!(
+            max_message_bytes >= 4,
+            "max_message_bytes must hold any character"
+        );
         Self {
             max_message_bytes,
             stdout: LineBuilder::default(),
@@ -331,7 +334,11 @@ mod tests {
             let line = String::from_utf8_lossy(seg);
             let mut rest: &str = &line;
             while !rest.is_empty() {
-                let cut = if rest.len() <= max { rest.len() } else { rest.floor_char_boundary(max) };
+                let cut = if rest.len() <= max {
+                    rest.len()
+                } else {
+                    rest.floor_char_boundary(max)
+                };
                 events.push(rest[..cut].to_string());
                 rest = &rest[cut..];
             }

@@ -13,4 +13,10 @@
 pub mod batcher;
 pub mod cli;
 pub mod config;
+pub mod docker;
+pub mod exit_codes;
 pub mod framing;
+pub mod reader;
+pub mod run;
+pub mod sink;
+pub mod spool;

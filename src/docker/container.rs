@@ -1,0 +1,250 @@
+//! The container's life cycle: make sure the image is there (pulling it with progress),
+//! create the container running `SHELL -c CMD`, start, stop, kill, inspect and remove it.
+//!
+//! Containers are created with the `json-file` log driver and no rotation: the engine's log
+//! file is dockwatch's durable buffer, read through the logs endpoint at dockwatch's own pace
+//! (see [`super::logs`]), so a slow CloudWatch never blocks the container's writes.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{DockerError, describe, status_of};
+use crate::cli::PullPolicy;
+use crate::config::ContainerSpec;
+
+/// Splits `name[:tag]` / `name@digest` into what the engine's create-image call wants.
+pub fn split_image_ref(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rfind(':') {
+        Some(i) => {
+            let at = image.len() - last.len() + i;
+            (&image[..at], &image[at + 1..])
+        }
+        None => (image, "latest"),
+    }
+}
+
+/// Makes sure `spec.image` is present, pulling it as the pull policy says.
+pub async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerError> {
+    let present = match docker.inspect_image(&spec.image).await {
+        Ok(_) => true,
+        Err(e) if status_of(&e) == Some(404) => false,
+        Err(e) => {
+            return Err(DockerError::api(
+                format!("inspect image {}", spec.image),
+                &e,
+            ));
+        }
+    };
+    match (spec.pull, present) {
+        (PullPolicy::Never, false) => Err(DockerError::ImageUnavailable {
+            image: spec.image.clone(),
+            reason: "not present locally and --pull never".into(),
+        }),
+        (PullPolicy::Missing, true) | (PullPolicy::Never, true) => Ok(()),
+        _ => pull(docker, &spec.image).await,
+    }
+}
+
+async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
+    let (from_image, tag) = split_image_ref(image);
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(from_image)
+        .tag(tag)
+        .build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(format!("pulling {image}"));
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    // Per-layer progress, summed for the bar; plain lines (one per layer status) otherwise.
+    let mut layers: HashMap<String, (i64, i64, String)> = HashMap::new();
+    let mut result = Ok(());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                    result = Err(err);
+                    break;
+                }
+                let id = info.id.unwrap_or_default();
+                let status = info.status.unwrap_or_default();
+                let (cur, tot) = info
+                    .progress_detail
+                    .map(|p| (p.current.unwrap_or(0), p.total.unwrap_or(0)))
+                    .unwrap_or((0, 0));
+                let changed = layers.get(&id).is_none_or(|(_, _, s)| *s != status);
+                layers.insert(id.clone(), (cur, tot, status.clone()));
+                match &bar {
+                    Some(b) => {
+                        let (c, t) = layers.values().fold((0, 0), |a, l| (a.0 + l.0, a.1 + l.1));
+                        b.set_message(format!(
+                            "pulling {image}: {} / {} MB",
+                            c / 1_000_000,
+                            t / 1_000_000
+                        ));
+                    }
+                    None if changed => {
+                        eprintln!("dockwatch: pulling {image}: {id} {status}");
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => {
+                result = Err(describe(&e));
+                break;
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result.map_err(|reason| DockerError::ImageUnavailable {
+        image: image.to_string(),
+        reason,
+    })
+}
+
+/// Creates the container (not started) and returns its id.
+pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerError> {
+    let host_config = HostConfig {
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::new()),
+        }),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: Some(vec![spec.shell.clone(), "-c".into(), spec.command.clone()]),
+        cmd: Some(vec![]),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.iter().cloned().collect()),
+        tty: Some(spec.tty),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        open_stdin: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let mut opts = CreateContainerOptionsBuilder::default();
+    if let Some(name) = &spec.name {
+        opts = opts.name(name);
+    }
+    let resp = docker
+        .create_container(Some(opts.build()), body)
+        .await
+        .map_err(|e| DockerError::api("create container", &e))?;
+    Ok(resp.id)
+}
+
+/// Starts the container; a missing shell becomes [`DockerError::NoShell`].
+pub async fn start(docker: &Docker, id: &str, spec: &ContainerSpec) -> Result<(), DockerError> {
+    docker.start_container(id, None).await.map_err(|e| {
+        let reason = describe(&e);
+        let missing = reason.contains("executable file not found")
+            || (reason.contains("no such file or directory") && reason.contains(&spec.shell));
+        if missing {
+            DockerError::NoShell {
+                image: spec.image.clone(),
+                shell: spec.shell.clone(),
+            }
+        } else {
+            DockerError::Api {
+                context: "start container".into(),
+                reason,
+            }
+        }
+    })
+}
+
+/// Asks the container to stop: SIGTERM, then SIGKILL after `grace`.
+pub async fn stop(
+    docker: &Docker,
+    id: &str,
+    grace: std::time::Duration,
+) -> Result<(), DockerError> {
+    let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+    let opts = StopContainerOptionsBuilder::default().t(t).build();
+    match docker.stop_container(id, Some(opts)).await {
+        Ok(()) => Ok(()),
+        // 304: already stopped.
+        Err(e) if status_of(&e) == Some(304) => Ok(()),
+        Err(e) => Err(DockerError::api("stop container", &e)),
+    }
+}
+
+/// Kills the container at once.
+pub async fn kill(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let opts = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    match docker.kill_container(id, Some(opts)).await {
+        Ok(()) => Ok(()),
+        // 409: not running any more.
+        Err(e) if status_of(&e) == Some(409) => Ok(()),
+        Err(e) => Err(DockerError::api("kill container", &e)),
+    }
+}
+
+/// The container's state: `Some(exit code)` once it has exited, `None` while it runs.
+pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, DockerError> {
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| DockerError::api("inspect container", &e))?;
+    let state = info.state.unwrap_or_default();
+    if state.running == Some(true) || state.restarting == Some(true) {
+        return Ok(None);
+    }
+    Ok(Some(state.exit_code.unwrap_or(0)))
+}
+
+/// Removes the container (forcefully: it may still run after an error).
+pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    let opts = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) => Err(DockerError::api("remove container", &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image_ref;
+
+    #[test]
+    fn image_refs() {
+        assert_eq!(split_image_ref("python"), ("python", "latest"));
+        assert_eq!(split_image_ref("python:3.12"), ("python", "3.12"));
+        assert_eq!(
+            split_image_ref("localhost:5000/x/y"),
+            ("localhost:5000/x/y", "latest")
+        );
+        assert_eq!(
+            split_image_ref("localhost:5000/x/y:v1"),
+            ("localhost:5000/x/y", "v1")
+        );
+        assert_eq!(
+            split_image_ref("busybox@sha256:abc"),
+            ("busybox@sha256:abc", "")
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! Reading a container's output through the engine's logs endpoint, with timestamps.
+//!
+//! Why the logs endpoint and not attach: attach is faster (see `shared/notes`), but it is not a
+//! buffer: a reader that stops reading blocks the container's writes. The logs endpoint reads
+//! the engine's log file, so when CloudWatch is slow dockwatch simply reads later, the container
+//! never blocks and dockwatch's memory stays bounded. It also gives each line the time Docker
+//! received it, and lets a reader reopen the log after a dropped connection, a restart of the
+//! engine or of dockwatch, and continue exactly after the last frame it had.
+//!
+//! Each frame the engine sends is one log message of the json-file driver:
+//! `RFC3339NANO-TIMESTAMP SPACE BYTES`, where the bytes end with `\n` unless Docker split a long
+//! line (16 KiB pieces) or the output ended without a newline.
+//!
+//! Position: a [`Cursor`] is the last frame read (timestamp, source, bytes). Reopening "after
+//! the cursor" asks the engine for the frames since the cursor's second less one, skips them
+//! until the cursor's frame itself, and yields what follows; matching the frame itself rather
+//! than comparing timestamps keeps stdout/stderr frames whose timestamps are slightly out of
+//! file order.
+
+use std::pin::Pin;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptions;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::DockerError;
+use crate::framing::Source;
+
+/// One log message of the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub source: Source,
+    /// When Docker received it, in nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    /// The bytes, without the timestamp prefix.
+    pub data: Bytes,
+}
+
+impl Frame {
+    pub fn ts_ms(&self) -> i64 {
+        self.ts_ns.div_euclid(1_000_000)
+    }
+}
+
+/// The last frame read: where to continue after a reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(pub Frame);
+
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, DockerError>> + Send>>;
+
+/// What to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadPlan {
+    /// Keep the stream open while the container runs.
+    pub follow: bool,
+    /// Only the last N frames (`None`: all).
+    pub tail: Option<u64>,
+}
+
+/// Opens the container's log stream. With a cursor, frames up to and including the cursor's
+/// frame are skipped. The flag returned turns true once the cursor's frame was seen (at once
+/// without a cursor): a stream that ends with it false had not reached the cursor, and the
+/// caller widens the read (a larger tail).
+pub fn open(
+    docker: &Docker,
+    id: &str,
+    plan: ReadPlan,
+    after: Option<Cursor>,
+) -> (FrameStream, Arc<AtomicBool>) {
+    let found = Arc::new(AtomicBool::new(after.is_none()));
+    let found2 = found.clone();
+    let since = after
+        .as_ref()
+        .map_or(0, |c| (c.0.ts_ns.div_euclid(1_000_000_000) - 1).max(0));
+    let opts = LogsOptions {
+        follow: plan.follow,
+        stdout: true,
+        stderr: true,
+        since: i32::try_from(since).unwrap_or(0),
+        until: 0,
+        timestamps: true,
+        tail: plan
+            .tail
+            .map_or_else(|| "all".to_string(), |n| n.to_string()),
+    };
+    let raw = docker.logs(id, Some(opts));
+    let mut skipping = after;
+    let frames = raw.filter_map(move |item| {
+        let out = match item {
+            Err(e) => Some(Err(DockerError::api("read container logs", &e))),
+            Ok(out) => match parse(out) {
+                Err(e) => Some(Err(e)),
+                Ok(None) => None,
+                Ok(Some(frame)) => match &skipping {
+                    Some(c) if c.0 == frame => {
+                        skipping = None;
+                        found2.store(true, Ordering::Release);
+                        None
+                    }
+                    Some(_) => None,
+                    None => Some(Ok(frame)),
+                },
+            },
+        };
+        std::future::ready(out)
+    });
+    (Box::pin(frames), found)
+}
+
+/// True when an error from [`open`] means the stream itself broke (worth reopening after
+/// the cursor), as opposed to an answer from the engine.
+pub fn is_transport_error(e: &DockerError) -> bool {
+    match e {
+        DockerError::Api { reason, .. } => !reason.contains("(HTTP "),
+        _ => false,
+    }
+}
+
+fn parse(out: LogOutput) -> Result<Option<Frame>, DockerError> {
+    let (source, msg) = match out {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => (Source::Stdout, message),
+        LogOutput::StdErr { message } => (Source::Stderr, message),
+        LogOutput::StdIn { .. } => return Ok(None),
+    };
+    let space = memchr::memchr(b' ', &msg[..msg.len().min(64)]).ok_or_else(|| bad_frame(&msg))?;
+    let ts_ns = parse_timestamp(&msg[..space]).ok_or_else(|| bad_frame(&msg))?;
+    Ok(Some(Frame {
+        source,
+        ts_ns,
+        data: msg.slice(space + 1..),
+    }))
+}
+
+fn bad_frame(msg: &[u8]) -> DockerError {
+    DockerError::Api {
+        context: "read container logs".into(),
+        reason: format!(
+            "a log frame without a timestamp: {:?}",
+            String::from_utf8_lossy(&msg[..msg.len().min(80)])
+        ),
+    }
+}
+
+/// Parses Docker's RFC 3339 timestamps (`2024-05-01T10:11:12.123456789Z`, fraction optional
+/// and of any length, `Z` or a `+hh:mm` offset) into nanoseconds since the Unix epoch.
+pub fn parse_timestamp(s: &[u8]) -> Option<i64> {
+    fn num(s: &[u8]) -> Option<i64> {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(s.iter().fold(0i64, |a, d| a * 10 + i64::from(d - b'0')))
+    }
+    if s.len() < 20
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || s[10] != b'T'
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
+    let (h, mi, sec) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0i64;
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(&rest[1..1 + digits])? * 10i64.pow(9 - digits as u32);
+        rest = &rest[1 + digits..];
+    }
+    let offset_secs = match rest {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), oh1, oh2, b':', om1, om2] => {
+            let v = num(&[*oh1, *oh2])? * 3600 + num(&[*om1, *om2])? * 60;
+            if *sign == b'+' { v } else { -v }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Describes a join error of the reader task (bollard panics on an engine error frame).
+pub fn describe_join(e: &tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        "the log reader failed on an unexpected frame from the engine".into()
+    } else {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for s in [
+            "2024-05-01T10:11:12.123456789Z",
+            "2024-05-01T10:11:12.1Z",
+            "2024-05-01T10:11:12Z",
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.000000001Z",
+            "2026-11-22T22:49:00.5+02:00",
+            "1969-12-31T23:59:59.9Z",
+        ] {
+            let want = DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap();
+            assert_eq!(parse_timestamp(s.as_bytes()), Some(want), "{s}");
+        }
+    }
+
+    #[test]
+    fn bad_timestamps() {
+        for s in [
+            "",
+            "hello world",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T10:11:12.Z",
+            "2024-05-01 10:11:12Z",
+        ] {
+            assert_eq!(parse_timestamp(s.as_bytes()), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn frames_parse() {
+        let f = parse(LogOutput::StdErr {
+            message: Bytes::from_static(b"1970-01-01T00:00:01.5Z hi\n"),
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.source, Source::Stderr);
+        assert_eq!(f.ts_ns, 1_500_000_000);
+        assert_eq!(f.ts_ms(), 1500);
+        assert_eq!(&f.data[..], b"hi\n");
+        assert!(
+            parse(LogOutput::StdOut {
+                message: Bytes::from_static(b"no timestamp")
+            })
+            .is_err()
+        );
+    }
+}

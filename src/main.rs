@@ -1,0 +1,87 @@
+//! The `dockwatch` binary: parse, run, and map every error to an exit code, in one place.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dockwatch::cli::{Cli, Command};
+use dockwatch::config::RunConfig;
+use dockwatch::exit_codes;
+use dockwatch::run::{self, Interrupts, Signal};
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // --help and --version exit 0; usage errors exit 2 with clap's message.
+        Err(e) => e.exit(),
+    };
+    init_tracing(cli.verbose);
+    let args = match cli.command {
+        Some(Command::Run(a)) => a,
+        None => cli.run,
+    };
+    let code = match RunConfig::from_args(args) {
+        Err(e) => {
+            eprintln!("dockwatch: error: {e}");
+            exit_codes::USAGE
+        }
+        Ok(cfg) => match tokio::runtime::Runtime::new() {
+            Err(e) => {
+                eprintln!("dockwatch: error: cannot start the async runtime: {e}");
+                exit_codes::FAILURE
+            }
+            Ok(rt) => rt.block_on(async {
+                let interrupts = listen_for_signals();
+                match run::run(cfg, interrupts).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        let code = e.exit_code();
+                        eprintln!("dockwatch: error: {:#}", anyhow::Error::from(e));
+                        code
+                    }
+                }
+            }),
+        },
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// SIGINT and SIGTERM, counted, for [`run::run`].
+fn listen_for_signals() -> watch::Receiver<Interrupts> {
+    let (tx, rx) = watch::channel(Interrupts::default());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            let s = tokio::select! {
+                _ = int.recv() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+            };
+            tx.send_modify(|i| {
+                i.count += 1;
+                i.first.get_or_insert(s);
+            });
+        }
+    });
+    rx
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "dockwatch=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,246 @@
+//! The reader task: the container's log frames, echoed to the terminal and cut into events,
+//! sent to the shipper over a bounded channel.
+//!
+//! It follows the logs endpoint until the container exits, reopening the stream after the
+//! last frame it had when the connection breaks (engine restart). When the follow stream ends
+//! it reads the end of the log once more, after that same frame, because the engine can leave
+//! out a last line that has no newline in follow mode (moby#43860).
+
+use bollard::Docker;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::DockerError;
+use crate::docker::logs::{self, Cursor, Frame, ReadPlan};
+use crate::framing::{Event, Framer, FramingStats, Source};
+use crate::sink::retry::Backoff;
+
+/// Events per message on the channel, at most.
+const SEND_EVENTS: usize = 512;
+/// Bytes per message on the channel, about.
+const SEND_BYTES: usize = 256 * 1024;
+/// Echo buffer size before it is written out.
+const ECHO_BYTES: usize = 64 * 1024;
+/// How many times a broken log stream is reopened before giving up.
+const MAX_RECONNECTS: u32 = 30;
+
+/// What the reader did.
+#[derive(Debug, Default)]
+pub struct ReaderReport {
+    /// Frames read from the engine.
+    pub frames: u64,
+    /// Bytes of output read.
+    pub bytes: u64,
+    /// What framing had to do.
+    pub framing: FramingStats,
+    /// The last frame read.
+    pub cursor: Option<Cursor>,
+    /// Events made but not handed to the shipper (when stopped early).
+    pub unsent: Vec<Event>,
+    /// Why reading ended early, if it did.
+    pub error: Option<DockerError>,
+    /// Stopped by `stop` before the end of the output.
+    pub stopped: bool,
+}
+
+/// Settings of the reader.
+pub struct ReaderConfig {
+    pub docker: Docker,
+    pub container_id: String,
+    /// Echo the output on our stdout/stderr.
+    pub echo: bool,
+    /// Largest message in bytes.
+    pub max_message_bytes: usize,
+}
+
+struct State {
+    framer: Framer,
+    pending: Vec<Event>,
+    pending_bytes: usize,
+    echo: Option<(Vec<u8>, Vec<u8>)>,
+    report: ReaderReport,
+}
+
+/// The channel closed: the shipper stopped.
+struct Closed;
+
+impl State {
+    async fn process(&mut self, frame: Frame, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+        if let Some((out, err)) = &mut self.echo {
+            match frame.source {
+                Source::Stdout => out.extend_from_slice(&frame.data),
+                Source::Stderr => err.extend_from_slice(&frame.data),
+            }
+            if out.len() + err.len() > ECHO_BYTES {
+                self.flush_echo().await;
+            }
+        }
+        self.report.frames += 1;
+        self.report.bytes += frame.data.len() as u64;
+        self.pending_bytes += frame.data.len();
+        self.framer
+            .push(frame.source, frame.ts_ms(), &frame.data, &mut self.pending);
+        self.report.cursor = Some(Cursor(frame));
+        if self.pending.len() >= SEND_EVENTS || self.pending_bytes >= SEND_BYTES {
+            self.send(tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+        self.pending_bytes = 0;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
+        tx.send(events).await.map_err(|e| {
+            self.report.unsent = e.0;
+            Closed
+        })
+    }
+
+    async fn flush_echo(&mut self) {
+        if let Some((out, err)) = &mut self.echo {
+            // A closed terminal must not stop shipping: echo errors are ignored.
+            if !out.is_empty() {
+                let mut o = tokio::io::stdout();
+                let _ = o.write_all(out).await;
+                let _ = o.flush().await;
+                out.clear();
+            }
+            if !err.is_empty() {
+                let mut e = tokio::io::stderr();
+                let _ = e.write_all(err).await;
+                let _ = e.flush().await;
+                err.clear();
+            }
+        }
+    }
+
+    /// Everything read so far goes out (when the stream waits, and at the end).
+    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+        self.flush_echo().await;
+        self.send(tx).await
+    }
+
+    fn finish(mut self, stopped: bool) -> ReaderReport {
+        self.report.framing = self.framer.stats;
+        self.report.stopped = stopped;
+        if stopped {
+            self.report.unsent.append(&mut self.pending);
+        }
+        self.report
+    }
+}
+
+/// Reads the container's whole output (see the module doc) until it ends or `stop` is
+/// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
+pub async fn read(
+    cfg: ReaderConfig,
+    tx: mpsc::Sender<Vec<Event>>,
+    stop: CancellationToken,
+) -> ReaderReport {
+    let mut st = State {
+        framer: Framer::new(cfg.max_message_bytes),
+        pending: Vec::new(),
+        pending_bytes: 0,
+        echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
+        report: ReaderReport::default(),
+    };
+    let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+
+    // Follow the log while the container runs.
+    'follow: loop {
+        let plan = ReadPlan {
+            follow: true,
+            tail: None,
+        };
+        let (mut frames, _) = logs::open(docker, id, plan, st.report.cursor.clone());
+        loop {
+            let next = match frames.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    if st.flush(&tx).await.is_err() {
+                        return st.finish(true);
+                    }
+                    tokio::select! {
+                        item = frames.next() => item,
+                        () = stop.cancelled() => return st.finish(true),
+                    }
+                }
+            };
+            match next {
+                None => break 'follow,
+                Some(Ok(frame)) => {
+                    if st.process(frame, &tx).await.is_err() {
+                        return st.finish(true);
+                    }
+                }
+                Some(Err(e))
+                    if logs::is_transport_error(&e) && backoff.attempts() < MAX_RECONNECTS =>
+                {
+                    tracing::warn!("the container's log stream broke ({e}); reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => continue 'follow,
+                        () = stop.cancelled() => return st.finish(true),
+                    }
+                }
+                Some(Err(e)) => {
+                    st.report.error = Some(e);
+                    break 'follow;
+                }
+            }
+        }
+    }
+
+    // Read the end once more, after the last frame (moby#43860).
+    let tails: &[Option<u64>] = if st.report.cursor.is_some() {
+        &[Some(64), Some(4096), None]
+    } else {
+        &[None]
+    };
+    for &tail in tails {
+        let (mut frames, found) = logs::open(
+            docker,
+            id,
+            ReadPlan {
+                follow: false,
+                tail,
+            },
+            st.report.cursor.clone(),
+        );
+        loop {
+            let item = tokio::select! {
+                item = frames.next() => item,
+                () = stop.cancelled() => return st.finish(true),
+            };
+            match item {
+                None => break,
+                Some(Ok(frame)) => {
+                    if st.process(frame, &tx).await.is_err() {
+                        return st.finish(true);
+                    }
+                }
+                Some(Err(e)) => {
+                    st.report.error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        if found.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
+    }
+
+    st.framer.finish(&mut st.pending);
+    if st.flush(&tx).await.is_err() {
+        return st.finish(true);
+    }
+    st.finish(false)
+}

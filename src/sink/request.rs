@@ -1,0 +1,125 @@
+//! One PutLogEvents request: a [`Batch`] in, what CloudWatch accepted and rejected out.
+
+use aws_sdk_cloudwatchlogs::Client;
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+
+use super::retry::{Failure, failure_of};
+use crate::batcher::Batch;
+
+/// Events CloudWatch refused, by reason (from `rejectedLogEventsInfo`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// Older than the group's retention or 14 days.
+    pub too_old: u64,
+    /// More than 2 hours in the future.
+    pub too_new: u64,
+    /// Past the group's retention.
+    pub expired: u64,
+}
+
+impl Rejected {
+    pub fn total(&self) -> u64 {
+        self.too_old + self.too_new + self.expired
+    }
+    pub fn add(&mut self, o: Rejected) {
+        self.too_old += o.too_old;
+        self.too_new += o.too_new;
+        self.expired += o.expired;
+    }
+}
+
+/// Sends the batch once.
+pub async fn put(
+    client: &Client,
+    group: &str,
+    stream: &str,
+    batch: &Batch,
+) -> Result<Rejected, Failure> {
+    let events: Vec<InputLogEvent> = batch
+        .events
+        .iter()
+        .map(|e| {
+            InputLogEvent::builder()
+                .timestamp(e.ts_ms)
+                .message(e.message.clone())
+                .build()
+                .map_err(|err| Failure::Construction(err.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let out = client
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name(stream)
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .map_err(|e| failure_of(&e))?;
+    Ok(rejected_counts(
+        batch.events.len(),
+        out.rejected_log_events_info().map(|r| {
+            (
+                r.too_new_log_event_start_index(),
+                r.too_old_log_event_end_index(),
+                r.expired_log_event_end_index(),
+            )
+        }),
+    ))
+}
+
+/// Counts the rejected events from the three indexes AWS returns: `tooNewLogEventStartIndex`
+/// (first too-new event, inclusive), `tooOldLogEventEndIndex` and `expiredLogEventEndIndex`
+/// (end of the too-old / expired prefix, exclusive).
+pub fn rejected_counts(
+    n: usize,
+    info: Option<(Option<i32>, Option<i32>, Option<i32>)>,
+) -> Rejected {
+    let clamp = |i: i32| (i.max(0) as usize).min(n) as u64;
+    match info {
+        None => Rejected::default(),
+        Some((new_start, old_end, expired_end)) => {
+            let expired = expired_end.map_or(0, clamp);
+            let old_end = old_end.map_or(0, clamp).max(expired);
+            let too_old = old_end - expired;
+            let too_new = new_start.map_or(0, |i| n as u64 - clamp(i).max(old_end));
+            Rejected {
+                too_old,
+                too_new,
+                expired,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_indexes() {
+        assert_eq!(rejected_counts(10, None), Rejected::default());
+        let r = rejected_counts(10, Some((Some(8), Some(3), None)));
+        assert_eq!(
+            r,
+            Rejected {
+                too_old: 3,
+                too_new: 2,
+                expired: 0
+            }
+        );
+        let r = rejected_counts(10, Some((None, Some(4), Some(2))));
+        assert_eq!(
+            r,
+            Rejected {
+                too_old: 2,
+                too_new: 0,
+                expired: 2
+            }
+        );
+        assert_eq!(r.total(), 4);
+        // Out-of-range indexes never count more than the batch.
+        assert_eq!(
+            rejected_counts(5, Some((Some(-1), Some(99), None))).total(),
+            5
+        );
+    }
+}
