@@ -147,8 +147,8 @@ impl Batcher {
             split -= 1;
         }
         let carried = self.cur.len() - split;
-        let fits = carried + 1 <= self.limits.max_events
-            && carried_bytes + next_size <= self.limits.max_bytes;
+        let fits =
+            carried < self.limits.max_events && carried_bytes + next_size <= self.limits.max_bytes;
         if split == 0 || carried == 0 || !fits {
             return self
                 .flush()

@@ -290,7 +290,8 @@ impl LineBuilder {
     ) {
         self.flush_carry(source, max, stats, out);
         if self.pending.is_empty() {
-            if !(term == b'\n' && self.after_cr) && !self.split {
+            let crlf = term == b'\n' && self.after_cr;
+            if !crlf && !self.split {
                 stats.empty_lines += 1;
             }
         } else {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The second command: set up everything the tests need (Docker engine, moto, local images),
+# then run formatting and lint checks and the whole test suite.
+#
+#   ./scripts/test.sh
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_docker
+ensure_images
+start_moto
+trap stop_moto EXIT
+log "moto at $MOTO_URL"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+log "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi

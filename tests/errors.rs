@@ -1,0 +1,152 @@
+//! Bad input and unreachable dependencies: one clear line, a documented exit code, no
+//! container left behind, no secret printed.
+
+mod common;
+
+use common::*;
+
+/// The error line: exactly one line starting with `dockwatch: error:` (the secret warning
+/// may precede it).
+fn error_line(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("dockwatch: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    errors[0].to_string()
+}
+
+#[test]
+fn invalid_group_name() {
+    let mut job = Job::named("http://127.0.0.1:1", IMAGE, "echo x", "bad group!", "s");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(2));
+    let line = error_line(&out);
+    assert!(
+        line.contains("invalid log group name \"bad group!\""),
+        "{line}"
+    );
+    assert!(line.contains("A-Z a-z 0-9"), "{line}");
+    assert!(containers_with_label(&job.label).is_empty());
+}
+
+#[test]
+fn invalid_stream_name() {
+    let mut job = Job::named("http://127.0.0.1:1", IMAGE, "echo x", "g", "a:b");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(error_line(&out).contains("invalid log stream name \"a:b\""));
+}
+
+#[test]
+fn missing_flag_is_a_usage_error() {
+    let out = dockwatch()
+        .args(["--docker-image", IMAGE])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--bash-command"), "{}", stderr(&out));
+}
+
+#[test]
+fn no_region_anywhere() {
+    let home = std::env::temp_dir().join(unique("home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let out = dockwatch()
+        .args(["--docker-image", IMAGE, "--bash-command", "true"])
+        .args([
+            "--aws-cloudwatch-group",
+            "g",
+            "--aws-cloudwatch-stream",
+            "s",
+        ])
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(error_line(&out).contains("no AWS region: pass --aws-region"));
+}
+
+#[test]
+fn endpoint_unreachable() {
+    let port = free_port(); // nothing listens there
+    let mut job = Job::new(&format!("http://127.0.0.1:{port}"), "echo x");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(125));
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!("cannot reach http://127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(containers_with_label(&job.label).is_empty());
+}
+
+#[test]
+fn docker_unreachable() {
+    let mut job = Job::new(&moto_url(), "echo x");
+    job.cmd
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(125));
+    let line = error_line(&out);
+    assert!(
+        line.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        "{line}"
+    );
+    assert!(line.contains("start dockerd or set DOCKER_HOST"), "{line}");
+}
+
+#[test]
+fn image_missing_and_not_pullable() {
+    let url = moto_url();
+    // --pull never: not present locally.
+    let mut job = Job::with_image(&url, "dockwatch-no-such-image:v0", "echo x");
+    job.arg("--pull").arg("never");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(125));
+    let line = error_line(&out);
+    assert!(
+        line.contains("image \"dockwatch-no-such-image:v0\" is not available"),
+        "{line}"
+    );
+    // Pull from a registry that does not answer.
+    let port = free_port();
+    let image = format!("127.0.0.1:{port}/nothing:here");
+    let mut job = Job::with_image(&url, &image, "echo x");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(error_line(&out).contains(&format!("image {image:?} is not available")));
+    assert!(containers_with_label(&job.label).is_empty());
+}
+
+#[test]
+fn image_without_bash() {
+    let url = moto_url();
+    let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo x");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(line.contains("has no \"bash\" executable"), "{line}");
+    assert!(line.contains("--shell"), "{line}");
+    assert!(
+        containers_with_label(&job.label).is_empty(),
+        "container left behind"
+    );
+}
+
+#[test]
+fn another_shell_with_shell_flag() {
+    let url = moto_url();
+    let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo from-sh");
+    job.arg("--shell").arg("sh");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(messages(&url, &job.group, &job.stream), ["from-sh"]);
+}

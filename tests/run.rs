@@ -1,0 +1,235 @@
+//! The main job end to end: the real binary, the real Docker engine, moto as CloudWatch Logs.
+//! Every test reads back what arrived with GetLogEvents.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_users_example_ships_a_counter_in_order() {
+    let url = moto_url();
+    // The python counter, adapted to the local image (no registry here).
+    let mut job = Job::new(
+        &url,
+        "counter=0; while [ $counter -lt 25 ]; do echo $counter; counter=$((counter + 1)); sleep 0.1; done",
+    );
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+    let events = read_events(&url, &job.group, &job.stream);
+    let got: Vec<String> = events.iter().map(|(_, m)| m.clone()).collect();
+    assert_eq!(got, want);
+    // Timestamps are Docker's receive times: ~100 ms apart, non-decreasing, recent.
+    assert!(events.windows(2).all(|w| w[0].0 <= w[1].0));
+    let span = events.last().unwrap().0 - events[0].0;
+    assert!((2000..10_000).contains(&span), "span {span} ms");
+    assert!((now_ms() - events[0].0).abs() < 120_000);
+    // Echoed on the terminal's stdout too, and a summary on stderr.
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
+    assert!(
+        stderr(&out).contains("shipped 25 events"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        containers_with_label(&job.label).is_empty(),
+        "container left behind"
+    );
+}
+
+#[test]
+fn creates_missing_group_and_stream() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo fresh");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(messages(&url, &job.group, &job.stream), ["fresh"]);
+}
+
+#[test]
+fn existing_group_missing_stream() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo into-existing-group");
+    precreate(&url, &job.group, None);
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        messages(&url, &job.group, &job.stream),
+        ["into-existing-group"]
+    );
+}
+
+#[test]
+fn existing_group_and_stream_are_appended_to() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo appended");
+    precreate(&url, &job.group, Some(&job.stream));
+    put_one(
+        &url,
+        &job.group,
+        &job.stream,
+        now_ms() - 60_000,
+        "already there",
+    );
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        messages(&url, &job.group, &job.stream),
+        ["already there", "appended"]
+    );
+}
+
+#[test]
+fn stdout_and_stderr_are_both_shipped_and_echoed_to_their_own_fds() {
+    let url = moto_url();
+    let mut job = Job::new(
+        &url,
+        "echo out-1; sleep 0.05; echo err-1 >&2; sleep 0.05; echo out-2; sleep 0.05; echo err-2 >&2",
+    );
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        messages(&url, &job.group, &job.stream),
+        ["out-1", "err-1", "out-2", "err-2"]
+    );
+    assert_eq!(stdout(&out), "out-1\nout-2\n");
+    assert!(stderr(&out).starts_with("dockwatch: warning: a secret on the command line"));
+    assert!(stderr(&out).contains("err-1\nerr-2\n"), "{}", stderr(&out));
+}
+
+#[test]
+fn quiet_ships_without_echo() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo hidden; sleep 0.05; echo hidden-err >&2");
+    job.arg("--quiet");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+    assert!(!stderr(&out).contains("hidden-err"));
+    assert_eq!(
+        messages(&url, &job.group, &job.stream),
+        ["hidden", "hidden-err"]
+    );
+}
+
+#[test]
+fn exit_codes_are_propagated() {
+    let url = moto_url();
+    for (cmd, code, last) in [
+        ("echo ok; exit 0", 0, "ok"),
+        ("echo three; exit 3", 3, "three"),
+        // Killed by a signal: 128 + 9, as docker run reports it.
+        // (`; exit $?` keeps bash from exec'ing the child as PID 1, which ignores signals.)
+        (
+            "echo killed; bash -c 'kill -9 $$' 2>/dev/null; exit $?",
+            137,
+            "killed",
+        ),
+    ] {
+        let mut job = Job::new(&url, cmd);
+        let out = job.output();
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {}", stderr(&out));
+        assert_eq!(messages(&url, &job.group, &job.stream)[0], last, "{cmd}");
+        assert!(stderr(&out).contains(&format!("container exited with code {code}")));
+        assert!(containers_with_label(&job.label).is_empty());
+    }
+}
+
+#[test]
+fn non_ascii_utf8_arrives_intact() {
+    let url = moto_url();
+    let lines = [
+        "emoji 😀🚀✨",
+        "CJK 日本語 中文 한국어",
+        "accents é à ü ñ",
+        "RTL שלום مرحبا",
+    ];
+    let script = lines
+        .iter()
+        .map(|l| format!("echo '{l}'"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut job = Job::new(&url, &script);
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(messages(&url, &job.group, &job.stream), lines);
+}
+
+#[test]
+fn last_line_without_newline_is_delivered() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo first; printf 'no newline at the end'");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        messages(&url, &job.group, &job.stream),
+        ["first", "no newline at the end"]
+    );
+}
+
+#[test]
+fn keep_container_keeps_it() {
+    let url = moto_url();
+    let mut job = Job::new(&url, "echo kept");
+    job.arg("--keep-container");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0));
+    let left = containers_with_label(&job.label);
+    cleanup(&job.label);
+    assert_eq!(left.len(), 1, "{}", stderr(&out));
+    assert_eq!(messages(&url, &job.group, &job.stream), ["kept"]);
+}
+
+#[test]
+fn run_subcommand_and_credentials_from_the_environment() {
+    let url = moto_url();
+    let group = unique("grp");
+    let label = unique("t");
+    let out = dockwatch()
+        .args([
+            "run",
+            "--docker-image",
+            IMAGE,
+            "--bash-command",
+            "echo via-env",
+        ])
+        .args([
+            "--aws-cloudwatch-group",
+            &group,
+            "--aws-cloudwatch-stream",
+            "s",
+        ])
+        .args(["--label", &format!("dockwatch.test={label}")])
+        .env("AWS_ACCESS_KEY_ID", "AKIDENV")
+        .env("AWS_SECRET_ACCESS_KEY", "env-secret")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("visible to other local users"));
+    assert_eq!(messages(&url, &group, "s"), ["via-env"]);
+}
+
+#[test]
+fn help_and_version() {
+    let out = dockwatch().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    for flag in [
+        "--docker-image",
+        "--bash-command",
+        "--aws-cloudwatch-group",
+        "--aws-cloudwatch-stream",
+        "--aws-access-key-id",
+        "--aws-secret-access-key",
+        "--aws-region",
+        "--aws-endpoint-url",
+        "Examples:",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = dockwatch().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).starts_with("dockwatch "));
+}
