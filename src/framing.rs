@@ -69,8 +69,9 @@ struct LineBuilder {
     /// An incomplete UTF-8 sequence at the end of the last chunk (at most 3 bytes).
     carry: [u8; 4],
     carry_len: usize,
-    /// The last byte seen was a `\r`, so a `\n` right after it ends nothing new.
-    after_cr: bool,
+    /// The last byte seen was a `\r`: `Some(true)` when it ended a non-empty line (so a `\n`
+    /// right after it ends nothing new), `Some(false)` when the line was empty.
+    after_cr: Option<bool>,
     /// The current line was already split at least once.
     split: bool,
 }
@@ -155,7 +156,7 @@ impl LineBuilder {
         if data.is_empty() {
             return;
         }
-        self.after_cr = false;
+        self.after_cr = None;
         if self.piece_ts.is_none() {
             self.piece_ts = Some(ts);
         }
@@ -289,16 +290,17 @@ impl LineBuilder {
         out: &mut Vec<Event>,
     ) {
         self.flush_carry(source, max, stats, out);
-        if self.pending.is_empty() {
-            let crlf = term == b'\n' && self.after_cr;
-            if !crlf && !self.split {
-                stats.empty_lines += 1;
-            }
-        } else {
+        let ended_text = !self.pending.is_empty() || self.split;
+        if !self.pending.is_empty() {
             self.emit(source, stats, out);
         }
+        // An empty line is a `\n` (or `\r\n`) with nothing before it; a lone `\r` on an empty
+        // line is a redraw (a progress bar's first frame), not a line.
+        if term == b'\n' && !ended_text && self.after_cr != Some(true) {
+            stats.empty_lines += 1;
+        }
         self.split = false;
-        self.after_cr = term == b'\r';
+        self.after_cr = (term == b'\r').then_some(ended_text);
     }
 
     fn emit(&mut self, source: Source, stats: &mut FramingStats, out: &mut Vec<Event>) {
@@ -352,6 +354,14 @@ mod tests {
         let (ev, st) = frame_all(100, &[b"a\nb\r\nc\rd\n\n\ne"]);
         assert_eq!(ev, ["a", "b", "c", "d", "e"]);
         assert_eq!(st.empty_lines, 2);
+    }
+
+    #[test]
+    fn empty_line_counting() {
+        // Two empty \n lines, one empty \r\n line; the progress bar's leading \r is no line.
+        let (ev, st) = frame_all(100, &[b"a\n\n\nb\r\nc\r\n\r\n\r 0%\r50%\n"]);
+        assert_eq!(ev, ["a", "b", "c", " 0%", "50%"]);
+        assert_eq!(st.empty_lines, 3);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::DockerError;
-use crate::docker::logs::{self, Cursor, Frame, ReadPlan};
+use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
 use crate::framing::{Event, Framer, FramingStats, Source};
 use crate::sink::retry::Backoff;
 
@@ -60,6 +60,7 @@ struct State {
     pending: Vec<Event>,
     pending_bytes: usize,
     echo: Option<(Vec<u8>, Vec<u8>)>,
+    cursor: CursorTracker,
     report: ReaderReport,
 }
 
@@ -82,7 +83,8 @@ impl State {
         self.pending_bytes += frame.data.len();
         self.framer
             .push(frame.source, frame.ts_ms(), &frame.data, &mut self.pending);
-        self.report.cursor = Some(Cursor(frame));
+        self.cursor.advance(&frame);
+        self.report.cursor = self.cursor.cursor();
         if self.pending.len() >= SEND_EVENTS || self.pending_bytes >= SEND_BYTES {
             self.send(tx).await?;
         }
@@ -147,6 +149,7 @@ pub async fn read(
         pending: Vec::new(),
         pending_bytes: 0,
         echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
+        cursor: CursorTracker::default(),
         report: ReaderReport::default(),
     };
     let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
@@ -161,7 +164,7 @@ pub async fn read(
             follow: true,
             tail: None,
         };
-        let (mut frames, _) = logs::open(docker, id, plan, st.report.cursor.clone());
+        let (mut frames, _) = logs::open(docker, id, plan, st.report.cursor);
         loop {
             let next = match frames.next().now_or_never() {
                 Some(item) => item,

@@ -4,6 +4,11 @@
 //! Containers are created with the `json-file` log driver and no rotation: the engine's log
 //! file is dockwatch's durable buffer, read through the logs endpoint at dockwatch's own pace
 //! (see [`super::logs`]), so a slow CloudWatch never blocks the container's writes.
+//!
+//! Why not the `local` driver, which keeps invalid UTF-8 bytes as they are (`json-file`
+//! replaces each with U+FFFD before any reader sees them): on this engine (20.10) `local`
+//! loses the line that follows a line longer than 16 KiB (measured; see the README). Losing
+//! lines is worse than replacing bytes.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;

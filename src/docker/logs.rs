@@ -11,11 +11,12 @@
 //! `RFC3339NANO-TIMESTAMP SPACE BYTES`, where the bytes end with `\n` unless Docker split a long
 //! line (16 KiB pieces) or the output ended without a newline.
 //!
-//! Position: a [`Cursor`] is the last frame read (timestamp, source, bytes). Reopening "after
-//! the cursor" asks the engine for the frames since the cursor's second less one, skips them
-//! until the cursor's frame itself, and yields what follows; matching the frame itself rather
-//! than comparing timestamps keeps stdout/stderr frames whose timestamps are slightly out of
-//! file order.
+//! Position: a [`Cursor`] names the last frame read by its timestamp, its source and its rank
+//! among that source's frames with the same timestamp. Reopening "after the cursor" reads the
+//! log again, skips up to that frame and yields what follows. Matching the frame's position
+//! rather than comparing timestamps keeps stdout/stderr frames whose timestamps are slightly
+//! out of file order, and the rank tells apart the pieces of one long line, which Docker
+//! stamps all alike.
 
 use std::pin::Pin;
 
@@ -47,9 +48,52 @@ impl Frame {
     }
 }
 
-/// The last frame read: where to continue after a reconnect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor(pub Frame);
+/// A position in the container's log: the last frame read, named by its timestamp, its source
+/// and how many frames of that source carried exactly that timestamp up to it (Docker gives all
+/// 16 KiB pieces of one long line the same timestamp, so the timestamp alone is ambiguous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub ts_ns: i64,
+    pub source: Source,
+    /// 1 for the first frame of `source` with timestamp `ts_ns`, 2 for the next, ...
+    pub nth: u64,
+}
+
+/// Keeps the cursor of a stream of frames up to date.
+#[derive(Debug, Default, Clone)]
+pub struct CursorTracker {
+    /// Per source: last timestamp and how many frames had it.
+    last: [(i64, u64); 2],
+    cursor: Option<Cursor>,
+}
+
+fn idx(s: Source) -> usize {
+    match s {
+        Source::Stdout => 0,
+        Source::Stderr => 1,
+    }
+}
+
+impl CursorTracker {
+    /// Records a frame read after the current position.
+    pub fn advance(&mut self, f: &Frame) {
+        let slot = &mut self.last[idx(f.source)];
+        if slot.1 > 0 && slot.0 == f.ts_ns {
+            slot.1 += 1;
+        } else {
+            *slot = (f.ts_ns, 1);
+        }
+        self.cursor = Some(Cursor {
+            ts_ns: f.ts_ns,
+            source: f.source,
+            nth: slot.1,
+        });
+    }
+
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.cursor
+    }
+}
 
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, DockerError>> + Send>>;
 
@@ -60,6 +104,39 @@ pub struct ReadPlan {
     pub follow: bool,
     /// Only the last N frames (`None`: all).
     pub tail: Option<u64>,
+}
+
+/// Finds a cursor in a stream of frames. Within one source timestamps never go back, so the
+/// cursor's frame is the `nth` frame of its source with its timestamp, counted from the first
+/// one; a window that starts inside that run (a `tail` read) cannot count, and does not match.
+struct Seek {
+    target: Cursor,
+    /// The frames seen so far start at or before the run's first frame.
+    anchored: bool,
+    /// Frames of the run seen so far.
+    count: u64,
+}
+
+impl Seek {
+    /// True for the cursor's own frame.
+    fn is_target(&mut self, f: &Frame) -> bool {
+        if f.source != self.target.source {
+            return false;
+        }
+        if f.ts_ns == self.target.ts_ns {
+            if self.anchored {
+                self.count += 1;
+                return self.count == self.target.nth;
+            }
+        } else if f.ts_ns < self.target.ts_ns {
+            self.anchored = true;
+            self.count = 0;
+        } else {
+            // Past the run without reaching the cursor: the window did not hold it.
+            self.anchored = false;
+        }
+        false
+    }
 }
 
 /// Opens the container's log stream. With a cursor, frames up to and including the cursor's
@@ -74,14 +151,11 @@ pub fn open(
 ) -> (FrameStream, Arc<AtomicBool>) {
     let found = Arc::new(AtomicBool::new(after.is_none()));
     let found2 = found.clone();
-    let since = after
-        .as_ref()
-        .map_or(0, |c| (c.0.ts_ns.div_euclid(1_000_000_000) - 1).max(0));
     let opts = LogsOptions {
         follow: plan.follow,
         stdout: true,
         stderr: true,
-        since: i32::try_from(since).unwrap_or(0),
+        since: 0,
         until: 0,
         timestamps: true,
         tail: plan
@@ -89,20 +163,25 @@ pub fn open(
             .map_or_else(|| "all".to_string(), |n| n.to_string()),
     };
     let raw = docker.logs(id, Some(opts));
-    let mut skipping = after;
+    let mut seek = after.map(|target| Seek {
+        target,
+        anchored: plan.tail.is_none(),
+        count: 0,
+    });
     let frames = raw.filter_map(move |item| {
         let out = match item {
             Err(e) => Some(Err(DockerError::api("read container logs", &e))),
             Ok(out) => match parse(out) {
                 Err(e) => Some(Err(e)),
                 Ok(None) => None,
-                Ok(Some(frame)) => match &skipping {
-                    Some(c) if c.0 == frame => {
-                        skipping = None;
-                        found2.store(true, Ordering::Release);
+                Ok(Some(frame)) => match &mut seek {
+                    Some(s) => {
+                        if s.is_target(&frame) {
+                            seek = None;
+                            found2.store(true, Ordering::Release);
+                        }
                         None
                     }
-                    Some(_) => None,
                     None => Some(Ok(frame)),
                 },
             },
@@ -216,6 +295,67 @@ pub fn describe_join(e: &tokio::task::JoinError) -> String {
 mod tests {
     use super::*;
     use chrono::DateTime;
+
+    fn fr(source: Source, ts_ns: i64) -> Frame {
+        Frame {
+            source,
+            ts_ns,
+            data: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// Positions after the cursor, as `open` would yield them.
+    fn after(frames: &[Frame], target: Cursor, anchored: bool) -> Option<usize> {
+        let mut s = Seek {
+            target,
+            anchored,
+            count: 0,
+        };
+        frames.iter().position(|f| s.is_target(f)).map(|i| i + 1)
+    }
+
+    #[test]
+    fn cursor_ranks_identical_timestamps() {
+        use Source::*;
+        let log = [
+            fr(Stdout, 1),
+            fr(Stdout, 5),
+            fr(Stderr, 4),
+            fr(Stdout, 5),
+            fr(Stdout, 5),
+            fr(Stdout, 9),
+        ];
+        let mut t = CursorTracker::default();
+        let mut cursors = Vec::new();
+        for f in &log {
+            t.advance(f);
+            cursors.push(t.cursor().unwrap());
+        }
+        assert_eq!(
+            cursors[4],
+            Cursor {
+                ts_ns: 5,
+                source: Stdout,
+                nth: 3
+            }
+        );
+        assert_eq!(
+            cursors[2],
+            Cursor {
+                ts_ns: 4,
+                source: Stderr,
+                nth: 1
+            }
+        );
+        // Every cursor is found again at its own place in a full read.
+        for (i, c) in cursors.iter().enumerate() {
+            assert_eq!(after(&log, *c, true), Some(i + 1), "{c:?}");
+        }
+        // A tail window that starts inside the run of ts 5 cannot place rank 3.
+        assert_eq!(after(&log[3..], cursors[4], false), None);
+        // A window that holds the run's start can.
+        assert_eq!(after(&log[0..], cursors[4], false), Some(5));
+    }
 
     #[test]
     fn timestamps_match_chrono() {

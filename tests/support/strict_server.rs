@@ -1,0 +1,404 @@
+//! A strict, fault-injecting CloudWatch Logs server for tests and benchmarks.
+//!
+//! It speaks the JSON 1.1 protocol the AWS SDK uses (`POST /`, `X-Amz-Target:
+//! Logs_20140328.<Operation>`) on loopback, and rejects every PutLogEvents rule violation the
+//! way AWS does (`InvalidParameterException`), counting each: more than 10,000 events or
+//! 1,048,576 bytes (message bytes + 26 per event), an event over the event limit, an empty
+//! message, timestamps out of order or spanning more than 24 hours. Events over 2 hours in
+//! the future or older than 14 days are reported in `rejectedLogEventsInfo`. What it accepts is
+//! recorded per stream in arrival order, and [`StrictServer::events`] returns a stream as a
+//! reader sees it: ordered by timestamp, then by arrival.
+//!
+//! Faults (changed at any time through [`StrictServer::faults`]): a share of requests
+//! throttled, a share answered 500/503, latency on every request, an outage that drops every
+//! connection, and deleting a group.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use serde_json::{Value, json};
+
+/// Faults to inject; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Share of PutLogEvents answered ThrottlingException (0.0-1.0).
+    pub throttle: f64,
+    /// Share of PutLogEvents answered 500 or 503.
+    pub server_error: f64,
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// Drop every connection without an answer.
+    pub outage: bool,
+}
+
+/// What the server saw.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub put_requests: u64,
+    pub accepted_requests: u64,
+    pub throttled: u64,
+    pub server_errors: u64,
+    pub dropped: u64,
+    /// Requests refused for breaking a PutLogEvents rule.
+    pub violations: u64,
+    pub violation_messages: Vec<String>,
+    /// Most requests in flight at once.
+    pub max_concurrent: u64,
+    current: u64,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    streams: HashMap<String, Vec<(i64, String)>>,
+}
+
+#[derive(Debug)]
+struct State {
+    groups: HashMap<String, Group>,
+    faults: Faults,
+    stats: Stats,
+    max_event_bytes: usize,
+    rng: u64,
+}
+
+pub struct StrictServer {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl StrictServer {
+    /// Starts a server with AWS's current event limit (1 MiB).
+    pub fn start() -> Self {
+        Self::with_event_limit(1_048_576)
+    }
+
+    pub fn with_event_limit(max_event_bytes: usize) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(Mutex::new(State {
+            groups: HashMap::new(),
+            faults: Faults::default(),
+            stats: Stats::default(),
+            max_event_bytes,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let st = state.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                if st.lock().unwrap().faults.outage {
+                    st.lock().unwrap().stats.dropped += 1;
+                    drop(sock);
+                    continue;
+                }
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url,
+            state,
+            _rt: rt,
+        }
+    }
+
+    /// Changes the faults.
+    pub fn faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.state.lock().unwrap().faults);
+    }
+
+    pub fn with_stats<T>(&self, f: impl FnOnce(&Stats) -> T) -> T {
+        f(&self.state.lock().unwrap().stats)
+    }
+
+    /// Deletes a group and its streams, as DeleteLogGroup does.
+    pub fn delete_group(&self, group: &str) {
+        self.state.lock().unwrap().groups.remove(group);
+    }
+
+    /// The stream's events as a reader sees them: by timestamp, then by arrival.
+    pub fn events(&self, group: &str, stream: &str) -> Vec<(i64, String)> {
+        let s = self.state.lock().unwrap();
+        let mut ev = s
+            .groups
+            .get(group)
+            .and_then(|g| g.streams.get(stream))
+            .cloned()
+            .unwrap_or_default();
+        ev.sort_by_key(|e| e.0); // stable: arrival order within a timestamp
+        ev
+    }
+
+    pub fn messages(&self, group: &str, stream: &str) -> Vec<String> {
+        self.events(group, stream)
+            .into_iter()
+            .map(|e| e.1)
+            .collect()
+    }
+
+    pub fn stream_names(&self, group: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<String> = s
+            .groups
+            .get(group)
+            .map(|g| g.streams.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn error(status: u16, typ: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = json!({"__type": typ, "message": message}).to_string();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", "strict-server")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn ok(v: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-requestid", "strict-server")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Tracks requests in flight.
+struct Concurrent(Arc<Mutex<State>>);
+impl Concurrent {
+    fn enter(st: &Arc<Mutex<State>>) -> Self {
+        let mut s = st.lock().unwrap();
+        s.stats.current += 1;
+        s.stats.max_concurrent = s.stats.max_concurrent.max(s.stats.current);
+        Concurrent(st.clone())
+    }
+}
+impl Drop for Concurrent {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().stats.current -= 1;
+    }
+}
+
+async fn handle(
+    st: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let _c = Concurrent::enter(&st);
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let op = target.rsplit('.').next().unwrap_or("").to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let (latency, outage) = {
+        let s = st.lock().unwrap();
+        (s.faults.latency, s.faults.outage)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if outage || st.lock().unwrap().faults.outage {
+        st.lock().unwrap().stats.dropped += 1;
+        // An error from the service closes the connection without an answer.
+        return Err(std::io::Error::other("outage"));
+    }
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
+    };
+    let mut s = st.lock().unwrap();
+    let resp = match op.as_str() {
+        "CreateLogGroup" => {
+            let name = input["logGroupName"].as_str().unwrap_or("").to_string();
+            if s.groups.contains_key(&name) {
+                error(
+                    400,
+                    "ResourceAlreadyExistsException",
+                    "The specified log group already exists",
+                )
+            } else {
+                s.groups.insert(name, Group::default());
+                ok(json!({}))
+            }
+        }
+        "CreateLogStream" => {
+            let g = input["logGroupName"].as_str().unwrap_or("");
+            let name = input["logStreamName"].as_str().unwrap_or("").to_string();
+            match s.groups.get_mut(g) {
+                None => error(
+                    400,
+                    "ResourceNotFoundException",
+                    "The specified log group does not exist.",
+                ),
+                Some(grp) if grp.streams.contains_key(&name) => error(
+                    400,
+                    "ResourceAlreadyExistsException",
+                    "The specified log stream already exists",
+                ),
+                Some(grp) => {
+                    grp.streams.insert(name, Vec::new());
+                    ok(json!({}))
+                }
+            }
+        }
+        "PutLogEvents" => put(&mut s, &input),
+        _ => error(
+            400,
+            "UnknownOperationException",
+            &format!("not implemented: {op}"),
+        ),
+    };
+    Ok(resp)
+}
+
+fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
+    s.stats.put_requests += 1;
+    // xorshift: reproducible fault decisions.
+    s.rng ^= s.rng << 13;
+    s.rng ^= s.rng >> 7;
+    s.rng ^= s.rng << 17;
+    let roll = (s.rng % 10_000) as f64 / 10_000.0;
+    if roll < s.faults.throttle {
+        s.stats.throttled += 1;
+        return error(400, "ThrottlingException", "Rate exceeded");
+    }
+    if roll < s.faults.throttle + s.faults.server_error {
+        s.stats.server_errors += 1;
+        return if s.stats.server_errors % 2 == 0 {
+            error(
+                503,
+                "ServiceUnavailableException",
+                "The service is unavailable",
+            )
+        } else {
+            error(500, "InternalFailure", "internal failure")
+        };
+    }
+    let g = input["logGroupName"].as_str().unwrap_or("");
+    let st = input["logStreamName"].as_str().unwrap_or("");
+    let events = input["logEvents"].as_array().cloned().unwrap_or_default();
+    if let Err(msg) = check(&events, s.max_event_bytes) {
+        s.stats.violations += 1;
+        s.stats.violation_messages.push(msg.clone());
+        return error(400, "InvalidParameterException", &msg);
+    }
+    let Some(stream) = s.groups.get_mut(g).and_then(|grp| grp.streams.get_mut(st)) else {
+        return error(
+            400,
+            "ResourceNotFoundException",
+            "The specified log group or stream does not exist.",
+        );
+    };
+    let now = now_ms();
+    let (mut too_new_start, mut too_old_end) = (None, None);
+    for (i, e) in events.iter().enumerate() {
+        let ts = e["timestamp"].as_i64().unwrap_or(0);
+        if ts > now + 2 * 3600 * 1000 {
+            too_new_start.get_or_insert(i);
+            continue;
+        }
+        if ts < now - 14 * 24 * 3600 * 1000 {
+            too_old_end = Some(i + 1);
+            continue;
+        }
+        stream.push((ts, e["message"].as_str().unwrap_or("").to_string()));
+    }
+    s.stats.accepted_requests += 1;
+    let mut out = json!({"nextSequenceToken": "0"});
+    if too_new_start.is_some() || too_old_end.is_some() {
+        let mut info = serde_json::Map::new();
+        if let Some(i) = too_new_start {
+            info.insert("tooNewLogEventStartIndex".into(), json!(i));
+        }
+        if let Some(i) = too_old_end {
+            info.insert("tooOldLogEventEndIndex".into(), json!(i));
+        }
+        out["rejectedLogEventsInfo"] = Value::Object(info);
+    }
+    ok(out)
+}
+
+/// Every rule of a PutLogEvents request; the message says which one broke.
+fn check(events: &[Value], max_event_bytes: usize) -> Result<(), String> {
+    if events.is_empty() || events.len() > 10_000 {
+        return Err(format!(
+            "{} events: a request holds 1 to 10000",
+            events.len()
+        ));
+    }
+    let mut total = 0usize;
+    let mut prev: Option<i64> = None;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for (i, e) in events.iter().enumerate() {
+        let msg = e["message"]
+            .as_str()
+            .ok_or(format!("event {i}: no message"))?;
+        let ts = e["timestamp"]
+            .as_i64()
+            .ok_or(format!("event {i}: no timestamp"))?;
+        if msg.is_empty() {
+            return Err(format!("event {i}: empty message"));
+        }
+        let size = msg.len() + 26;
+        if size > max_event_bytes {
+            return Err(format!(
+                "event {i}: {size} bytes, over the {max_event_bytes}-byte event limit"
+            ));
+        }
+        total += size;
+        if let Some(p) = prev
+            && ts < p
+        {
+            return Err(format!(
+                "event {i}: timestamps out of order ({ts} after {p})"
+            ));
+        }
+        prev = Some(ts);
+        min = min.min(ts);
+        max = max.max(ts);
+    }
+    if total > 1_048_576 {
+        return Err(format!("{total} bytes: over the 1048576-byte batch limit"));
+    }
+    if max - min > 24 * 3600 * 1000 {
+        return Err("the batch spans more than 24 hours".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Any amount, any kind of output, through the strict CloudWatch server: what arrived is
+//! compared with what the container wrote, and no request may break a CloudWatch rule.
+
+mod common;
+#[path = "support/strict_server.rs"]
+mod strict_server;
+
+use common::*;
+use strict_server::StrictServer;
+
+fn numbered(n: usize) -> Vec<String> {
+    (1..=n).map(|i| i.to_string()).collect()
+}
+
+fn assert_clean(server: &StrictServer) {
+    server.with_stats(|s| {
+        assert_eq!(
+            s.violations, 0,
+            "rule violations: {:?}",
+            s.violation_messages
+        );
+    });
+}
+
+/// The reference framing of raw bytes (see src/framing.rs): lines end at \n or \r, empty
+/// lines are skipped, invalid UTF-8 becomes U+FFFD, long lines are split at `max` bytes.
+fn reference(raw: &[u8], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for seg in raw.split(|b| *b == b'\n' || *b == b'\r') {
+        let line = String::from_utf8_lossy(seg);
+        let mut rest: &str = &line;
+        while !rest.is_empty() {
+            let cut = if rest.len() <= max {
+                rest.len()
+            } else {
+                rest.floor_char_boundary(max)
+            };
+            out.push(rest[..cut].to_string());
+            rest = &rest[cut..];
+        }
+    }
+    out
+}
+
+#[test]
+fn a_million_numbered_lines_arrive_complete_in_order() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "seq 1 1000000");
+    job.arg("--quiet");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(got.len(), 1_000_000);
+    assert!(got == numbered(1_000_000), "content or order differs");
+    assert_clean(&server);
+    // Batches were filled: 1M short lines need at least 100 requests, and not many more.
+    server.with_stats(|s| {
+        assert!(
+            s.accepted_requests >= 100 && s.accepted_requests < 400,
+            "{}",
+            s.accepted_requests
+        )
+    });
+}
+
+#[test]
+fn a_5_mib_line_without_newline_is_split_not_lost() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "head -c 5242880 /dev/zero | tr '\\0' 'a'");
+    job.arg("--quiet");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert!(got.iter().all(|m| m.len() <= 1_048_576 - 26));
+    assert_eq!(got.iter().map(String::len).sum::<usize>(), 5_242_880);
+    assert!(got.iter().all(|m| m.bytes().all(|b| b == b'a')));
+    assert_eq!(got.len(), 6); // ceil(5 MiB / (1 MiB - 26))
+    assert_clean(&server);
+}
+
+#[test]
+fn old_event_limit_is_a_setting() {
+    let server = StrictServer::with_event_limit(262_144);
+    let mut job = Job::new(
+        &server.url,
+        "head -c 1000000 /dev/zero | tr '\\0' 'b'; echo",
+    );
+    job.arg("--quiet").arg("--max-event-size").arg("262144");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got.concat(), "b".repeat(1_000_000));
+    assert_clean(&server);
+}
+
+#[test]
+fn twenty_mib_of_random_bytes() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "head -c 20971520 /dev/urandom");
+    job.arg("--quiet").arg("--keep-container");
+    let out = job.output();
+    let ids = containers_with_label(&job.label);
+    // What the container wrote, exactly, as the engine stored it.
+    let raw = std::process::Command::new("docker")
+        .args(["logs", &ids[0]])
+        .output()
+        .unwrap()
+        .stdout;
+    cleanup(&job.label);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The json-file driver replaced invalid bytes with U+FFFD (3 bytes each) already.
+    assert!(raw.len() >= 20_971_520, "{}", raw.len());
+    let got = server.messages(&job.group, &job.stream);
+    let want = reference(&raw, 1_048_576 - 26);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "content differs");
+    assert_clean(&server);
+}
+
+#[test]
+fn mixed_stdout_and_stderr_each_complete_and_in_order() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "for i in $(seq 1 20000); do echo out-$i; echo err-$i >&2; done",
+    );
+    job.arg("--quiet");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(got.len(), 40_000);
+    let outs: Vec<&String> = got.iter().filter(|m| m.starts_with("out-")).collect();
+    let errs: Vec<&String> = got.iter().filter(|m| m.starts_with("err-")).collect();
+    let want_out: Vec<String> = (1..=20000).map(|i| format!("out-{i}")).collect();
+    let want_err: Vec<String> = (1..=20000).map(|i| format!("err-{i}")).collect();
+    assert!(
+        outs.iter()
+            .map(|s| s.as_str())
+            .eq(want_out.iter().map(|s| s.as_str()))
+    );
+    assert!(
+        errs.iter()
+            .map(|s| s.as_str())
+            .eq(want_err.iter().map(|s| s.as_str()))
+    );
+    assert_clean(&server);
+}
+
+#[test]
+fn tty_mode_ships_lines_without_carriage_returns() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "echo one; echo two >&2; printf 'p 10%%\\rp 100%%\\n'; echo 'é'",
+    );
+    job.arg("--tty");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        ["one", "two", "p 10%", "p 100%", "é"]
+    );
+    assert_clean(&server);
+}
+
+#[test]
+fn empty_lines_crlf_and_progress_bars() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "printf 'a\\n\\n\\nb\\r\\nc\\r\\n\\r\\n'; printf '\\r 0%%|   |\\r50%%|#  |\\r100%%|###|\\n'",
+    );
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        ["a", "b", "c", " 0%|   |", "50%|#  |", "100%|###|"]
+    );
+    assert!(
+        stderr(&out).contains("3 empty lines skipped"),
+        "{}",
+        stderr(&out)
+    );
+    assert_clean(&server);
+}
+
+#[test]
+fn docker_split_long_lines_are_joined() {
+    // 100 KB lines: the engine stores them as 16 KiB pieces.
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "for i in 1 2 3; do head -c 100000 /dev/zero | tr '\\0' \"$i\"; echo; done",
+    );
+    job.arg("--quiet");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    let shape: Vec<(usize, Option<char>)> =
+        got.iter().map(|m| (m.len(), m.chars().next())).collect();
+    assert_eq!(
+        shape,
+        [
+            (100_000, Some('1')),
+            (100_000, Some('2')),
+            (100_000, Some('3'))
+        ]
+    );
+    let want: Vec<String> = ["1", "2", "3"].iter().map(|c| c.repeat(100_000)).collect();
+    assert!(got == want, "content differs");
+    assert_clean(&server);
+}
