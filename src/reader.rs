@@ -216,7 +216,7 @@ pub async fn read(
                 follow: false,
                 tail,
             },
-            st.report.cursor.clone(),
+            st.report.cursor,
         );
         loop {
             let item = tokio::select! {
