@@ -247,15 +247,16 @@ async fn handle(
     let resp = match op.as_str() {
         "CreateLogGroup" => {
             let name = input["logGroupName"].as_str().unwrap_or("").to_string();
-            if s.groups.contains_key(&name) {
-                error(
+            match s.groups.entry(name) {
+                std::collections::hash_map::Entry::Occupied(_) => error(
                     400,
                     "ResourceAlreadyExistsException",
                     "The specified log group already exists",
-                )
-            } else {
-                s.groups.insert(name, Group::default());
-                ok(json!({}))
+                ),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Group::default());
+                    ok(json!({}))
+                }
             }
         }
         "CreateLogStream" => {
@@ -301,7 +302,7 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
     }
     if roll < s.faults.throttle + s.faults.server_error {
         s.stats.server_errors += 1;
-        return if s.stats.server_errors % 2 == 0 {
+        return if s.stats.server_errors.is_multiple_of(2) {
             error(
                 503,
                 "ServiceUnavailableException",
