@@ -137,6 +137,27 @@ impl Batcher {
         Some(self.make(events, bytes))
     }
 
+    /// Closes the current batch on a timer: like [`Self::flush`], but the events of the last
+    /// millisecond stay for the next batch when the batch has others, since more events of
+    /// that millisecond may still come and must not race this batch.
+    pub fn flush_on_timer(&mut self) -> Option<Batch> {
+        let last = self.cur.last()?.ts_ms;
+        let split = self
+            .cur
+            .iter()
+            .rposition(|e| e.ts_ms != last)
+            .map_or(0, |i| i + 1);
+        if split == 0 {
+            return self.flush();
+        }
+        let rest = self.cur.split_off(split);
+        let rest_bytes: usize = rest.iter().map(event_size).sum();
+        let events = std::mem::replace(&mut self.cur, rest);
+        let bytes = self.cur_bytes - rest_bytes;
+        self.cur_bytes = rest_bytes;
+        Some(self.make(events, bytes))
+    }
+
     /// Closes the current batch before `next`, carrying the events of `next`'s millisecond
     /// over when they fit beside it.
     fn cut(&mut self, next: &Event, next_size: usize) -> Batch {
@@ -248,6 +269,29 @@ mod tests {
             .collect();
         assert_eq!(msgs, vec![vec!["a", "b"], vec!["c", "d", "e"]]);
         assert!(batches[0].last_ms() < batches[1].first_ms());
+    }
+
+    #[test]
+    fn timer_flush_keeps_the_last_millisecond() {
+        let mut b = Batcher::new(Limits::default());
+        for (ts, m) in [(1, "a"), (2, "b"), (2, "c")] {
+            assert!(b.push(ev(ts, m)).is_none());
+        }
+        let first = b.flush_on_timer().unwrap();
+        assert_eq!(first.events.len(), 1);
+        assert_eq!(first.bytes, event_size(&first.events[0]));
+        // Only one millisecond left: it goes whole.
+        let second = b.flush_on_timer().unwrap();
+        assert_eq!(
+            second
+                .events
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(b.flush_on_timer().is_none());
+        assert_eq!((first.seq, second.seq), (0, 1));
     }
 
     proptest! {

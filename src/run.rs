@@ -73,7 +73,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Docker(DockerError::NoShell { .. }) => exit_codes::NO_SHELL,
-            RunError::Sink(SinkError::NoRegion) => exit_codes::USAGE,
+            RunError::Sink(SinkError::NoRegion | SinkError::NoCredentials) => exit_codes::USAGE,
             RunError::InterruptedEarly(s) => s.exit_code(),
             _ => exit_codes::FAILURE,
         }

@@ -150,3 +150,36 @@ fn another_shell_with_shell_flag() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(messages(&url, &job.group, &job.stream), ["from-sh"]);
 }
+
+#[test]
+fn no_credentials_anywhere() {
+    let home = std::env::temp_dir().join(unique("home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let out = dockwatch()
+        .args([
+            "--docker-image",
+            IMAGE,
+            "--bash-command",
+            "true",
+            "--aws-region",
+            REGION,
+        ])
+        .args([
+            "--aws-cloudwatch-group",
+            "g",
+            "--aws-cloudwatch-stream",
+            "s",
+        ])
+        .args(["--aws-endpoint-url", &moto_url()])
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("no AWS credentials found; pass --aws-access-key-id"),
+        "{line}"
+    );
+}

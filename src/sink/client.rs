@@ -124,7 +124,9 @@ where
 
 /// Turns a start-up failure into the error the user sees.
 pub fn preflight_error(f: Failure, endpoint: String) -> SinkError {
-    if is_auth(&f) {
+    if matches!(f, Failure::Credentials(_)) {
+        SinkError::NoCredentials
+    } else if is_auth(&f) {
         SinkError::Auth {
             detail: f.to_string(),
         }

@@ -37,6 +37,10 @@ pub enum SinkError {
     #[error("no AWS region: pass --aws-region, set AWS_REGION, or give the profile a region")]
     NoRegion,
     #[error(
+        "no AWS credentials found; pass --aws-access-key-id and --aws-secret-access-key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --aws-profile"
+    )]
+    NoCredentials,
+    #[error(
         "AWS refused the credentials: {detail}; check the access key id, secret and session token, or the profile"
     )]
     Auth { detail: String },
@@ -150,8 +154,20 @@ impl Shipper {
                         .next_back()
                         .is_some_and(|&l| front.first_ms() <= l)
                     {
+                        tracing::trace!(
+                            seq = front.seq,
+                            "waits for the batch sharing its first ms"
+                        );
                         break;
                     }
+                    tracing::debug!(
+                        seq = front.seq,
+                        events = front.events.len(),
+                        first_ms = front.first_ms(),
+                        last_ms = front.last_ms(),
+                        in_flight = inflight.len(),
+                        "sending"
+                    );
                     let batch = ready.pop_front().expect("front exists");
                     inflight_last.insert(batch.seq, batch.last_ms());
                     inflight.push(self.deliver(batch, stop.clone()));
@@ -201,8 +217,8 @@ impl Shipper {
                     }
                 },
                 () = sleep_until(flush_at), if flush_at.is_some() && !stopping => {
-                    ready.extend(batcher.flush());
-                    flush_at = None;
+                    ready.extend(batcher.flush_on_timer());
+                    flush_at = (!batcher.is_empty()).then(|| Instant::now() + self.flush_interval);
                 }
                 () = stop.cancelled(), if !stopping => {}
             }

@@ -35,6 +35,10 @@ pub struct Faults {
     pub latency: Duration,
     /// Drop every connection without an answer.
     pub outage: bool,
+    /// Refuse every request's credentials (UnrecognizedClientException).
+    pub deny_auth: bool,
+    /// Added to the server's clock when judging events too old or too new.
+    pub clock_skew_ms: i64,
 }
 
 /// What the server saw.
@@ -50,6 +54,8 @@ pub struct Stats {
     pub violation_messages: Vec<String>,
     /// Most requests in flight at once.
     pub max_concurrent: u64,
+    /// Events rejected in rejectedLogEventsInfo.
+    pub rejected_events: u64,
     current: u64,
 }
 
@@ -61,6 +67,8 @@ struct Group {
 #[derive(Debug)]
 struct State {
     groups: HashMap<String, Group>,
+    /// Every event ever accepted, per (group, stream), kept when a group is deleted.
+    archive: HashMap<(String, String), Vec<(i64, String)>>,
     faults: Faults,
     stats: Stats,
     max_event_bytes: usize,
@@ -87,6 +95,7 @@ impl StrictServer {
             .unwrap();
         let state = Arc::new(Mutex::new(State {
             groups: HashMap::new(),
+            archive: HashMap::new(),
             faults: Faults::default(),
             stats: Stats::default(),
             max_event_bytes,
@@ -148,6 +157,19 @@ impl StrictServer {
             .unwrap_or_default();
         ev.sort_by_key(|e| e.0); // stable: arrival order within a timestamp
         ev
+    }
+
+    /// Everything ever accepted for the stream, as [`Self::events`] orders it, including
+    /// events of a group deleted since.
+    pub fn archive(&self, group: &str, stream: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut ev = s
+            .archive
+            .get(&(group.to_string(), stream.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        ev.sort_by_key(|e| e.0);
+        ev.into_iter().map(|e| e.1).collect()
     }
 
     pub fn messages(&self, group: &str, stream: &str) -> Vec<String> {
@@ -244,6 +266,13 @@ async fn handle(
         Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
     };
     let mut s = st.lock().unwrap();
+    if s.faults.deny_auth {
+        return Ok(error(
+            400,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    }
     let resp = match op.as_str() {
         "CreateLogGroup" => {
             let name = input["logGroupName"].as_str().unwrap_or("").to_string();
@@ -320,6 +349,7 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
         s.stats.violation_messages.push(msg.clone());
         return error(400, "InvalidParameterException", &msg);
     }
+    let now = now_ms() + s.faults.clock_skew_ms;
     let Some(stream) = s.groups.get_mut(g).and_then(|grp| grp.streams.get_mut(st)) else {
         return error(
             400,
@@ -327,7 +357,6 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
             "The specified log group or stream does not exist.",
         );
     };
-    let now = now_ms();
     let (mut too_new_start, mut too_old_end) = (None, None);
     for (i, e) in events.iter().enumerate() {
         let ts = e["timestamp"].as_i64().unwrap_or(0);
@@ -341,6 +370,14 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
         }
         stream.push((ts, e["message"].as_str().unwrap_or("").to_string()));
     }
+    let accepted = stream[stream.len()
+        - (events.len() - rejected_count(too_new_start, too_old_end, events.len()))..]
+        .to_vec();
+    s.stats.rejected_events += rejected_count(too_new_start, too_old_end, events.len()) as u64;
+    s.archive
+        .entry((g.to_string(), st.to_string()))
+        .or_default()
+        .extend(accepted);
     s.stats.accepted_requests += 1;
     let mut out = json!({"nextSequenceToken": "0"});
     if too_new_start.is_some() || too_old_end.is_some() {
@@ -402,4 +439,10 @@ fn check(events: &[Value], max_event_bytes: usize) -> Result<(), String> {
         return Err("the batch spans more than 24 hours".into());
     }
     Ok(())
+}
+
+fn rejected_count(too_new_start: Option<usize>, too_old_end: Option<usize>, n: usize) -> usize {
+    let old = too_old_end.unwrap_or(0);
+    let new = too_new_start.map_or(0, |i| n - i.max(old));
+    old + new
 }
