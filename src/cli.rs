@@ -53,6 +53,8 @@ pub enum Command {
     /// Run a container and ship its logs (the same as the top-level flags).
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Ship what an interrupted or killed run did not deliver, from its checkpoint or a spool.
+    Resume(ResumeArgs),
 }
 
 /// When to pull the image.
@@ -66,25 +68,9 @@ pub enum PullPolicy {
     Never,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct RunArgs {
-    /// Image to run, e.g. `python:3.12` or `busybox`. Pulled when not present locally.
-    #[arg(long, value_name = "IMAGE", required = true)]
-    pub docker_image: Option<String>,
-
-    /// Command run as `bash -c CMD` in the container, whatever the image's entrypoint,
-    /// e.g. `--bash-command 'echo hello; ls /'`.
-    #[arg(long, value_name = "CMD", required = true, allow_hyphen_values = true)]
-    pub bash_command: Option<String>,
-
-    /// CloudWatch Logs group; created when missing, e.g. `--aws-cloudwatch-group /dockwatch/jobs`.
-    #[arg(long, value_name = "GROUP", required = true)]
-    pub aws_cloudwatch_group: Option<String>,
-
-    /// CloudWatch Logs stream in the group; created when missing, e.g. `--aws-cloudwatch-stream run-42`.
-    #[arg(long, value_name = "STREAM", required = true)]
-    pub aws_cloudwatch_stream: Option<String>,
-
+/// How to reach CloudWatch Logs; every field falls back to the standard AWS chain.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AwsArgs {
     /// AWS access key id, e.g. `AKIA...`. Without it the standard AWS chain is used
     /// (AWS_ACCESS_KEY_ID, shared config and credentials files, SSO, container and instance roles).
     #[arg(long, value_name = "KEY_ID")]
@@ -111,6 +97,29 @@ pub struct RunArgs {
     /// (AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS work too).
     #[arg(long, value_name = "URL")]
     pub aws_endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Image to run, e.g. `python:3.12` or `busybox`. Pulled when not present locally.
+    #[arg(long, value_name = "IMAGE", required = true)]
+    pub docker_image: Option<String>,
+
+    /// Command run as `bash -c CMD` in the container, whatever the image's entrypoint,
+    /// e.g. `--bash-command 'echo hello; ls /'`.
+    #[arg(long, value_name = "CMD", required = true, allow_hyphen_values = true)]
+    pub bash_command: Option<String>,
+
+    /// CloudWatch Logs group; created when missing, e.g. `--aws-cloudwatch-group /dockwatch/jobs`.
+    #[arg(long, value_name = "GROUP", required = true)]
+    pub aws_cloudwatch_group: Option<String>,
+
+    /// CloudWatch Logs stream in the group; created when missing, e.g. `--aws-cloudwatch-stream run-42`.
+    #[arg(long, value_name = "STREAM", required = true)]
+    pub aws_cloudwatch_stream: Option<String>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
     #[arg(long, value_name = "SHELL", default_value = "bash")]
@@ -169,6 +178,55 @@ pub struct RunArgs {
     /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
     pub spool_dir: std::path::PathBuf,
+
+    /// Where the checkpoint (container and delivered position) lives while a run is going on,
+    /// for `dockwatch resume` after a crash.
+    #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
+    pub state_dir: std::path::PathBuf,
+}
+
+/// `dockwatch resume`: finish the delivery of a run that did not complete.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = "\
+Examples:
+  # dockwatch was killed mid-run: ship exactly the rest, then clean up
+  dockwatch resume
+  # several interrupted runs: name the container (id or prefix)
+  dockwatch resume 3f2a9c
+  # deliver a spool file written when delivery could not finish in time
+  dockwatch resume --spool .dockwatch-spool/3f2a9c01b2d4-20261122T101112.000Z.jsonl")]
+pub struct ResumeArgs {
+    /// Container id (or a prefix of it) of the run to resume; optional when only one
+    /// checkpoint exists.
+    #[arg(value_name = "CONTAINER", conflicts_with = "spool")]
+    pub container: Option<String>,
+
+    /// Deliver this spool file instead of resuming from a checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub spool: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Do not echo the rest of the container's output on this terminal.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Where the checkpoints are.
+    #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
+    pub state_dir: std::path::PathBuf,
+
+    /// Where undelivered events are saved when delivery cannot finish.
+    #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
+    pub spool_dir: std::path::PathBuf,
+
+    /// After SIGINT/SIGTERM, how long the container gets to stop, e.g. `10s`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+
+    /// After an interruption, how long delivery may take, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub flush_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -208,7 +266,7 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.run.docker_image.as_deref(), Some("python"));
         assert_eq!(cli.run.bash_command.as_deref(), Some("echo hi"));
-        assert_eq!(cli.run.aws_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(cli.run.aws.aws_region.as_deref(), Some("eu-west-1"));
     }
 
     #[test]
@@ -228,7 +286,8 @@ mod tests {
         .unwrap();
         match cli.command {
             Some(Command::Run(args)) => assert_eq!(args.bash_command.as_deref(), Some("-x")),
-            other => panic!("unexpected {other:?}"),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("no subcommand"),
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::batcher::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
-use crate::cli::{PullPolicy, RunArgs};
+use crate::cli::{AwsArgs, PullPolicy, RunArgs};
 
 /// A credential that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +80,31 @@ pub struct AwsOptions {
 }
 
 impl AwsOptions {
+    /// Validates the AWS flags.
+    pub fn from_args(a: AwsArgs) -> Result<Self, ConfigError> {
+        match (&a.aws_access_key_id, &a.aws_secret_access_key) {
+            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
+            (None, None) if a.aws_session_token.is_some() => {
+                return Err(ConfigError::TokenWithoutKeys);
+            }
+            _ => {}
+        }
+        if let Some(r) = &a.aws_region {
+            validate_region(r)?;
+        }
+        if let Some(u) = &a.aws_endpoint_url {
+            validate_endpoint(u)?;
+        }
+        Ok(AwsOptions {
+            access_key_id: a.aws_access_key_id,
+            secret_access_key: a.aws_secret_access_key.map(Secret::new),
+            session_token: a.aws_session_token.map(Secret::new),
+            region: a.aws_region,
+            profile: a.aws_profile,
+            endpoint_url: a.aws_endpoint_url,
+        })
+    }
+
     /// True when a secret was typed on the command line (and so is visible in `ps`).
     pub fn secret_on_command_line(&self) -> bool {
         self.secret_access_key.is_some()
@@ -145,6 +170,8 @@ pub struct RunConfig {
     pub flush_timeout: Duration,
     /// Directory for the spool of undelivered events.
     pub spool_dir: PathBuf,
+    /// Directory for the checkpoint.
+    pub state_dir: PathBuf,
 }
 
 /// Label put on every container dockwatch creates.
@@ -162,19 +189,7 @@ impl RunConfig {
             return Err(ConfigError::Empty("--shell"));
         }
 
-        match (&a.aws_access_key_id, &a.aws_secret_access_key) {
-            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
-            (None, None) if a.aws_session_token.is_some() => {
-                return Err(ConfigError::TokenWithoutKeys);
-            }
-            _ => {}
-        }
-        if let Some(r) = &a.aws_region {
-            validate_region(r)?;
-        }
-        if let Some(u) = &a.aws_endpoint_url {
-            validate_endpoint(u)?;
-        }
+        let aws = AwsOptions::from_args(a.aws)?;
         for e in &a.env {
             split_kv(e, "--env")?;
         }
@@ -208,14 +223,7 @@ impl RunConfig {
                 tty: a.tty,
                 pull: a.pull,
             },
-            aws: AwsOptions {
-                access_key_id: a.aws_access_key_id,
-                secret_access_key: a.aws_secret_access_key.map(Secret::new),
-                session_token: a.aws_session_token.map(Secret::new),
-                region: a.aws_region,
-                profile: a.aws_profile,
-                endpoint_url: a.aws_endpoint_url,
-            },
+            aws,
             ship: ShipConfig {
                 group,
                 stream,
@@ -228,6 +236,7 @@ impl RunConfig {
             stop_timeout: a.stop_timeout,
             flush_timeout: a.flush_timeout,
             spool_dir: a.spool_dir,
+            state_dir: a.state_dir,
         })
     }
 }

@@ -122,6 +122,14 @@ impl Framer {
         }
     }
 
+    /// True when no partial line is held: every byte fed so far is in an emitted event (or was
+    /// a line end). A position in the log where this holds can be resumed from exactly.
+    pub fn is_clean(&self) -> bool {
+        [&self.stdout, &self.stderr]
+            .iter()
+            .all(|b| b.pending.is_empty() && b.carry_len == 0)
+    }
+
     /// Ends both sources' partial lines (output that ended without a newline).
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         let max = self.max_message_bytes;
@@ -354,6 +362,20 @@ mod tests {
         let (ev, st) = frame_all(100, &[b"a\nb\r\nc\rd\n\n\ne"]);
         assert_eq!(ev, ["a", "b", "c", "d", "e"]);
         assert_eq!(st.empty_lines, 2);
+    }
+
+    #[test]
+    fn clean_only_between_lines() {
+        let mut f = Framer::new(100);
+        let mut out = Vec::new();
+        assert!(f.is_clean());
+        f.push(Source::Stdout, 0, b"abc", &mut out);
+        assert!(!f.is_clean());
+        f.push(Source::Stdout, 0, b"\n\xe2", &mut out);
+        assert!(!f.is_clean());
+        f.push(Source::Stdout, 0, b"\x82\xac\n", &mut out);
+        assert!(f.is_clean());
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

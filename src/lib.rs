@@ -11,6 +11,7 @@
 //! [`run`] wires the stages together for the main job, with shutdown passed in.
 
 pub mod batcher;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod docker;

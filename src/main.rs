@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let args = match cli.command {
         Some(Command::Run(a)) => a,
+        Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(a, i))),
         None => cli.run,
     };
     let code = match RunConfig::from_args(args) {
@@ -25,25 +26,38 @@ fn main() -> ExitCode {
             eprintln!("dockwatch: error: {e}");
             exit_codes::USAGE
         }
-        Ok(cfg) => match tokio::runtime::Runtime::new() {
-            Err(e) => {
-                eprintln!("dockwatch: error: cannot start the async runtime: {e}");
-                exit_codes::FAILURE
-            }
-            Ok(rt) => rt.block_on(async {
-                let interrupts = listen_for_signals();
-                match run::run(cfg, interrupts).await {
-                    Ok(code) => code,
-                    Err(e) => {
-                        let code = e.exit_code();
-                        eprintln!("dockwatch: error: {:#}", anyhow::Error::from(e));
-                        code
-                    }
-                }
-            }),
-        },
+        Ok(cfg) => block_on(|i| run::run(cfg, i)),
     };
+    to_exit(code)
+}
+
+fn to_exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs a job on a new runtime with signals wired in; errors become their exit codes.
+fn block_on<F, Fut>(job: F) -> i32
+where
+    F: FnOnce(watch::Receiver<Interrupts>) -> Fut,
+    Fut: std::future::Future<Output = Result<i32, run::RunError>>,
+{
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dockwatch: error: cannot start the async runtime: {e}");
+            return exit_codes::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match job(listen_for_signals()).await {
+            Ok(code) => code,
+            Err(e) => {
+                let code = e.exit_code();
+                eprintln!("dockwatch: error: {:#}", anyhow::Error::from(e));
+                code
+            }
+        }
+    })
 }
 
 /// SIGINT and SIGTERM, counted, for [`run::run`].

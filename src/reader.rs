@@ -26,6 +26,14 @@ const ECHO_BYTES: usize = 64 * 1024;
 /// How many times a broken log stream is reopened before giving up.
 const MAX_RECONNECTS: u32 = 30;
 
+/// What the reader hands to the shipper: events, and, when the framer held no partial line
+/// after the last of them, the log position right after them (a point to resume from).
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub events: Vec<Event>,
+    pub boundary: Option<Cursor>,
+}
+
 /// What the reader did.
 #[derive(Debug, Default)]
 pub struct ReaderReport {
@@ -53,6 +61,8 @@ pub struct ReaderConfig {
     pub echo: bool,
     /// Largest message in bytes.
     pub max_message_bytes: usize,
+    /// Start after this position (resume), or at the beginning.
+    pub start: Option<Cursor>,
 }
 
 struct State {
@@ -61,6 +71,8 @@ struct State {
     pending_bytes: usize,
     echo: Option<(Vec<u8>, Vec<u8>)>,
     cursor: CursorTracker,
+    /// The latest clean position not yet sent.
+    boundary: Option<Cursor>,
     report: ReaderReport,
 }
 
@@ -68,7 +80,7 @@ struct State {
 struct Closed;
 
 impl State {
-    async fn process(&mut self, frame: Frame, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+    async fn process(&mut self, frame: Frame, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
         if let Some((out, err)) = &mut self.echo {
             match frame.source {
                 Source::Stdout => out.extend_from_slice(&frame.data),
@@ -85,20 +97,26 @@ impl State {
             .push(frame.source, frame.ts_ms(), &frame.data, &mut self.pending);
         self.cursor.advance(&frame);
         self.report.cursor = self.cursor.cursor();
+        if self.framer.is_clean() {
+            self.boundary = self.report.cursor;
+        }
         if self.pending.len() >= SEND_EVENTS || self.pending_bytes >= SEND_BYTES {
             self.send(tx).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+    async fn send(&mut self, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
         self.pending_bytes = 0;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.boundary.is_none() {
             return Ok(());
         }
-        let events = std::mem::take(&mut self.pending);
-        tx.send(events).await.map_err(|e| {
-            self.report.unsent = e.0;
+        let chunk = Chunk {
+            events: std::mem::take(&mut self.pending),
+            boundary: self.boundary.take(),
+        };
+        tx.send(chunk).await.map_err(|e| {
+            self.report.unsent = e.0.events;
             Closed
         })
     }
@@ -122,7 +140,7 @@ impl State {
     }
 
     /// Everything read so far goes out (when the stream waits, and at the end).
-    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Event>>) -> Result<(), Closed> {
+    async fn flush(&mut self, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
         self.flush_echo().await;
         self.send(tx).await
     }
@@ -141,7 +159,7 @@ impl State {
 /// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
 pub async fn read(
     cfg: ReaderConfig,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,
 ) -> ReaderReport {
     let mut st = State {
@@ -149,8 +167,12 @@ pub async fn read(
         pending: Vec::new(),
         pending_bytes: 0,
         echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
-        cursor: CursorTracker::default(),
-        report: ReaderReport::default(),
+        cursor: CursorTracker::starting_at(cfg.start),
+        boundary: None,
+        report: ReaderReport {
+            cursor: cfg.start,
+            ..ReaderReport::default()
+        },
     };
     let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
     let mut backoff = Backoff::new(

@@ -11,6 +11,9 @@
 //!
 //! Shutdown is passed in: [`run`] reads signals from an [`Interrupts`] receiver, so tests and
 //! other callers can drive it without process signals.
+//!
+//! A run that could not deliver everything (dockwatch killed, delivery failed for good, the
+//! deadline passed) keeps its container and its checkpoint, and [`resume`] ships the rest.
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +21,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::RunConfig;
+use crate::checkpoint::Checkpoint;
+use crate::cli::ResumeArgs;
+use crate::config::{AwsOptions, ConfigError, RunConfig, ShipConfig};
+use crate::docker::logs::Cursor;
 use crate::docker::{self, DockerError, container};
 use crate::exit_codes;
+use crate::reader::Chunk;
 use crate::reader::{self, ReaderConfig, ReaderReport};
 use crate::sink::client::{self as cw, preflight_error};
 use crate::sink::retry::Failure;
@@ -67,6 +74,10 @@ pub enum RunError {
     },
     #[error("interrupted before the container started")]
     InterruptedEarly(Signal),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Resume(String),
 }
 
 impl RunError {
@@ -74,6 +85,7 @@ impl RunError {
         match self {
             RunError::Docker(DockerError::NoShell { .. }) => exit_codes::NO_SHELL,
             RunError::Sink(SinkError::NoRegion | SinkError::NoCredentials) => exit_codes::USAGE,
+            RunError::Config(_) => exit_codes::USAGE,
             RunError::InterruptedEarly(s) => s.exit_code(),
             _ => exit_codes::FAILURE,
         }
@@ -106,25 +118,277 @@ pub async fn run(
 
     let id = container::create(&docker, &cfg.container).await?;
     tracing::debug!("created container {id}");
-    let result = supervise(&cfg, &docker, &id, client, &mut interrupts, started).await;
-    if cfg.keep_container {
-        eprintln!("dockwatch: kept container {}", &id[..12.min(id.len())]);
-    } else if let Err(e) = container::remove(&docker, &id).await {
-        eprintln!("dockwatch: warning: could not remove container {id}: {e}");
+    let session = Session {
+        ship: cfg.ship.clone(),
+        echo: cfg.echo,
+        keep_container: cfg.keep_container,
+        stop_timeout: cfg.stop_timeout,
+        flush_timeout: cfg.flush_timeout,
+        spool_dir: cfg.spool_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        checkpoint: Checkpoint::new(
+            &id,
+            &cfg.ship.group,
+            &cfg.ship.stream,
+            client.config().region().map(|r| r.to_string()),
+            cfg.aws.endpoint_url.clone(),
+            cfg.keep_container,
+            cfg.ship.max_event_size,
+        ),
+    };
+    if let Err(e) = session.checkpoint.save(&session.state_dir) {
+        eprintln!(
+            "dockwatch: warning: cannot write the checkpoint in {}: {e}; a crash could not be resumed",
+            session.state_dir.display()
+        );
     }
-    result
+    if let Err(e) = container::start(&docker, &id, &cfg.container).await {
+        let _ = container::remove(&docker, &id).await;
+        let _ = Checkpoint::remove(&session.state_dir, &id);
+        return Err(e.into());
+    }
+    let outcome = supervise(
+        &session,
+        &docker,
+        &id,
+        client,
+        &mut interrupts,
+        started,
+        None,
+        None,
+    )
+    .await;
+    finish(&session, &docker, &id, outcome).await
 }
 
+/// What a run or a resume needs to ship a started container's output.
+pub struct Session {
+    pub ship: ShipConfig,
+    pub echo: bool,
+    pub keep_container: bool,
+    pub stop_timeout: Duration,
+    pub flush_timeout: Duration,
+    pub spool_dir: std::path::PathBuf,
+    pub state_dir: std::path::PathBuf,
+    /// The checkpoint, updated as delivery goes on.
+    pub checkpoint: Checkpoint,
+}
+
+/// How supervision ended.
+pub struct Outcome {
+    result: Result<i32, RunError>,
+    /// Everything the container wrote was delivered.
+    complete: bool,
+}
+
+/// Cleans up after a complete delivery; keeps container and checkpoint otherwise.
+async fn finish(
+    session: &Session,
+    docker: &bollard::Docker,
+    id: &str,
+    outcome: Outcome,
+) -> Result<i32, RunError> {
+    let short = &id[..12.min(id.len())];
+    if outcome.complete {
+        if session.keep_container {
+            eprintln!("dockwatch: kept container {short}");
+        } else if let Err(e) = container::remove(docker, id).await {
+            eprintln!("dockwatch: warning: could not remove container {short}: {e}");
+        }
+        let _ = Checkpoint::remove(&session.state_dir, id);
+        // Spools of this container are now delivered (resume read the same output again).
+        for f in spool::files_of(&session.spool_dir, id) {
+            let _ = std::fs::remove_file(f);
+        }
+    } else {
+        eprintln!(
+            "dockwatch: kept container {short} and its checkpoint in {}; ship the rest with: dockwatch resume {short}",
+            session.state_dir.display()
+        );
+    }
+    outcome.result
+}
+
+/// Resumes an interrupted run from its checkpoint, or delivers a spool file.
+pub async fn resume(
+    args: ResumeArgs,
+    mut interrupts: watch::Receiver<Interrupts>,
+) -> Result<i32, RunError> {
+    let started = Instant::now();
+    if let Some(path) = &args.spool {
+        return resume_spool(path, args.aws.clone(), &args).await;
+    }
+    let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            args.container
+                .as_deref()
+                .is_none_or(|c| name.starts_with(c))
+        })
+        .collect();
+    let path = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(RunError::Resume(format!(
+                "no checkpoint{} in {}; nothing to resume",
+                args.container
+                    .as_deref()
+                    .map(|c| format!(" for {c}"))
+                    .unwrap_or_default(),
+                args.state_dir.display()
+            )));
+        }
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .filter_map(|p| {
+                    p.file_stem()
+                        .map(|n| n.to_string_lossy()[..12.min(n.len())].to_string())
+                })
+                .collect();
+            return Err(RunError::Resume(format!(
+                "several checkpoints in {}: name the container, one of {}",
+                args.state_dir.display(),
+                names.join(", ")
+            )));
+        }
+    };
+    let cp = Checkpoint::load(&path).map_err(RunError::Resume)?;
+    let mut aws = AwsOptions::from_args(args.aws.clone())?;
+    aws.region = aws.region.or(cp.region.clone());
+    aws.endpoint_url = aws.endpoint_url.or(cp.endpoint_url.clone());
+    let client = cw::build(&aws).await?;
+    let endpoint = cw::endpoint_of(&client, &aws);
+    cw::ensure_destination(&client, &cp.group, &cp.stream, 3)
+        .await
+        .map_err(|f| preflight_error(f, endpoint.clone()))?;
+    let docker =
+        docker::connect(Duration::from_secs(120).max(args.stop_timeout + Duration::from_secs(60)))
+            .await?;
+    let id = cp.container_id.clone();
+    if let Err(e) = container::exit_code(&docker, &id).await {
+        return Err(RunError::Resume(format!(
+            "container {} of the checkpoint {} cannot be read ({e}); its output is gone, remove the checkpoint",
+            &id[..12.min(id.len())],
+            path.display()
+        )));
+    }
+    let tail = cw::newest_events(&client, &cp.group, &cp.stream, 5)
+        .await
+        .map_err(|f| preflight_error(f, endpoint))?;
+    eprintln!(
+        "dockwatch: resuming container {} after {} delivered events",
+        &id[..12.min(id.len())],
+        cp.events_delivered
+    );
+    let session = Session {
+        ship: ShipConfig {
+            group: cp.group.clone(),
+            stream: cp.stream.clone(),
+            max_event_size: cp.max_event_size,
+            flush_interval: Duration::from_millis(200),
+            max_in_flight: 4,
+        },
+        echo: !args.quiet,
+        keep_container: cp.keep_container,
+        stop_timeout: args.stop_timeout,
+        flush_timeout: args.flush_timeout,
+        spool_dir: args.spool_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        checkpoint: cp.clone(),
+    };
+    let start = cp.cursor.map(Cursor::from);
+    let outcome = supervise(
+        &session,
+        &docker,
+        &id,
+        client,
+        &mut interrupts,
+        started,
+        start,
+        Some(tail),
+    )
+    .await;
+    finish(&session, &docker, &id, outcome).await
+}
+
+/// Delivers the events of a spool file; removes it once they are all delivered.
+async fn resume_spool(
+    path: &std::path::Path,
+    aws_args: crate::cli::AwsArgs,
+    args: &ResumeArgs,
+) -> Result<i32, RunError> {
+    let started = Instant::now();
+    let (header, events) = spool::read(path).map_err(RunError::Resume)?;
+    let mut aws = AwsOptions::from_args(aws_args)?;
+    aws.region = aws.region.or(header.region.clone());
+    aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
+    let client = cw::build(&aws).await?;
+    let endpoint = cw::endpoint_of(&client, &aws);
+    cw::ensure_destination(&client, &header.group, &header.stream, 3)
+        .await
+        .map_err(|f| preflight_error(f, endpoint))?;
+    let ship = ShipConfig {
+        group: header.group.clone(),
+        stream: header.stream.clone(),
+        max_event_size: crate::batcher::MAX_BATCH_BYTES,
+        flush_interval: Duration::from_millis(200),
+        max_in_flight: 4,
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let abort = CancellationToken::new();
+    let shipper = tokio::spawn(Shipper::new(client, &ship).run(rx, abort.clone()));
+    for chunk in events.chunks(512) {
+        if tx
+            .send(Chunk {
+                events: chunk.to_vec(),
+                boundary: None,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let report = shipper.await.unwrap_or_default();
+    let s = report.stats;
+    eprintln!(
+        "dockwatch: delivered {} events ({}) from {} to {}/{} in {:.1}s",
+        s.events,
+        human_bytes(s.message_bytes),
+        path.display(),
+        header.group,
+        header.stream,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(failure) = report.fatal {
+        return Err(RunError::Delivery {
+            failure,
+            undelivered: report.undelivered.len(),
+            saved: format!(", still in {}", path.display()),
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    let _ = &args.spool_dir;
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn supervise(
-    cfg: &RunConfig,
+    cfg: &Session,
     docker: &bollard::Docker,
     id: &str,
     client: aws_sdk_cloudwatchlogs::Client,
     interrupts: &mut watch::Receiver<Interrupts>,
     started: Instant,
-) -> Result<i32, RunError> {
-    container::start(docker, id, &cfg.container).await?;
-
+    start: Option<Cursor>,
+    already_delivered: Option<Vec<(i64, String)>>,
+) -> Outcome {
     let tracker = TaskTracker::new();
     let abort = CancellationToken::new();
     let stop_reading = CancellationToken::new();
@@ -135,11 +399,26 @@ async fn supervise(
             container_id: id.to_string(),
             echo: cfg.echo,
             max_message_bytes: cfg.ship.max_message_bytes(),
+            start,
         },
         tx,
         stop_reading.clone(),
     ));
-    let shipper = tracker.spawn(Shipper::new(client, &cfg.ship).run(rx, abort.clone()));
+    let mut checkpoint = cfg.checkpoint.clone();
+    let state_dir = cfg.state_dir.clone();
+    let base = checkpoint.events_delivered;
+    let mut shipper =
+        Shipper::new(client, &cfg.ship).on_delivered(Box::new(move |cursor, events| {
+            checkpoint.cursor = Some(cursor.into());
+            checkpoint.events_delivered = base + events;
+            if let Err(e) = checkpoint.save(&state_dir) {
+                tracing::warn!("cannot update the checkpoint: {e}");
+            }
+        }));
+    if let Some(tail) = already_delivered {
+        shipper = shipper.skip_already_delivered(tail);
+    }
+    let shipper = tracker.spawn(shipper.run(rx, abort.clone()));
     tracker.close();
 
     // Interruptions: the exit code they imply, and the delivery deadline.
@@ -231,13 +510,16 @@ async fn supervise(
     undelivered.append(&mut reader_report.unsent);
     let mut saved = String::new();
     if !undelivered.is_empty() {
-        match spool::write(
-            &cfg.spool_dir,
-            &cfg.ship.group,
-            &cfg.ship.stream,
-            id,
-            &undelivered,
-        ) {
+        let header = spool::Header {
+            dockwatch_spool: 1,
+            group: cfg.ship.group.clone(),
+            stream: cfg.ship.stream.clone(),
+            container: id.to_string(),
+            region: cfg.checkpoint.region.clone(),
+            endpoint_url: cfg.checkpoint.endpoint_url.clone(),
+            events: undelivered.len(),
+        };
+        match spool::write(&cfg.spool_dir, &header, &undelivered) {
             Ok(p) => saved = format!(", saved to {}", p.display()),
             Err(e) => {
                 saved = format!(
@@ -257,24 +539,28 @@ async fn supervise(
         &saved,
     );
 
-    if let Some(failure) = ship_report.fatal {
-        return Err(RunError::Delivery {
+    let complete = ship_report.fatal.is_none()
+        && undelivered.is_empty()
+        && reader_report.error.is_none()
+        && !reader_report.stopped;
+    let result = if let Some(failure) = ship_report.fatal {
+        Err(RunError::Delivery {
             failure,
             undelivered: undelivered.len(),
             saved,
-        });
-    }
-    if let Some(e) = reader_report.error {
-        eprintln!("dockwatch: warning: reading the container's output ended early: {e}");
-    }
-    if let Some(s) = interrupted {
-        return Ok(s.exit_code());
-    }
-    Ok(code.map_or(exit_codes::FAILURE, exit_codes::from_container))
+        })
+    } else if let Some(e) = reader_report.error {
+        Err(RunError::Docker(e))
+    } else if let Some(s) = interrupted {
+        Ok(s.exit_code())
+    } else {
+        Ok(code.map_or(exit_codes::FAILURE, exit_codes::from_container))
+    };
+    Outcome { result, complete }
 }
 
 fn print_summary(
-    cfg: &RunConfig,
+    cfg: &Session,
     s: &crate::sink::ShipStats,
     r: &ReaderReport,
     code: Option<i64>,
@@ -319,6 +605,12 @@ fn print_summary(
         notes.push(format!(
             "{} invalid UTF-8 sequences replaced",
             f.invalid_sequences
+        ));
+    }
+    if s.skipped_duplicates > 0 {
+        notes.push(format!(
+            "{} events already in CloudWatch not sent again",
+            s.skipped_duplicates
         ));
     }
     if f.split_pieces > 0 {

@@ -2,9 +2,9 @@
 //!
 //! Design:
 //! - Format: one file per run that left something undelivered, JSON lines. The first line is a
-//!   header `{"dockwatch_spool":1,"group":..,"stream":..,"container":..,"events":N}`; each
-//!   following line is one event `{"timestamp":MS,"source":"stdout","message":".."}`, in the
-//!   order they were written.
+//!   header `{"dockwatch_spool":1,"group":..,"stream":..,"container":..,"region":..,
+//!   "endpoint_url":..,"events":N}`; each following line is one event
+//!   `{"timestamp":MS,"source":"stdout","message":".."}`, in the order they were written.
 //! - Invariant: a spool file either exists complete or not at all: it is written to a
 //!   temporary name in the same directory, fsynced, then renamed into place.
 //! - Recovery: the file is self-describing; its events are the exact CloudWatch events (already
@@ -13,35 +13,33 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::framing::Event;
+use crate::framing::{Event, Source};
 
-#[derive(Serialize)]
-struct Header<'a> {
-    dockwatch_spool: u32,
-    group: &'a str,
-    stream: &'a str,
-    container: &'a str,
-    events: usize,
+/// Where the spooled events were going.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub dockwatch_spool: u32,
+    pub group: String,
+    pub stream: String,
+    pub container: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub events: usize,
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
+#[derive(Serialize, Deserialize)]
+struct Line {
     timestamp: i64,
-    source: &'a str,
-    message: &'a str,
+    source: String,
+    message: String,
 }
 
 /// Writes `events` to a new spool file in `dir` and returns its path.
-pub fn write(
-    dir: &Path,
-    group: &str,
-    stream: &str,
-    container: &str,
-    events: &[Event],
-) -> std::io::Result<PathBuf> {
+pub fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
+    let container = header.container.as_str();
     let short = &container[..container.len().min(12)];
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let path = dir.join(format!("{short}-{stamp}.jsonl"));
@@ -50,18 +48,16 @@ pub fn write(
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let header = Header {
             dockwatch_spool: 1,
-            group,
-            stream,
-            container,
             events: events.len(),
+            ..header.clone()
         };
         serde_json::to_writer(&mut f, &header)?;
         f.write_all(b"\n")?;
         for e in events {
             let line = Line {
                 timestamp: e.ts_ms,
-                source: e.source.as_str(),
-                message: &e.message,
+                source: e.source.as_str().to_string(),
+                message: e.message.clone(),
             };
             serde_json::to_writer(&mut f, &line)?;
             f.write_all(b"\n")?;
@@ -74,6 +70,48 @@ pub fn write(
         let _ = d.sync_all();
     }
     Ok(path)
+}
+
+/// Reads a spool file back.
+pub fn read(path: &Path) -> Result<(Header, Vec<Event>), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
+    let mut lines = text.lines().enumerate();
+    let (_, first) = lines.next().ok_or_else(|| err(&"empty file"))?;
+    let header: Header = serde_json::from_str(first).map_err(|e| err(&format!("line 1: {e}")))?;
+    let mut events = Vec::with_capacity(header.events);
+    for (i, l) in lines {
+        let line: Line =
+            serde_json::from_str(l).map_err(|e| err(&format!("line {}: {e}", i + 1)))?;
+        let source = if line.source == "stderr" {
+            Source::Stderr
+        } else {
+            Source::Stdout
+        };
+        events.push(Event {
+            ts_ms: line.timestamp,
+            message: line.message,
+            source,
+        });
+    }
+    Ok((header, events))
+}
+
+/// Spool files of a container in `dir`.
+pub fn files_of(dir: &Path, container: &str) -> Vec<PathBuf> {
+    let short = &container[..container.len().min(12)];
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(short) && n.ends_with(".jsonl")
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -96,7 +134,20 @@ mod tests {
                 source: Source::Stderr,
             },
         ];
-        let path = write(&dir, "g", "s", "0123456789abcdef", &events).unwrap();
+        let header = Header {
+            dockwatch_spool: 1,
+            group: "g".into(),
+            stream: "s".into(),
+            container: "0123456789abcdef".into(),
+            region: Some("eu-west-1".into()),
+            endpoint_url: None,
+            events: 0,
+        };
+        let path = write(&dir, &header, &events).unwrap();
+        let (h, back) = read(&path).unwrap();
+        assert_eq!(back, events);
+        assert_eq!(h.events, 2);
+        assert_eq!(files_of(&dir, "0123456789abcdef"), vec![path.clone()]);
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

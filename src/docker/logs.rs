@@ -75,6 +75,19 @@ fn idx(s: Source) -> usize {
 }
 
 impl CursorTracker {
+    /// A tracker continuing after `start` (resume): frames of `start`'s timestamp and source
+    /// keep counting from its rank.
+    pub fn starting_at(start: Option<Cursor>) -> Self {
+        let mut t = Self {
+            cursor: start,
+            ..Self::default()
+        };
+        if let Some(c) = start {
+            t.last[idx(c.source)] = (c.ts_ns, c.nth);
+        }
+        t
+    }
+
     /// Records a frame read after the current position.
     pub fn advance(&mut self, f: &Frame) {
         let slot = &mut self.last[idx(f.source)];

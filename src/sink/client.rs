@@ -143,3 +143,53 @@ pub fn preflight_error(f: Failure, endpoint: String) -> SinkError {
         }
     }
 }
+
+/// The stream's newest events, oldest first (at most `pages` pages of GetLogEvents, read
+/// backwards). A missing group or stream has none.
+pub async fn newest_events(
+    client: &Client,
+    group: &str,
+    stream: &str,
+    pages: usize,
+) -> Result<Vec<(i64, String)>, Failure> {
+    let mut pages_read: Vec<Vec<(i64, String)>> = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..pages {
+        let r = client
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(false)
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                let f = failure_of(&e);
+                if classify(&f) == Action::Recreate {
+                    return Ok(Vec::new());
+                }
+                return Err(f);
+            }
+        };
+        let page: Vec<(i64, String)> = r
+            .events()
+            .iter()
+            .map(|e| {
+                (
+                    e.timestamp().unwrap_or(0),
+                    e.message().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let next = r.next_backward_token().map(str::to_string);
+        let done = page.is_empty() || next == token;
+        pages_read.push(page);
+        if done {
+            break;
+        }
+        token = next;
+    }
+    Ok(pages_read.into_iter().rev().flatten().collect())
+}

@@ -10,6 +10,7 @@
 //! then everything not acknowledged is handed back, in order, as undelivered.
 
 pub mod client;
+pub mod dedupe;
 pub mod request;
 pub mod retry;
 
@@ -27,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{Batch, Batcher, Limits};
 use crate::config::ShipConfig;
+use crate::docker::logs::Cursor;
 use crate::framing::Event;
+use crate::reader::Chunk;
 use request::Rejected;
 use retry::{Action, Backoff, Failure, classify};
 
@@ -67,6 +70,8 @@ pub struct ShipStats {
     pub recreated: u64,
     /// Events CloudWatch refused in `rejectedLogEventsInfo`.
     pub rejected: Rejected,
+    /// On resume: events not sent again because CloudWatch already had them.
+    pub skipped_duplicates: u64,
 }
 
 /// The outcome of shipping.
@@ -96,6 +101,50 @@ struct Delivery {
 
 type InFlight = BoxFuture<'static, (Batch, Result<Delivery, NotDelivered>, Delivery)>;
 
+/// Called with each new delivered position: everything the container wrote up to the cursor
+/// is acknowledged, `u64` events in all.
+pub type OnDelivered = Box<dyn FnMut(Cursor, u64) + Send>;
+
+/// Which events are acknowledged, in order, and which log positions that covers.
+#[derive(Default)]
+struct Progress {
+    /// Events received so far.
+    received: u64,
+    /// (events received up to a clean position, that position), oldest first.
+    boundaries: VecDeque<(u64, Cursor)>,
+    /// Batches acknowledged out of order: seq -> events.
+    done: BTreeMap<u64, u64>,
+    /// The next batch to acknowledge in order.
+    next_seq: u64,
+    /// Events acknowledged in order.
+    acked: u64,
+}
+
+impl Progress {
+    /// Records an acknowledged batch; returns the newest position now fully delivered.
+    fn ack(&mut self, seq: u64, events: u64) -> Option<Cursor> {
+        self.done.insert(seq, events);
+        while let Some(n) = self.done.remove(&self.next_seq) {
+            self.acked += n;
+            self.next_seq += 1;
+        }
+        self.advance()
+    }
+
+    /// The newest clean position whose events are all acknowledged, if it moved.
+    fn advance(&mut self) -> Option<Cursor> {
+        let mut newest = None;
+        while self
+            .boundaries
+            .front()
+            .is_some_and(|(n, _)| *n <= self.acked)
+        {
+            newest = self.boundaries.pop_front().map(|(_, c)| c);
+        }
+        newest
+    }
+}
+
 /// Ships events to one log stream.
 pub struct Shipper {
     /// The SDK client (cheap to clone).
@@ -110,6 +159,10 @@ pub struct Shipper {
     flush_interval: Duration,
     /// Requests in flight at once.
     max_in_flight: usize,
+    /// Told about each new delivered position (the checkpoint).
+    on_delivered: Option<OnDelivered>,
+    /// On resume: drops the first events when CloudWatch already has them.
+    dedupe: Option<dedupe::Dedupe>,
 }
 
 impl Shipper {
@@ -121,16 +174,31 @@ impl Shipper {
             limits: Limits::default(),
             flush_interval: cfg.flush_interval,
             max_in_flight: cfg.max_in_flight,
+            on_delivered: None,
+            dedupe: None,
         }
+    }
+
+    /// Skips leading events that already stand at the end of `tail` (see [`dedupe`]).
+    pub fn skip_already_delivered(mut self, tail: Vec<(i64, String)>) -> Self {
+        self.dedupe = Some(dedupe::Dedupe::new(tail));
+        self
+    }
+
+    /// Calls `f` after each acknowledgement that moves the delivered position.
+    pub fn on_delivered(mut self, f: OnDelivered) -> Self {
+        self.on_delivered = Some(f);
+        self
     }
 
     /// Ships until `rx` closes and everything is acknowledged, or until `abort` is cancelled
     /// or a failure is fatal (then the rest comes back as undelivered).
     pub async fn run(
-        self,
-        mut rx: mpsc::Receiver<Vec<Event>>,
+        mut self,
+        mut rx: mpsc::Receiver<Chunk>,
         abort: CancellationToken,
     ) -> ShipReport {
+        let mut progress = Progress::default();
         let stop = abort.child_token();
         let mut report = ShipReport::default();
         let mut batcher = Batcher::new(self.limits);
@@ -186,6 +254,11 @@ impl Shipper {
                     report.stats.recreated += d.recreated;
                     match result {
                         Ok(ok) => {
+                            if let Some(c) = progress.ack(batch.seq, batch.events.len() as u64)
+                                && let Some(f) = self.on_delivered.as_mut()
+                            {
+                                f(c, progress.acked);
+                            }
                             report.stats.requests += 1;
                             report.stats.events += batch.events.len() as u64;
                             report.stats.message_bytes += batch.message_bytes() as u64;
@@ -200,9 +273,27 @@ impl Shipper {
                     }
                 }
                 msg = rx.recv(), if accept => match msg {
-                    Some(events) => {
+                    Some(chunk) => {
+                        let deciding = self.dedupe.as_ref().is_some_and(|d| d.is_deciding());
+                        let events = match self.dedupe.as_mut() {
+                            Some(d) => d.feed(chunk.events),
+                            None => chunk.events,
+                        };
+                        progress.received += events.len() as u64;
                         for e in events {
                             ready.extend(batcher.push(e));
+                        }
+                        // While undecided, positions cannot be counted in shipped events.
+                        if let Some(c) = chunk.boundary
+                            && !deciding
+                        {
+                            progress.boundaries.push_back((progress.received, c));
+                        }
+                        // A position with nothing left to deliver is delivered already.
+                        if let Some(c) = progress.advance()
+                            && let Some(f) = self.on_delivered.as_mut()
+                        {
+                            f(c, progress.acked);
                         }
                         if batcher.is_empty() {
                             flush_at = None;
@@ -212,6 +303,11 @@ impl Shipper {
                     }
                     None => {
                         closed = true;
+                        if let Some(d) = self.dedupe.as_mut() {
+                            for e in d.finish() {
+                                ready.extend(batcher.push(e));
+                            }
+                        }
                         ready.extend(batcher.flush());
                         flush_at = None;
                     }
@@ -230,10 +326,11 @@ impl Shipper {
             undelivered.extend(b.events);
         }
         rx.close();
-        while let Ok(events) = rx.try_recv() {
-            undelivered.extend(events);
+        while let Ok(chunk) = rx.try_recv() {
+            undelivered.extend(chunk.events);
         }
         report.undelivered = undelivered;
+        report.stats.skipped_duplicates = self.dedupe.map_or(0, |d| d.skipped);
         report
     }
 
@@ -294,5 +391,36 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Source;
+
+    fn cur(n: i64) -> Cursor {
+        Cursor {
+            ts_ns: n,
+            source: Source::Stdout,
+            nth: 1,
+        }
+    }
+
+    #[test]
+    fn delivered_position_waits_for_every_earlier_batch() {
+        // Batches 0 (3 events) and 1 (2 events); clean positions after events 3 and 5.
+        let mut p = Progress {
+            received: 5,
+            boundaries: VecDeque::from([(3, cur(1)), (5, cur(2))]),
+            ..Progress::default()
+        };
+        assert_eq!(p.ack(1, 2), None, "batch 0 is still in flight");
+        assert_eq!(p.ack(0, 3), Some(cur(2)));
+        assert_eq!(p.acked, 5);
+        // A position reached with no new events is delivered at once.
+        p.boundaries.push_back((5, cur(3)));
+        assert_eq!(p.advance(), Some(cur(3)));
+        assert_eq!(p.advance(), None);
     }
 }

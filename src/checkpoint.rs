@@ -1,0 +1,202 @@
+//! The checkpoint: how far a run's delivery got, so that `dockwatch resume` can ship exactly
+//! the rest after dockwatch was killed (SIGKILL, power cut) or gave up.
+//!
+//! Design:
+//! - Format: one JSON file per container, `STATE_DIR/<container id>.json`, holding the
+//!   destination (group, stream, region and endpoint, never credentials), the container id,
+//!   whether the container is to be kept, the largest event size, and the delivered position:
+//!   a log [`Cursor`] (absent: nothing delivered yet) and the number of events delivered.
+//! - Invariant: every event made from the container's log up to the cursor has been
+//!   acknowledged by CloudWatch, and the framer held no partial line there, so framing again
+//!   from right after the cursor gives exactly the events not yet delivered. The cursor only
+//!   moves after CloudWatch acknowledged, in order, every batch before it.
+//! - Writes are atomic: a temporary file in the same directory, fsync, rename over the old
+//!   one, fsync of the directory. A crash leaves the old checkpoint or the new one, never a
+//!   mix. It is written when the container is created and after each acknowledgement that moves
+//!   the position; it is removed when a run ends with everything delivered.
+//! - Recovery: `dockwatch resume` reads it, reopens the container's log after the cursor and
+//!   ships the rest. Requests that were in flight when dockwatch died may have been stored by
+//!   CloudWatch without the checkpoint knowing; resume reads the stream's newest events first
+//!   and skips those of its own first events that are already there.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::docker::logs::Cursor;
+use crate::framing::Source;
+
+/// Version of the file format.
+const VERSION: u32 = 1;
+
+/// The saved state of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub container_id: String,
+    pub group: String,
+    pub stream: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub keep_container: bool,
+    pub max_event_size: usize,
+    /// The delivered position; `None` before anything was delivered.
+    pub cursor: Option<SavedCursor>,
+    /// Events delivered up to the cursor.
+    pub events_delivered: u64,
+}
+
+/// A [`Cursor`] as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCursor {
+    pub ts_ns: i64,
+    pub stderr: bool,
+    pub nth: u64,
+}
+
+impl From<Cursor> for SavedCursor {
+    fn from(c: Cursor) -> Self {
+        Self {
+            ts_ns: c.ts_ns,
+            stderr: c.source == Source::Stderr,
+            nth: c.nth,
+        }
+    }
+}
+
+impl From<SavedCursor> for Cursor {
+    fn from(c: SavedCursor) -> Self {
+        Self {
+            ts_ns: c.ts_ns,
+            source: if c.stderr {
+                Source::Stderr
+            } else {
+                Source::Stdout
+            },
+            nth: c.nth,
+        }
+    }
+}
+
+impl Checkpoint {
+    pub fn new(
+        container_id: &str,
+        group: &str,
+        stream: &str,
+        region: Option<String>,
+        endpoint_url: Option<String>,
+        keep_container: bool,
+        max_event_size: usize,
+    ) -> Self {
+        Self {
+            version: VERSION,
+            container_id: container_id.to_string(),
+            group: group.to_string(),
+            stream: stream.to_string(),
+            region,
+            endpoint_url,
+            keep_container,
+            max_event_size,
+            cursor: None,
+            events_delivered: 0,
+        }
+    }
+
+    /// The file of a container's checkpoint.
+    pub fn path(dir: &Path, container_id: &str) -> PathBuf {
+        dir.join(format!("{container_id}.json"))
+    }
+
+    /// Writes it atomically (see the module doc).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = Self::path(dir, &self.container_id);
+        let tmp = dir.join(format!(".{}.json.tmp", self.container_id));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(self)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            d.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cp: Checkpoint =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if cp.version != VERSION {
+            return Err(format!(
+                "{}: unknown checkpoint version {}",
+                path.display(),
+                cp.version
+            ));
+        }
+        Ok(cp)
+    }
+
+    /// Removes a container's checkpoint (after everything was delivered).
+    pub fn remove(dir: &Path, container_id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(Self::path(dir, container_id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The checkpoints in `dir`.
+    pub fn list(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_atomic_replace() {
+        let dir = std::env::temp_dir().join(format!("dockwatch-cp-{}", std::process::id()));
+        let mut cp = Checkpoint::new("abc", "g", "s", Some("eu-west-1".into()), None, false, 1024);
+        cp.save(&dir).unwrap();
+        assert_eq!(
+            Checkpoint::load(&Checkpoint::path(&dir, "abc")).unwrap(),
+            cp
+        );
+        cp.cursor = Some(
+            Cursor {
+                ts_ns: 5,
+                source: Source::Stderr,
+                nth: 2,
+            }
+            .into(),
+        );
+        cp.events_delivered = 7;
+        cp.save(&dir).unwrap();
+        let back = Checkpoint::load(&Checkpoint::path(&dir, "abc")).unwrap();
+        assert_eq!(back, cp);
+        assert_eq!(Cursor::from(back.cursor.unwrap()).source, Source::Stderr);
+        // No temporary file is left, and list() sees exactly the checkpoint.
+        assert_eq!(Checkpoint::list(&dir), vec![Checkpoint::path(&dir, "abc")]);
+        Checkpoint::remove(&dir, "abc").unwrap();
+        Checkpoint::remove(&dir, "abc").unwrap();
+        assert!(Checkpoint::list(&dir).is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
