@@ -5,6 +5,7 @@ mod common;
 #[path = "support/strict_server.rs"]
 mod strict_server;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -162,5 +163,66 @@ fn credentials_refused_at_start() {
         err.contains("dockwatch: error: AWS refused the credentials: UnrecognizedClientException"),
         "{err}"
     );
+    assert!(containers_with_label(&job.label).is_empty());
+}
+
+#[test]
+fn credentials_refused_mid_run_then_resume() {
+    let server = StrictServer::start();
+    let state = std::env::temp_dir().join(unique("state"));
+    let spool = std::env::temp_dir().join(unique("spool"));
+    let mut job = Job::new(&server.url, &paced(20_000, 500));
+    job.arg("--quiet").arg("--stop-timeout").arg("1s");
+    job.arg("--state-dir").arg(state.to_str().unwrap());
+    job.arg("--spool-dir").arg(spool.to_str().unwrap());
+    let child = job
+        .cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.faults(|f| f.deny_auth = true);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(
+            "dockwatch: error: delivery to CloudWatch failed: UnrecognizedClientException"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("not delivered, saved to"), "{err}");
+    assert!(!err.contains("test-secret-do-not-print"));
+    // The container was stopped and kept for resume.
+    let ids = containers_with_label(&job.label);
+    assert_eq!(ids.len(), 1, "{err}");
+    let running = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &ids[0]])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&running).trim(), "false");
+
+    server.faults(|f| f.deny_auth = false);
+    let out = dockwatch()
+        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+        .args(["--spool-dir", spool.to_str().unwrap()])
+        .args([
+            "--aws-access-key-id",
+            "AKIDTESTKEY",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c != 125),
+        "{}",
+        stderr(&out)
+    );
+    let got = server.messages(&job.group, &job.stream);
+    let n = got.len();
+    assert!(n > 0 && n <= 20_000);
+    assert_exactly(&got, n);
     assert!(containers_with_label(&job.label).is_empty());
 }

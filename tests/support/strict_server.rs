@@ -35,6 +35,8 @@ pub struct Faults {
     pub latency: Duration,
     /// Drop every connection without an answer.
     pub outage: bool,
+    /// Drop PutLogEvents requests only (the destination can still be created).
+    pub outage_puts: bool,
     /// Refuse every request's credentials (UnrecognizedClientException).
     pub deny_auth: bool,
     /// Added to the server's clock when judging events too old or too new.
@@ -251,12 +253,18 @@ async fn handle(
     };
     let (latency, outage) = {
         let s = st.lock().unwrap();
-        (s.faults.latency, s.faults.outage)
+        (
+            s.faults.latency,
+            s.faults.outage || (s.faults.outage_puts && op == "PutLogEvents"),
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if outage || st.lock().unwrap().faults.outage {
+    if outage
+        || st.lock().unwrap().faults.outage
+        || (op == "PutLogEvents" && st.lock().unwrap().faults.outage_puts)
+    {
         st.lock().unwrap().stats.dropped += 1;
         // An error from the service closes the connection without an answer.
         return Err(std::io::Error::other("outage"));
@@ -309,6 +317,7 @@ async fn handle(
             }
         }
         "PutLogEvents" => put(&mut s, &input),
+        "GetLogEvents" => get(&s, &input),
         _ => error(
             400,
             "UnknownOperationException",
@@ -445,4 +454,44 @@ fn rejected_count(too_new_start: Option<usize>, too_old_end: Option<usize>, n: u
     let old = too_old_end.unwrap_or(0);
     let new = too_new_start.map_or(0, |i| n - i.max(old));
     old + new
+}
+
+/// GetLogEvents, enough for readers: events by timestamp, pages of at most 10,000 from the
+/// head (`startFromHead`) or from the tail backwards; tokens are `f-N` / `b-N` positions.
+fn get(s: &State, input: &Value) -> Response<Full<Bytes>> {
+    let g = input["logGroupName"].as_str().unwrap_or("");
+    let st = input["logStreamName"].as_str().unwrap_or("");
+    let Some(stream) = s.groups.get(g).and_then(|grp| grp.streams.get(st)) else {
+        return error(
+            400,
+            "ResourceNotFoundException",
+            "The specified log group or stream does not exist.",
+        );
+    };
+    let mut ev = stream.clone();
+    ev.sort_by_key(|e| e.0);
+    let limit = input["limit"].as_u64().unwrap_or(10_000).min(10_000) as usize;
+    let token = input["nextToken"].as_str();
+    let from_head = input["startFromHead"].as_bool().unwrap_or(false);
+    let (lo, hi) = match token {
+        Some(t) if t.starts_with("f-") => {
+            let lo: usize = t[2..].parse().unwrap_or(0);
+            (lo.min(ev.len()), (lo + limit).min(ev.len()))
+        }
+        Some(t) if t.starts_with("b-") => {
+            let hi: usize = t[2..].parse::<usize>().unwrap_or(0).min(ev.len());
+            (hi.saturating_sub(limit), hi)
+        }
+        _ if from_head => (0, limit.min(ev.len())),
+        _ => (ev.len().saturating_sub(limit), ev.len()),
+    };
+    let events: Vec<Value> = ev[lo..hi]
+        .iter()
+        .map(|(t, m)| json!({"timestamp": t, "message": m, "ingestionTime": t}))
+        .collect();
+    ok(json!({
+        "events": events,
+        "nextForwardToken": format!("f-{hi}"),
+        "nextBackwardToken": format!("b-{lo}"),
+    }))
 }

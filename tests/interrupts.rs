@@ -1,0 +1,313 @@
+//! Interruptions: signals at random moments, a second and a third signal, the delivery
+//! deadline and its spool, and SIGKILL of dockwatch followed by `dockwatch resume`.
+//! Each test compares what arrived with what the container wrote.
+
+mod common;
+#[path = "support/strict_server.rs"]
+mod strict_server;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use strict_server::StrictServer;
+
+/// Numbered lines forever, one every 2 ms or so.
+const ENDLESS: &str =
+    "i=0; while true; do i=$((i+1)); echo $i; if [ $((i % 20)) -eq 0 ]; then sleep 0.05; fi; done";
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn spawn(job: &mut Job) -> Child {
+    job.cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The lines the engine stored for a container.
+fn docker_logs(id: &str) -> Vec<String> {
+    let out = Command::new("docker").args(["logs", id]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_numbered_prefix(got: &[String]) -> usize {
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, (i + 1).to_string(), "line {i} of {}", got.len());
+    }
+    got.len()
+}
+
+/// A small deterministic generator for the "random" moments (no extra dependency).
+fn moments(n: usize) -> Vec<u64> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            300 + x % 2200
+        })
+        .collect()
+}
+
+#[test]
+fn sigint_and_sigterm_at_random_moments() {
+    let server = StrictServer::start();
+    for (run, wait_ms) in moments(20).into_iter().enumerate() {
+        let (sig, code) = if run % 2 == 0 {
+            ("INT", 130)
+        } else {
+            ("TERM", 143)
+        };
+        let keep = run % 4 < 2;
+        let mut job = Job::new(&server.url, ENDLESS);
+        job.arg("--quiet").arg("--stop-timeout").arg("1s");
+        if keep {
+            job.arg("--keep-container");
+        }
+        let child = spawn(&mut job);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "run {run} ({sig} after {wait_ms} ms): {err}"
+        );
+        let got = server.messages(&job.group, &job.stream);
+        let n = assert_numbered_prefix(&got);
+        assert!(n > 0, "run {run}: nothing arrived");
+        if keep {
+            // Everything the container wrote, as the engine stored it, arrived.
+            let ids = containers_with_label(&job.label);
+            assert_eq!(ids.len(), 1);
+            let written = docker_logs(&ids[0]);
+            cleanup(&job.label);
+            assert_eq!(
+                written.len(),
+                n,
+                "run {run}: written {} vs arrived {n}",
+                written.len()
+            );
+        } else {
+            assert!(
+                containers_with_label(&job.label).is_empty(),
+                "run {run}: container left"
+            );
+        }
+        assert!(err.contains("stopping the container"), "{err}");
+    }
+    server.with_stats(|s| assert_eq!(s.violations, 0));
+}
+
+#[test]
+fn second_signal_kills_a_container_that_ignores_sigterm() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, &format!("trap '' TERM; {ENDLESS}"));
+    job.arg("--quiet")
+        .arg("--stop-timeout")
+        .arg("60s")
+        .arg("--keep-container");
+    let child = spawn(&mut job);
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the second signal did not kill it"
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("killing the container"));
+    let ids = containers_with_label(&job.label);
+    let written = docker_logs(&ids[0]);
+    cleanup(&job.label);
+    let n = assert_numbered_prefix(&server.messages(&job.group, &job.stream));
+    assert_eq!(n, written.len(), "still delivers everything after the kill");
+}
+
+#[test]
+fn third_signal_quits_now_then_resume_delivers_the_rest() {
+    let server = StrictServer::start();
+    let state = std::env::temp_dir().join(unique("state"));
+    let spool = std::env::temp_dir().join(unique("spool"));
+    let mut job = Job::new(&server.url, "seq 1 3000; sleep 600");
+    job.arg("--quiet").arg("--stop-timeout").arg("60s");
+    job.arg("--state-dir").arg(state.to_str().unwrap());
+    job.arg("--spool-dir").arg(spool.to_str().unwrap());
+    // CloudWatch takes no events: nothing can be delivered.
+    server.faults(|f| f.outage_puts = true);
+    let child = spawn(&mut job);
+    std::thread::sleep(Duration::from_millis(2500));
+    for _ in 0..3 {
+        signal(&child, "INT");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("quitting now"), "{err}");
+    assert!(err.contains("3000 events NOT delivered, saved to"), "{err}");
+    assert!(
+        err.contains("ship the rest with: dockwatch resume"),
+        "{err}"
+    );
+    assert!(server.messages(&job.group, &job.stream).is_empty());
+    assert_eq!(
+        containers_with_label(&job.label).len(),
+        1,
+        "kept for resume"
+    );
+
+    // CloudWatch is back: resume ships exactly what was missing, then cleans up.
+    server.faults(|f| f.outage_puts = false);
+    let out = dockwatch()
+        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+        .args(["--spool-dir", spool.to_str().unwrap()])
+        .args([
+            "--aws-access-key-id",
+            "AKIDTESTKEY",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out)); // killed by the second signal
+    assert_numbered_prefix(&server.messages(&job.group, &job.stream));
+    assert_eq!(server.messages(&job.group, &job.stream).len(), 3000);
+    assert!(containers_with_label(&job.label).is_empty());
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "checkpoint left"
+    );
+    assert!(
+        std::fs::read_dir(&spool).unwrap().next().is_none(),
+        "spool left"
+    );
+}
+
+#[test]
+fn flush_timeout_spools_and_resume_spool_delivers() {
+    let server = StrictServer::start();
+    let state = std::env::temp_dir().join(unique("state"));
+    let spool = std::env::temp_dir().join(unique("spool"));
+    let mut job = Job::new(&server.url, "seq 1 500; sleep 600");
+    job.arg("--quiet")
+        .arg("--stop-timeout")
+        .arg("1s")
+        .arg("--flush-timeout")
+        .arg("2s");
+    job.arg("--state-dir").arg(state.to_str().unwrap());
+    job.arg("--spool-dir").arg(spool.to_str().unwrap());
+    server.faults(|f| f.outage_puts = true);
+    let child = spawn(&mut job);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("--flush-timeout reached"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{err}");
+    cleanup(&job.label);
+
+    server.faults(|f| f.outage_puts = false);
+    let out = dockwatch()
+        .args(["resume", "--spool", files[0].to_str().unwrap()])
+        .args([
+            "--aws-access-key-id",
+            "AKIDTESTKEY",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(assert_numbered_prefix(&got), 500);
+    assert!(!files[0].exists(), "delivered spool removed");
+}
+
+#[test]
+fn sigkill_then_resume_is_complete_and_duplicate_free() {
+    let server = StrictServer::start();
+    // Requests take a while, so some are in flight when dockwatch dies.
+    server.faults(|f| f.latency = Duration::from_millis(150));
+    for (n, wait_ms) in moments(4).into_iter().enumerate() {
+        let state = std::env::temp_dir().join(unique("state"));
+        let mut job = Job::new(
+            &server.url,
+            "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); echo $i; if [ $((i % 1000)) -eq 0 ]; then sleep 0.1; fi; done",
+        );
+        job.arg("--quiet")
+            .arg("--state-dir")
+            .arg(state.to_str().unwrap());
+        let child = spawn(&mut job);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        signal(&child, "KILL");
+        let _ = child.wait_with_output();
+        let before = server.archive(&job.group, &job.stream).len();
+        let out = dockwatch()
+            .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+            .args([
+                "--aws-access-key-id",
+                "AKIDTESTKEY",
+                "--aws-secret-access-key",
+                "x",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "kill {n} at {wait_ms} ms: {}",
+            stderr(&out)
+        );
+        let got = server.archive(&job.group, &job.stream);
+        assert_eq!(
+            got.len(),
+            30000,
+            "kill {n} at {wait_ms} ms ({before} before resume): {}",
+            stderr(&out)
+        );
+        assert_numbered_prefix(&got);
+        assert!(
+            containers_with_label(&job.label).is_empty(),
+            "resume cleans up"
+        );
+    }
+    server.with_stats(|s| assert_eq!(s.violations, 0));
+}
+
+#[test]
+fn resume_without_checkpoint_is_a_clear_error() {
+    let state = std::env::temp_dir().join(unique("empty-state"));
+    let out = dockwatch()
+        .args(["resume", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("dockwatch: error: no checkpoint in"),
+        "{}",
+        stderr(&out)
+    );
+}
