@@ -41,6 +41,8 @@ pub struct Faults {
     pub deny_auth: bool,
     /// Added to the server's clock when judging events too old or too new.
     pub clock_skew_ms: i64,
+    /// Check and count events but do not keep them (benchmarks).
+    pub discard: bool,
 }
 
 /// What the server saw.
@@ -58,6 +60,12 @@ pub struct Stats {
     pub max_concurrent: u64,
     /// Events rejected in rejectedLogEventsInfo.
     pub rejected_events: u64,
+    /// For each accepted event: arrival time less its timestamp, in ms.
+    pub latencies_ms: Vec<i64>,
+    /// Events accepted in all.
+    pub accepted_events: u64,
+    /// Message bytes accepted in all.
+    pub accepted_bytes: u64,
     current: u64,
 }
 

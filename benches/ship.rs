@@ -1,0 +1,181 @@
+//! The shipping benchmark: `cargo bench --bench ship` (or `scripts/bench.sh`, which sets up
+//! the engine and images first). Not a timed test: it measures and prints a table.
+//!
+//! Workloads, each run by the release binary against the strict CloudWatch test server
+//! (in this process, on loopback), side by side with the engine's own delivery of the same
+//! container's output to a client that discards it:
+//! - W1: 3,000,000 short numbered lines (`seq`);
+//! - W2: 512,000 lines of 1 KiB (500 MiB);
+//! - W3: 10 lines/s for 30 s (latency from Docker's timestamp to CloudWatch's acceptance);
+//! - W4: 1 GiB of 1 KiB lines into a server that answers each request after 1 s (memory
+//!   under backpressure). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4.
+//!
+//! Measured per run: wall time, lines/s, MB/s, p50/p99 latency, peak RSS and CPU seconds of
+//! dockwatch (from GNU time), events accepted and CloudWatch-rule violations.
+
+#[path = "../tests/support/strict_server.rs"]
+mod strict_server;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strict_server::StrictServer;
+
+const IMAGE: &str = "dockwatch-test:latest";
+
+struct Workload {
+    name: &'static str,
+    script: String,
+    lines: u64,
+    bytes: u64,
+    latency: Duration,
+}
+
+fn workloads() -> Vec<Workload> {
+    let kib_line = "x".repeat(1023);
+    let mut w = vec![
+        Workload {
+            name: "W1 3M short lines",
+            script: "seq 1 3000000".into(),
+            lines: 3_000_000,
+            bytes: (1..=3_000_000u64).map(|i| i.to_string().len() as u64 + 1).sum(),
+            latency: Duration::ZERO,
+        },
+        Workload {
+            name: "W2 500 MiB of 1 KiB lines",
+            script: format!("yes {kib_line} | head -n 512000"),
+            lines: 512_000,
+            bytes: 512_000 * 1024,
+            latency: Duration::ZERO,
+        },
+        Workload {
+            name: "W3 10 lines/s for 30 s",
+            script: "for i in $(seq 1 300); do echo line-$i; sleep 0.1; done".into(),
+            lines: 300,
+            bytes: (1..=300u64).map(|i| 6 + i.to_string().len() as u64).sum(),
+            latency: Duration::ZERO,
+        },
+    ];
+    if std::env::var_os("DOCKWATCH_BENCH_QUICK").is_none() {
+        w.push(Workload {
+            name: "W4 1 GiB, server answers after 1 s",
+            script: format!("yes {kib_line} | head -n 1048576"),
+            lines: 1_048_576,
+            bytes: 1_048_576 * 1024,
+            latency: Duration::from_secs(1),
+        });
+    }
+    w
+}
+
+/// The engine alone: a detached container read with `docker logs -f` into /dev/null (the
+/// same read path as dockwatch), and `docker run` attached (the engine's fastest path).
+fn engine_baselines(script: &str) -> (f64, f64) {
+    let t = Instant::now();
+    let id = Command::new("docker")
+        .args(["run", "-d", "--label", "dockwatch.test=bench", "--log-driver", "json-file", IMAGE])
+        .args(["bash", "-c", script])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    Command::new("docker").args(["logs", "-f", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let follow = t.elapsed().as_secs_f64();
+    Command::new("docker").args(["rm", "-f", &id]).stdout(Stdio::null()).status().unwrap();
+
+    let t = Instant::now();
+    Command::new("docker")
+        .args(["run", "--rm", "--label", "dockwatch.test=bench", "--log-driver", "json-file", IMAGE])
+        .args(["bash", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    (follow, t.elapsed().as_secs_f64())
+}
+
+struct Measured {
+    wall: f64,
+    rss_mib: f64,
+    cpu_s: f64,
+    accepted: u64,
+    violations: u64,
+    p50: i64,
+    p99: i64,
+}
+
+fn run_dockwatch(w: &Workload) -> Measured {
+    let server = StrictServer::start();
+    server.faults(|f| {
+        f.discard = true;
+        f.latency = w.latency;
+    });
+    let bin = env!("CARGO_BIN_EXE_dockwatch");
+    let tmp = std::env::temp_dir().join(format!("dockwatch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let time_out = tmp.join("time.txt");
+    let t = Instant::now();
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%M %U %S", "-o", time_out.to_str().unwrap(), bin])
+        .args(["--docker-image", IMAGE, "--bash-command", &w.script, "--quiet"])
+        .args(["--aws-cloudwatch-group", "bench", "--aws-cloudwatch-stream", "s"])
+        .args(["--aws-access-key-id", "AKIDBENCH", "--aws-secret-access-key", "x"])
+        .args(["--aws-region", "eu-west-1", "--aws-endpoint-url", &server.url])
+        .args(["--label", "dockwatch.test=bench"])
+        .args(["--state-dir", tmp.join("state").to_str().unwrap()])
+        .args(["--spool-dir", tmp.join("spool").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .status()
+        .unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    assert!(status.success(), "{} failed: {status}", w.name);
+    let time = std::fs::read_to_string(&time_out).unwrap();
+    let f: Vec<f64> = time.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let (mut lat, accepted, violations) =
+        server.with_stats(|s| (s.latencies_ms.clone(), s.accepted_events, s.violations));
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Measured {
+        wall,
+        rss_mib: f[0] / 1024.0,
+        cpu_s: f[1] + f[2],
+        accepted,
+        violations,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    if Command::new("/usr/bin/time").arg("true").stderr(Stdio::null()).status().is_err() {
+        eprintln!("the benchmark needs GNU time (/usr/bin/time): apt-get install time, or run scripts/bench.sh");
+        std::process::exit(1);
+    }
+    println!("| workload | engine: logs -f | engine: attach | dockwatch | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | accepted | violations |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for w in workloads() {
+        let (follow, attach) = if w.latency.is_zero() { engine_baselines(&w.script) } else { (f64::NAN, f64::NAN) };
+        let m = run_dockwatch(&w);
+        println!(
+            "| {} | {:.1} s | {:.1} s | {:.1} s | {:.0} | {:.1} | {:.0}% | {:.0}% | {} / {} ms | {:.1} MiB | {:.1} | {} | {} |",
+            w.name,
+            follow,
+            attach,
+            m.wall,
+            w.lines as f64 / m.wall,
+            w.bytes as f64 / m.wall / 1e6,
+            follow / m.wall * 100.0,
+            attach / m.wall * 100.0,
+            m.p50,
+            m.p99,
+            m.rss_mib,
+            m.cpu_s,
+            m.accepted,
+            m.violations,
+        );
+        assert_eq!(m.accepted, w.lines, "{}: not every line arrived", w.name);
+    }
+}
