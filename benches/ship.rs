@@ -38,7 +38,9 @@ fn workloads() -> Vec<Workload> {
             name: "W1 3M short lines",
             script: "seq 1 3000000".into(),
             lines: 3_000_000,
-            bytes: (1..=3_000_000u64).map(|i| i.to_string().len() as u64 + 1).sum(),
+            bytes: (1..=3_000_000u64)
+                .map(|i| i.to_string().len() as u64 + 1)
+                .sum(),
             latency: Duration::ZERO,
         },
         Workload {
@@ -73,18 +75,43 @@ fn workloads() -> Vec<Workload> {
 fn engine_baselines(script: &str) -> (f64, f64) {
     let t = Instant::now();
     let id = Command::new("docker")
-        .args(["run", "-d", "--label", "dockwatch.test=bench", "--log-driver", "json-file", IMAGE])
+        .args([
+            "run",
+            "-d",
+            "--label",
+            "dockwatch.test=bench",
+            "--log-driver",
+            "json-file",
+            IMAGE,
+        ])
         .args(["bash", "-c", script])
         .output()
         .unwrap();
     let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
-    Command::new("docker").args(["logs", "-f", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    Command::new("docker")
+        .args(["logs", "-f", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     let follow = t.elapsed().as_secs_f64();
-    Command::new("docker").args(["rm", "-f", &id]).stdout(Stdio::null()).status().unwrap();
+    Command::new("docker")
+        .args(["rm", "-f", &id])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
 
     let t = Instant::now();
     Command::new("docker")
-        .args(["run", "--rm", "--label", "dockwatch.test=bench", "--log-driver", "json-file", IMAGE])
+        .args([
+            "run",
+            "--rm",
+            "--label",
+            "dockwatch.test=bench",
+            "--log-driver",
+            "json-file",
+            IMAGE,
+        ])
         .args(["bash", "-c", script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -116,10 +143,31 @@ fn run_dockwatch(w: &Workload) -> Measured {
     let t = Instant::now();
     let status = Command::new("/usr/bin/time")
         .args(["-f", "%M %U %S", "-o", time_out.to_str().unwrap(), bin])
-        .args(["--docker-image", IMAGE, "--bash-command", &w.script, "--quiet"])
-        .args(["--aws-cloudwatch-group", "bench", "--aws-cloudwatch-stream", "s"])
-        .args(["--aws-access-key-id", "AKIDBENCH", "--aws-secret-access-key", "x"])
-        .args(["--aws-region", "eu-west-1", "--aws-endpoint-url", &server.url])
+        .args([
+            "--docker-image",
+            IMAGE,
+            "--bash-command",
+            &w.script,
+            "--quiet",
+        ])
+        .args([
+            "--aws-cloudwatch-group",
+            "bench",
+            "--aws-cloudwatch-stream",
+            "s",
+        ])
+        .args([
+            "--aws-access-key-id",
+            "AKIDBENCH",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .args([
+            "--aws-region",
+            "eu-west-1",
+            "--aws-endpoint-url",
+            &server.url,
+        ])
         .args(["--label", "dockwatch.test=bench"])
         .args(["--state-dir", tmp.join("state").to_str().unwrap()])
         .args(["--spool-dir", tmp.join("spool").to_str().unwrap()])
@@ -131,11 +179,18 @@ fn run_dockwatch(w: &Workload) -> Measured {
     let wall = t.elapsed().as_secs_f64();
     assert!(status.success(), "{} failed: {status}", w.name);
     let time = std::fs::read_to_string(&time_out).unwrap();
-    let f: Vec<f64> = time.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<f64> = time
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let (mut lat, accepted, violations) =
         server.with_stats(|s| (s.latencies_ms.clone(), s.accepted_events, s.violations));
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let _ = std::fs::remove_dir_all(&tmp);
     Measured {
         wall,
@@ -150,14 +205,27 @@ fn run_dockwatch(w: &Workload) -> Measured {
 
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
-    if Command::new("/usr/bin/time").arg("true").stderr(Stdio::null()).status().is_err() {
-        eprintln!("the benchmark needs GNU time (/usr/bin/time): apt-get install time, or run scripts/bench.sh");
+    if Command::new("/usr/bin/time")
+        .arg("true")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!(
+            "the benchmark needs GNU time (/usr/bin/time): apt-get install time, or run scripts/bench.sh"
+        );
         std::process::exit(1);
     }
-    println!("| workload | engine: logs -f | engine: attach | dockwatch | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | accepted | violations |");
+    println!(
+        "| workload | engine: logs -f | engine: attach | dockwatch | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | accepted | violations |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for w in workloads() {
-        let (follow, attach) = if w.latency.is_zero() { engine_baselines(&w.script) } else { (f64::NAN, f64::NAN) };
+        let (follow, attach) = if w.latency.is_zero() {
+            engine_baselines(&w.script)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
         let m = run_dockwatch(&w);
         println!(
             "| {} | {:.1} s | {:.1} s | {:.1} s | {:.0} | {:.1} | {:.0}% | {:.0}% | {} / {} ms | {:.1} MiB | {:.1} | {} | {} |",

@@ -41,7 +41,13 @@ where
     F: FnOnce(watch::Receiver<Interrupts>) -> Fut,
     Fut: std::future::Future<Output = Result<i32, run::RunError>>,
 {
-    let rt = match tokio::runtime::Runtime::new() {
+    // One thread: the pipeline is I/O-bound and shares two cores with the engine; a
+    // multi-threaded runtime spent more on cross-thread wake-ups than on the work (measured
+    // with perf, see the README).
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dockwatch: error: cannot start the async runtime: {e}");

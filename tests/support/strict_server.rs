@@ -24,6 +24,24 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use serde_json::{Value, json};
 
+/// A PutLogEvents request, parsed without building a JSON tree per event.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutInput {
+    #[serde(default)]
+    log_group_name: String,
+    #[serde(default)]
+    log_stream_name: String,
+    #[serde(default)]
+    log_events: Vec<InEvent>,
+}
+
+#[derive(serde::Deserialize)]
+struct InEvent {
+    timestamp: Option<i64>,
+    message: Option<String>,
+}
+
 /// Faults to inject; all off by default.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -277,6 +295,21 @@ async fn handle(
         // An error from the service closes the connection without an answer.
         return Err(std::io::Error::other("outage"));
     }
+    if op == "PutLogEvents" {
+        let input: PutInput = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
+        };
+        let mut s = st.lock().unwrap();
+        if s.faults.deny_auth {
+            return Ok(error(
+                400,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        }
+        return Ok(put(&mut s, input));
+    }
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
@@ -324,7 +357,6 @@ async fn handle(
                 }
             }
         }
-        "PutLogEvents" => put(&mut s, &input),
         "GetLogEvents" => get(&s, &input),
         _ => error(
             400,
@@ -335,7 +367,7 @@ async fn handle(
     Ok(resp)
 }
 
-fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
+fn put(s: &mut State, input: PutInput) -> Response<Full<Bytes>> {
     s.stats.put_requests += 1;
     // xorshift: reproducible fault decisions.
     s.rng ^= s.rng << 13;
@@ -358,9 +390,11 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
             error(500, "InternalFailure", "internal failure")
         };
     }
-    let g = input["logGroupName"].as_str().unwrap_or("");
-    let st = input["logStreamName"].as_str().unwrap_or("");
-    let events = input["logEvents"].as_array().cloned().unwrap_or_default();
+    let (g, st) = (
+        input.log_group_name.as_str(),
+        input.log_stream_name.as_str(),
+    );
+    let events = input.log_events;
     if let Err(msg) = check(&events, s.max_event_bytes) {
         s.stats.violations += 1;
         s.stats.violation_messages.push(msg.clone());
@@ -375,8 +409,9 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
         );
     };
     let (mut too_new_start, mut too_old_end) = (None, None);
-    for (i, e) in events.iter().enumerate() {
-        let ts = e["timestamp"].as_i64().unwrap_or(0);
+    let n = events.len();
+    for (i, e) in events.into_iter().enumerate() {
+        let ts = e.timestamp.unwrap_or(0);
         if ts > now + 2 * 3600 * 1000 {
             too_new_start.get_or_insert(i);
             continue;
@@ -385,16 +420,36 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
             too_old_end = Some(i + 1);
             continue;
         }
-        stream.push((ts, e["message"].as_str().unwrap_or("").to_string()));
+        stream.push((ts, e.message.unwrap_or_default()));
     }
-    let accepted = stream[stream.len()
-        - (events.len() - rejected_count(too_new_start, too_old_end, events.len()))..]
-        .to_vec();
-    s.stats.rejected_events += rejected_count(too_new_start, too_old_end, events.len()) as u64;
-    s.archive
-        .entry((g.to_string(), st.to_string()))
-        .or_default()
-        .extend(accepted);
+    let rejected = rejected_count(too_new_start, too_old_end, n);
+    let first_new = stream.len() - (n - rejected);
+    let arrived = now_ms();
+    let discard = s.faults.discard;
+    let (count, bytes, lat): (u64, u64, Vec<i64>) = {
+        let new = &stream[first_new..];
+        (
+            new.len() as u64,
+            new.iter().map(|(_, m)| m.len() as u64).sum(),
+            new.iter().map(|(ts, _)| arrived - ts).collect(),
+        )
+    };
+    let accepted = if discard {
+        stream.clear();
+        Vec::new()
+    } else {
+        stream[first_new..].to_vec()
+    };
+    s.stats.rejected_events += rejected as u64;
+    s.stats.accepted_events += count;
+    s.stats.accepted_bytes += bytes;
+    s.stats.latencies_ms.extend(lat);
+    if !discard {
+        s.archive
+            .entry((g.to_string(), st.to_string()))
+            .or_default()
+            .extend(accepted);
+    }
     s.stats.accepted_requests += 1;
     let mut out = json!({"nextSequenceToken": "0"});
     if too_new_start.is_some() || too_old_end.is_some() {
@@ -411,7 +466,7 @@ fn put(s: &mut State, input: &Value) -> Response<Full<Bytes>> {
 }
 
 /// Every rule of a PutLogEvents request; the message says which one broke.
-fn check(events: &[Value], max_event_bytes: usize) -> Result<(), String> {
+fn check(events: &[InEvent], max_event_bytes: usize) -> Result<(), String> {
     if events.is_empty() || events.len() > 10_000 {
         return Err(format!(
             "{} events: a request holds 1 to 10000",
@@ -422,12 +477,11 @@ fn check(events: &[Value], max_event_bytes: usize) -> Result<(), String> {
     let mut prev: Option<i64> = None;
     let (mut min, mut max) = (i64::MAX, i64::MIN);
     for (i, e) in events.iter().enumerate() {
-        let msg = e["message"]
-            .as_str()
+        let msg = e
+            .message
+            .as_deref()
             .ok_or(format!("event {i}: no message"))?;
-        let ts = e["timestamp"]
-            .as_i64()
-            .ok_or(format!("event {i}: no timestamp"))?;
+        let ts = e.timestamp.ok_or(format!("event {i}: no timestamp"))?;
         if msg.is_empty() {
             return Err(format!("event {i}: empty message"));
         }
