@@ -45,6 +45,15 @@ pub struct Checkpoint {
     pub cursor: Option<SavedCursor>,
     /// Events delivered up to the cursor.
     pub events_delivered: u64,
+    /// The transforms of the run, so that resume frames the rest the same way.
+    #[serde(default)]
+    pub strip_ansi: bool,
+    #[serde(default)]
+    pub multiline_pattern: Option<String>,
+    #[serde(default)]
+    pub multiline_timeout_ms: u64,
+    #[serde(default)]
+    pub json: bool,
 }
 
 /// A [`Cursor`] as stored.
@@ -100,7 +109,38 @@ impl Checkpoint {
             max_event_size,
             cursor: None,
             events_delivered: 0,
+            strip_ansi: false,
+            multiline_pattern: None,
+            multiline_timeout_ms: 0,
+            json: false,
         }
+    }
+
+    /// Records the run's transforms.
+    pub fn with_transforms(mut self, t: &crate::transform::TransformConfig) -> Self {
+        self.strip_ansi = t.strip_ansi;
+        self.multiline_pattern = t.multiline.as_ref().map(|(re, _)| re.as_str().to_string());
+        self.multiline_timeout_ms = t
+            .multiline
+            .as_ref()
+            .map_or(0, |(_, d)| d.as_millis() as u64);
+        self.json = t.json;
+        self
+    }
+
+    /// The run's transforms, for resume.
+    pub fn transforms(
+        &self,
+    ) -> Result<crate::transform::TransformConfig, crate::config::ConfigError> {
+        Ok(crate::transform::TransformConfig {
+            strip_ansi: self.strip_ansi,
+            multiline: crate::config::multiline(
+                self.multiline_pattern.as_deref(),
+                std::time::Duration::from_millis(self.multiline_timeout_ms),
+            )?,
+            json: self.json,
+            container: self.container_id[..self.container_id.len().min(12)].to_string(),
+        })
     }
 
     /// The file of a container's checkpoint.

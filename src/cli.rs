@@ -52,9 +52,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a container and ship its logs (the same as the top-level flags).
     #[command(after_help = EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ship what an interrupted or killed run did not deliver, from its checkpoint or a spool.
-    Resume(ResumeArgs),
+    Resume(Box<ResumeArgs>),
+}
+
+/// How events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The line as it is.
+    Text,
+    /// A JSON object with the line, its stream and the container id.
+    Json,
 }
 
 /// When to pull the image.
@@ -178,6 +187,23 @@ pub struct RunArgs {
     /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
     pub spool_dir: std::path::PathBuf,
+
+    /// Remove ANSI escape sequences (colours, cursor moves) from each line before shipping.
+    #[arg(long)]
+    pub strip_ansi: bool,
+
+    /// A line matching this regular expression starts a new event; other lines are joined
+    /// to the current one (stack traces), e.g. `--multiline-pattern '^\d{4}-\d{2}-\d{2}'`.
+    #[arg(long, value_name = "REGEX")]
+    pub multiline_pattern: Option<String>,
+
+    /// With --multiline-pattern: send a held event after this long without a new line.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub multiline_timeout: Duration,
+
+    /// Event format: `text` (the line as it is) or `json` (`{"log":..,"stream":..,"container":..}`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 
     /// Where the checkpoint (container and delivered position) lives while a run is going on,
     /// for `dockwatch resume` after a crash.

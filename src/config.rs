@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::batcher::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
-use crate::cli::{AwsArgs, PullPolicy, RunArgs};
+use crate::cli::{AwsArgs, Format, PullPolicy, RunArgs};
+use crate::transform::TransformConfig;
 
 /// A credential that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub enum ConfigError {
     FlushInterval,
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("invalid --multiline-pattern {pattern:?}: {reason}")]
+    Multiline { pattern: String, reason: String },
 }
 
 /// How dockwatch reaches CloudWatch Logs. Fields left `None` fall back to the AWS chain.
@@ -172,6 +175,8 @@ pub struct RunConfig {
     pub spool_dir: PathBuf,
     /// Directory for the checkpoint.
     pub state_dir: PathBuf,
+    /// Optional transforms between framing and batching.
+    pub transforms: TransformConfig,
 }
 
 /// Label put on every container dockwatch creates.
@@ -237,8 +242,37 @@ impl RunConfig {
             flush_timeout: a.flush_timeout,
             spool_dir: a.spool_dir,
             state_dir: a.state_dir,
+            transforms: TransformConfig {
+                strip_ansi: a.strip_ansi,
+                multiline: multiline(a.multiline_pattern.as_deref(), a.multiline_timeout)?,
+                json: a.format == Format::Json,
+                container: String::new(),
+            },
         })
     }
+}
+
+/// Compiles `--multiline-pattern`.
+pub fn multiline(
+    pattern: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<(regex::Regex, Duration)>, ConfigError> {
+    pattern
+        .map(|p| {
+            regex::Regex::new(p)
+                .map(|re| (re, timeout))
+                .map_err(|e| ConfigError::Multiline {
+                    pattern: p.to_string(),
+                    reason: e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string(),
+                })
+        })
+        .transpose()
 }
 
 fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigError> {
@@ -413,6 +447,15 @@ mod tests {
             RunConfig::from_args(args(&["--max-in-flight", "0"])),
             Err(ConfigError::MaxInFlight(0))
         ));
+    }
+
+    #[test]
+    fn multiline_pattern_is_compiled() {
+        let c = RunConfig::from_args(args(&["--multiline-pattern", "^\\S", "--format", "json"]))
+            .unwrap();
+        assert!(c.transforms.multiline.is_some() && c.transforms.json);
+        let e = RunConfig::from_args(args(&["--multiline-pattern", "(unclosed"])).unwrap_err();
+        assert!(matches!(e, ConfigError::Multiline { .. }), "{e}");
     }
 
     #[test]

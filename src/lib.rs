@@ -21,3 +21,4 @@ pub mod reader;
 pub mod run;
 pub mod sink;
 pub mod spool;
+pub mod transform;

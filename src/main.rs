@@ -17,8 +17,8 @@ fn main() -> ExitCode {
     };
     init_tracing(cli.verbose);
     let args = match cli.command {
-        Some(Command::Run(a)) => a,
-        Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(a, i))),
+        Some(Command::Run(a)) => *a,
+        Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(*a, i))),
         None => cli.run,
     };
     let code = match RunConfig::from_args(args) {

@@ -16,6 +16,7 @@ use crate::docker::DockerError;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
 use crate::framing::{Event, Framer, FramingStats, Source};
 use crate::sink::retry::Backoff;
+use crate::transform::{TransformConfig, Transforms};
 
 /// Events per message on the channel, at most.
 const SEND_EVENTS: usize = 512;
@@ -63,10 +64,15 @@ pub struct ReaderConfig {
     pub max_message_bytes: usize,
     /// Start after this position (resume), or at the beginning.
     pub start: Option<Cursor>,
+    /// Optional transforms (strip ANSI, multi-line, JSON).
+    pub transforms: TransformConfig,
 }
 
 struct State {
     framer: Framer,
+    transforms: Transforms,
+    /// Framed events on their way through the transforms.
+    scratch: Vec<Event>,
     pending: Vec<Event>,
     pending_bytes: usize,
     echo: Option<(Vec<u8>, Vec<u8>)>,
@@ -94,10 +100,15 @@ impl State {
         self.report.bytes += frame.data.len() as u64;
         self.pending_bytes += frame.data.len();
         self.framer
-            .push(frame.source, frame.ts_ms(), &frame.data, &mut self.pending);
+            .push(frame.source, frame.ts_ms(), &frame.data, &mut self.scratch);
+        if !self.scratch.is_empty() {
+            let events = std::mem::take(&mut self.scratch);
+            self.transforms
+                .apply(events, std::time::Instant::now(), &mut self.pending);
+        }
         self.cursor.advance(&frame);
         self.report.cursor = self.cursor.cursor();
-        if self.framer.is_clean() {
+        if self.framer.is_clean() && self.transforms.is_clean() {
             self.boundary = self.report.cursor;
         }
         if self.pending.len() >= SEND_EVENTS || self.pending_bytes >= SEND_BYTES {
@@ -164,6 +175,8 @@ pub async fn read(
 ) -> ReaderReport {
     let mut st = State {
         framer: Framer::new(cfg.max_message_bytes),
+        transforms: Transforms::new(cfg.transforms.clone(), cfg.max_message_bytes),
+        scratch: Vec::new(),
         pending: Vec::new(),
         pending_bytes: 0,
         echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
@@ -194,9 +207,15 @@ pub async fn read(
                     if st.flush(&tx).await.is_err() {
                         return st.finish(true);
                     }
+                    let deadline = st.transforms.next_deadline();
                     tokio::select! {
                         item = frames.next() => item,
                         () = stop.cancelled() => return st.finish(true),
+                        () = sleep_until(deadline) => {
+                            // A held multi-line event waited long enough.
+                            st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
+                            continue;
+                        }
                     }
                 }
             };
@@ -263,9 +282,20 @@ pub async fn read(
         }
     }
 
-    st.framer.finish(&mut st.pending);
+    st.framer.finish(&mut st.scratch);
+    let events = std::mem::take(&mut st.scratch);
+    st.transforms
+        .apply(events, std::time::Instant::now(), &mut st.pending);
+    st.transforms.finish(&mut st.pending);
     if st.flush(&tx).await.is_err() {
         return st.finish(true);
     }
     st.finish(false)
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

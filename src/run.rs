@@ -134,7 +134,12 @@ pub async fn run(
             cfg.aws.endpoint_url.clone(),
             cfg.keep_container,
             cfg.ship.max_event_size,
-        ),
+        )
+        .with_transforms(&cfg.transforms),
+        transforms: crate::transform::TransformConfig {
+            container: id[..12.min(id.len())].to_string(),
+            ..cfg.transforms.clone()
+        },
     };
     if let Err(e) = session.checkpoint.save(&session.state_dir) {
         eprintln!(
@@ -172,6 +177,8 @@ pub struct Session {
     pub state_dir: std::path::PathBuf,
     /// The checkpoint, updated as delivery goes on.
     pub checkpoint: Checkpoint,
+    /// Transforms between framing and batching.
+    pub transforms: crate::transform::TransformConfig,
 }
 
 /// How supervision ended.
@@ -299,6 +306,7 @@ pub async fn resume(
         flush_timeout: args.flush_timeout,
         spool_dir: args.spool_dir.clone(),
         state_dir: args.state_dir.clone(),
+        transforms: cp.transforms()?,
         checkpoint: cp.clone(),
     };
     let start = cp.cursor.map(Cursor::from);
@@ -400,6 +408,7 @@ async fn supervise(
             echo: cfg.echo,
             max_message_bytes: cfg.ship.max_message_bytes(),
             start,
+            transforms: cfg.transforms.clone(),
         },
         tx,
         stop_reading.clone(),

@@ -95,7 +95,12 @@ fn slot(s: Source) -> usize {
 
 impl Transforms {
     pub fn new(cfg: TransformConfig, max_message_bytes: usize) -> Self {
-        Self { cfg, max_message_bytes, held: [None, None], emptied: 0 }
+        Self {
+            cfg,
+            max_message_bytes,
+            held: [None, None],
+            emptied: 0,
+        }
     }
 
     /// Transforms `events`, appending what is ready to `out`.
@@ -122,7 +127,8 @@ impl Transforms {
                     match self.held[i].take() {
                         Some((mut cur, _))
                             if !starts
-                                && cur.message.len() + 1 + e.message.len() <= self.max_message_bytes =>
+                                && cur.message.len() + 1 + e.message.len()
+                                    <= self.max_message_bytes =>
                         {
                             cur.message.push('\n');
                             cur.message.push_str(&e.message);
@@ -141,10 +147,15 @@ impl Transforms {
 
     /// Sends held events older than the multi-line timeout.
     pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<Event>) {
-        let Some((_, timeout)) = &self.cfg.multiline else { return };
+        let Some((_, timeout)) = &self.cfg.multiline else {
+            return;
+        };
         let timeout = *timeout;
         for i in 0..2 {
-            if self.held[i].as_ref().is_some_and(|(_, t)| now.duration_since(*t) >= timeout) {
+            if self.held[i]
+                .as_ref()
+                .is_some_and(|(_, t)| now.duration_since(*t) >= timeout)
+            {
                 let (e, _) = self.held[i].take().expect("checked");
                 self.emit(e, out);
             }
@@ -159,7 +170,12 @@ impl Transforms {
 
     /// Sends everything held (end of output), oldest first.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
-        let mut held: Vec<Event> = self.held.iter_mut().filter_map(|h| h.take()).map(|(e, _)| e).collect();
+        let mut held: Vec<Event> = self
+            .held
+            .iter_mut()
+            .filter_map(|h| h.take())
+            .map(|(e, _)| e)
+            .collect();
         held.sort_by_key(|e| e.ts_ms);
         for e in held {
             self.emit(e, out);
@@ -187,10 +203,16 @@ impl Transforms {
         })
         .to_string();
         if wrapped.len() <= self.max_message_bytes || log.chars().nth(1).is_none() {
-            out.push(Event { ts_ms, message: wrapped, source });
+            out.push(Event {
+                ts_ms,
+                message: wrapped,
+                source,
+            });
             return;
         }
-        let mid = log.floor_char_boundary(log.len() / 2).max(log.chars().next().map_or(1, char::len_utf8));
+        let mid = log
+            .floor_char_boundary(log.len() / 2)
+            .max(log.chars().next().map_or(1, char::len_utf8));
         self.emit_json(ts_ms, source, &log[..mid], out);
         self.emit_json(ts_ms, source, &log[mid..], out);
     }
@@ -201,7 +223,11 @@ mod tests {
     use super::*;
 
     fn ev(ts: i64, source: Source, m: &str) -> Event {
-        Event { ts_ms: ts, message: m.into(), source }
+        Event {
+            ts_ms: ts,
+            message: m.into(),
+            source,
+        }
     }
 
     fn msgs(v: &[Event]) -> Vec<&str> {
@@ -220,10 +246,20 @@ mod tests {
 
     #[test]
     fn strip_ansi_drops_lines_that_become_empty() {
-        let cfg = TransformConfig { strip_ansi: true, ..Default::default() };
+        let cfg = TransformConfig {
+            strip_ansi: true,
+            ..Default::default()
+        };
         let mut t = Transforms::new(cfg, 100);
         let mut out = Vec::new();
-        t.apply(vec![ev(1, Source::Stdout, "\u{1b}[2K"), ev(2, Source::Stdout, "\u{1b}[32mok")], Instant::now(), &mut out);
+        t.apply(
+            vec![
+                ev(1, Source::Stdout, "\u{1b}[2K"),
+                ev(2, Source::Stdout, "\u{1b}[32mok"),
+            ],
+            Instant::now(),
+            &mut out,
+        );
         assert_eq!(msgs(&out), ["ok"]);
         assert_eq!(t.emptied, 1);
     }
@@ -231,7 +267,10 @@ mod tests {
     #[test]
     fn multiline_joins_until_the_next_match_or_timeout() {
         let re = Regex::new(r"^\d{4}-").unwrap();
-        let cfg = TransformConfig { multiline: Some((re, Duration::from_secs(1))), ..Default::default() };
+        let cfg = TransformConfig {
+            multiline: Some((re, Duration::from_secs(1))),
+            ..Default::default()
+        };
         let mut t = Transforms::new(cfg, 100);
         let now = Instant::now();
         let mut out = Vec::new();
@@ -259,11 +298,18 @@ mod tests {
     #[test]
     fn multiline_never_outgrows_the_largest_message() {
         let re = Regex::new("^START").unwrap();
-        let cfg = TransformConfig { multiline: Some((re, Duration::from_secs(1))), ..Default::default() };
+        let cfg = TransformConfig {
+            multiline: Some((re, Duration::from_secs(1))),
+            ..Default::default()
+        };
         let mut t = Transforms::new(cfg, 12);
         let mut out = Vec::new();
         t.apply(
-            vec![ev(1, Source::Stdout, "START"), ev(2, Source::Stdout, "aaaa"), ev(3, Source::Stdout, "bbbb")],
+            vec![
+                ev(1, Source::Stdout, "START"),
+                ev(2, Source::Stdout, "aaaa"),
+                ev(3, Source::Stdout, "bbbb"),
+            ],
             Instant::now(),
             &mut out,
         );
@@ -274,10 +320,18 @@ mod tests {
 
     #[test]
     fn json_wraps_and_splits_to_fit() {
-        let cfg = TransformConfig { json: true, container: "abc".into(), ..Default::default() };
+        let cfg = TransformConfig {
+            json: true,
+            container: "abc".into(),
+            ..Default::default()
+        };
         let mut t = Transforms::new(cfg, 60);
         let mut out = Vec::new();
-        t.apply(vec![ev(1, Source::Stderr, "say \"hi\"")], Instant::now(), &mut out);
+        t.apply(
+            vec![ev(1, Source::Stderr, "say \"hi\"")],
+            Instant::now(),
+            &mut out,
+        );
         let v: serde_json::Value = serde_json::from_str(&out[0].message).unwrap();
         assert_eq!(v["log"], "say \"hi\"");
         assert_eq!(v["stream"], "stderr");
@@ -288,7 +342,12 @@ mod tests {
         assert!(out.len() > 1 && out.iter().all(|e| e.message.len() <= 60));
         let joined: String = out
             .iter()
-            .map(|e| serde_json::from_str::<serde_json::Value>(&e.message).unwrap()["log"].as_str().unwrap().to_string())
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.message).unwrap()["log"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(joined, long);
     }

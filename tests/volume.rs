@@ -211,3 +211,76 @@ fn docker_split_long_lines_are_joined() {
     assert!(got == want, "content differs");
     assert_clean(&server);
 }
+
+#[test]
+fn strip_ansi_option() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "printf '\\033[1;31mred\\033[0m plain\\n\\033[2K\\nafter\\n'",
+    );
+    job.arg("--strip-ansi");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        ["red plain", "after"]
+    );
+    // Without the option the codes are kept as they are.
+    let mut job = Job::new(&server.url, "printf '\\033[1;31mred\\033[0m\\n'");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        ["\u{1b}[1;31mred\u{1b}[0m"]
+    );
+}
+
+#[test]
+fn multiline_pattern_joins_stack_traces() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "echo 'ERROR boom'; echo '  at a()'; echo '  at b()'; echo 'INFO next'; sleep 2; echo '  late line'; echo 'INFO last'",
+    );
+    job.arg("--multiline-pattern")
+        .arg("^(ERROR|INFO)")
+        .arg("--multiline-timeout")
+        .arg("500ms");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        [
+            "ERROR boom\n  at a()\n  at b()",
+            "INFO next",
+            "  late line",
+            "INFO last"
+        ]
+    );
+    // The held "INFO next" went out on its timeout, before the late line was written.
+    let events = server.events(&job.group, &job.stream);
+    assert!(events[2].0 - events[1].0 >= 1500, "{events:?}");
+}
+
+#[test]
+fn json_format_wraps_each_event() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "echo 'say \"hi\"'; sleep 0.05; echo oops >&2");
+    job.arg("--format").arg("json").arg("--keep-container");
+    let out = job.output();
+    let id = containers_with_label(&job.label).pop().unwrap();
+    cleanup(&job.label);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got: Vec<serde_json::Value> = server
+        .messages(&job.group, &job.stream)
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["log"], "say \"hi\"");
+    assert_eq!(got[0]["stream"], "stdout");
+    assert_eq!(got[1]["log"], "oops");
+    assert_eq!(got[1]["stream"], "stderr");
+    assert_eq!(got[1]["container"], id[..12]);
+}
