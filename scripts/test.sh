@@ -8,6 +8,7 @@ cd "$ROOT"
 
 ensure_docker
 ensure_images
+apt_install docker-registry   # a local registry for the pull test (started by the test itself)
 start_moto
 trap stop_moto EXIT
 log "moto at $MOTO_URL"

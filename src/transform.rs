@@ -151,14 +151,18 @@ impl Transforms {
             return;
         };
         let timeout = *timeout;
-        for i in 0..2 {
-            if self.held[i]
-                .as_ref()
+        let mut expired: Vec<Event> = Vec::new();
+        for h in &mut self.held {
+            if h.as_ref()
                 .is_some_and(|(_, t)| now.duration_since(*t) >= timeout)
             {
-                let (e, _) = self.held[i].take().expect("checked");
-                self.emit(e, out);
+                expired.extend(h.take().map(|(e, _)| e));
             }
+        }
+        // Oldest first, so stdout and stderr stay in timestamp order.
+        expired.sort_by_key(|e| e.ts_ms);
+        for e in expired {
+            self.emit(e, out);
         }
     }
 
