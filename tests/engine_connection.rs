@@ -96,9 +96,16 @@ fn log_stream_reconnects_after_the_engine_connection_drops() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Cut while the log is being followed (events arriving), not while the container is
+    // still being set up.
+    let start = std::time::Instant::now();
+    while server.messages(&job.group, &job.stream).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "nothing arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(1000));
         proxy.cut_all();
+        std::thread::sleep(Duration::from_millis(700));
     }
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);

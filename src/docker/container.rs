@@ -156,24 +156,36 @@ pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, Doc
     Ok(resp.id)
 }
 
-/// Starts the container; a missing shell becomes [`DockerError::NoShell`].
+/// Starts the container; a missing shell becomes [`DockerError::NoShell`]. Starting is
+/// idempotent (the engine answers 304 when it already runs), so a broken connection is
+/// retried a few times.
 pub async fn start(docker: &Docker, id: &str, spec: &ContainerSpec) -> Result<(), DockerError> {
-    docker.start_container(id, None).await.map_err(|e| {
-        let reason = describe(&e);
+    let mut attempt = 0;
+    loop {
+        let err = match docker.start_container(id, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) if status_of(&e) == Some(304) => return Ok(()),
+            Err(e) => e,
+        };
+        let reason = describe(&err);
         let missing = reason.contains("executable file not found")
             || (reason.contains("no such file or directory") && reason.contains(&spec.shell));
         if missing {
-            DockerError::NoShell {
+            return Err(DockerError::NoShell {
                 image: spec.image.clone(),
                 shell: spec.shell.clone(),
-            }
-        } else {
-            DockerError::Api {
+            });
+        }
+        attempt += 1;
+        if status_of(&err).is_some() || attempt >= 5 {
+            return Err(DockerError::Api {
                 context: "start container".into(),
                 reason,
-            }
+            });
         }
-    })
+        tracing::warn!("starting the container failed ({reason}); trying again");
+        tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+    }
 }
 
 /// Asks the container to stop: SIGTERM, then SIGKILL after `grace`.
