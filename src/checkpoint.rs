@@ -54,6 +54,9 @@ pub struct Checkpoint {
     pub multiline_timeout_ms: u64,
     #[serde(default)]
     pub json: bool,
+    /// stdout and stderr went to `STREAM/stdout` and `STREAM/stderr`.
+    #[serde(default)]
+    pub split_streams: bool,
 }
 
 /// A [`Cursor`] as stored.
@@ -113,6 +116,7 @@ impl Checkpoint {
             multiline_pattern: None,
             multiline_timeout_ms: 0,
             json: false,
+            split_streams: false,
         }
     }
 
@@ -125,6 +129,12 @@ impl Checkpoint {
             .as_ref()
             .map_or(0, |(_, d)| d.as_millis() as u64);
         self.json = t.json;
+        self
+    }
+
+    /// Records whether stdout and stderr go to two streams.
+    pub fn with_split_streams(mut self, split: bool) -> Self {
+        self.split_streams = split;
         self
     }
 

@@ -188,6 +188,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
     pub spool_dir: std::path::PathBuf,
 
+    /// Send stdout to `STREAM/stdout` and stderr to `STREAM/stderr` instead of both to STREAM.
+    #[arg(long)]
+    pub split_streams: bool,
+
     /// Remove ANSI escape sequences (colours, cursor moves) from each line before shipping.
     #[arg(long)]
     pub strip_ansi: bool,

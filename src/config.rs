@@ -148,6 +148,8 @@ pub struct ShipConfig {
     pub flush_interval: Duration,
     /// Requests in flight at once.
     pub max_in_flight: usize,
+    /// stdout to `STREAM/stdout`, stderr to `STREAM/stderr`.
+    pub split_streams: bool,
 }
 
 impl ShipConfig {
@@ -190,6 +192,9 @@ impl RunConfig {
         let stream = non_empty(a.aws_cloudwatch_stream, "--aws-cloudwatch-stream")?;
         validate_group_name(&group)?;
         validate_stream_name(&stream)?;
+        if a.split_streams {
+            validate_stream_name(&format!("{stream}/stdout"))?;
+        }
         if a.shell.trim().is_empty() {
             return Err(ConfigError::Empty("--shell"));
         }
@@ -235,6 +240,7 @@ impl RunConfig {
                 max_event_size: a.max_event_size,
                 flush_interval: a.flush_interval,
                 max_in_flight: a.max_in_flight,
+                split_streams: a.split_streams,
             },
             echo: !a.quiet,
             keep_container: a.keep_container,

@@ -31,7 +31,7 @@ use crate::reader::Chunk;
 use crate::reader::{self, ReaderConfig, ReaderReport};
 use crate::sink::client::{self as cw, preflight_error};
 use crate::sink::retry::Failure;
-use crate::sink::{ShipReport, Shipper, SinkError};
+use crate::sink::{ShipReport, SinkError, split};
 use crate::spool;
 
 /// A signal that asks dockwatch to stop.
@@ -105,9 +105,7 @@ pub async fn run(
     }
     let client = cw::build(&cfg.aws).await?;
     let endpoint = cw::endpoint_of(&client, &cfg.aws);
-    cw::ensure_destination(&client, &cfg.ship.group, &cfg.ship.stream, 3)
-        .await
-        .map_err(|f| preflight_error(f, endpoint))?;
+    ensure_destinations(&client, &cfg.ship, &endpoint).await?;
 
     let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
     let docker = docker::connect(request_timeout).await?;
@@ -135,7 +133,8 @@ pub async fn run(
             cfg.keep_container,
             cfg.ship.max_event_size,
         )
-        .with_transforms(&cfg.transforms),
+        .with_transforms(&cfg.transforms)
+        .with_split_streams(cfg.ship.split_streams),
         transforms: crate::transform::TransformConfig {
             container: id[..12.min(id.len())].to_string(),
             ..cfg.transforms.clone()
@@ -164,6 +163,20 @@ pub async fn run(
     )
     .await;
     finish(&session, &docker, &id, outcome).await
+}
+
+/// Creates the group and every destination stream when missing (start-up: few retries).
+async fn ensure_destinations(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    ship: &ShipConfig,
+    endpoint: &str,
+) -> Result<(), RunError> {
+    for name in split::stream_names(&ship.stream, ship.split_streams) {
+        cw::ensure_destination(client, &ship.group, &name, 3)
+            .await
+            .map_err(|f| preflight_error(f, endpoint.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What a run or a resume needs to ship a started container's output.
@@ -270,9 +283,15 @@ pub async fn resume(
     aws.endpoint_url = aws.endpoint_url.or(cp.endpoint_url.clone());
     let client = cw::build(&aws).await?;
     let endpoint = cw::endpoint_of(&client, &aws);
-    cw::ensure_destination(&client, &cp.group, &cp.stream, 3)
-        .await
-        .map_err(|f| preflight_error(f, endpoint.clone()))?;
+    let ship = ShipConfig {
+        group: cp.group.clone(),
+        stream: cp.stream.clone(),
+        max_event_size: cp.max_event_size,
+        flush_interval: Duration::from_millis(200),
+        max_in_flight: 4,
+        split_streams: cp.split_streams,
+    };
+    ensure_destinations(&client, &ship, &endpoint).await?;
     let docker =
         docker::connect(Duration::from_secs(120).max(args.stop_timeout + Duration::from_secs(60)))
             .await?;
@@ -284,22 +303,20 @@ pub async fn resume(
             path.display()
         )));
     }
-    let tail = cw::newest_events(&client, &cp.group, &cp.stream, 5)
-        .await
-        .map_err(|f| preflight_error(f, endpoint))?;
+    let mut tails = Vec::new();
+    for name in split::stream_names(&cp.stream, cp.split_streams) {
+        let tail = cw::newest_events(&client, &cp.group, &name, 5)
+            .await
+            .map_err(|f| preflight_error(f, endpoint.clone()))?;
+        tails.push(tail);
+    }
     eprintln!(
         "dockwatch: resuming container {} after {} delivered events",
         &id[..12.min(id.len())],
         cp.events_delivered
     );
     let session = Session {
-        ship: ShipConfig {
-            group: cp.group.clone(),
-            stream: cp.stream.clone(),
-            max_event_size: cp.max_event_size,
-            flush_interval: Duration::from_millis(200),
-            max_in_flight: 4,
-        },
+        ship,
         echo: !args.quiet,
         keep_container: cp.keep_container,
         stop_timeout: args.stop_timeout,
@@ -318,7 +335,7 @@ pub async fn resume(
         &mut interrupts,
         started,
         start,
-        Some(tail),
+        Some(tails),
     )
     .await;
     finish(&session, &docker, &id, outcome).await
@@ -337,19 +354,19 @@ async fn resume_spool(
     aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
     let client = cw::build(&aws).await?;
     let endpoint = cw::endpoint_of(&client, &aws);
-    cw::ensure_destination(&client, &header.group, &header.stream, 3)
-        .await
-        .map_err(|f| preflight_error(f, endpoint))?;
     let ship = ShipConfig {
         group: header.group.clone(),
         stream: header.stream.clone(),
         max_event_size: crate::batcher::MAX_BATCH_BYTES,
         flush_interval: Duration::from_millis(200),
         max_in_flight: 4,
+        split_streams: header.split_streams,
     };
+    ensure_destinations(&client, &ship, &endpoint).await?;
     let (tx, rx) = mpsc::channel(16);
     let abort = CancellationToken::new();
-    let shipper = tokio::spawn(Shipper::new(client, &ship).run(rx, abort.clone()));
+    let shipper =
+        tokio::spawn(async move { split::ship(client, &ship, rx, abort, None, None).await });
     for chunk in events.chunks(512) {
         if tx
             .send(Chunk {
@@ -395,7 +412,7 @@ async fn supervise(
     interrupts: &mut watch::Receiver<Interrupts>,
     started: Instant,
     start: Option<Cursor>,
-    already_delivered: Option<Vec<(i64, String)>>,
+    already_delivered: Option<Vec<Vec<(i64, String)>>>,
 ) -> Outcome {
     let tracker = TaskTracker::new();
     let abort = CancellationToken::new();
@@ -416,18 +433,25 @@ async fn supervise(
     let mut checkpoint = cfg.checkpoint.clone();
     let state_dir = cfg.state_dir.clone();
     let base = checkpoint.events_delivered;
-    let mut shipper =
-        Shipper::new(client, &cfg.ship).on_delivered(Box::new(move |cursor, events| {
-            checkpoint.cursor = Some(cursor.into());
-            checkpoint.events_delivered = base + events;
-            if let Err(e) = checkpoint.save(&state_dir) {
-                tracing::warn!("cannot update the checkpoint: {e}");
-            }
-        }));
-    if let Some(tail) = already_delivered {
-        shipper = shipper.skip_already_delivered(tail);
-    }
-    let shipper = tracker.spawn(shipper.run(rx, abort.clone()));
+    let on_delivered: crate::sink::OnDelivered = Box::new(move |cursor, events| {
+        checkpoint.cursor = Some(cursor.into());
+        checkpoint.events_delivered = base + events;
+        if let Err(e) = checkpoint.save(&state_dir) {
+            tracing::warn!("cannot update the checkpoint: {e}");
+        }
+    });
+    let (ship_cfg, ship_abort) = (cfg.ship.clone(), abort.clone());
+    let shipper = tracker.spawn(async move {
+        split::ship(
+            client,
+            &ship_cfg,
+            rx,
+            ship_abort,
+            Some(on_delivered),
+            already_delivered,
+        )
+        .await
+    });
     tracker.close();
 
     // Interruptions: the exit code they imply, and the delivery deadline.
@@ -527,6 +551,7 @@ async fn supervise(
             region: cfg.checkpoint.region.clone(),
             endpoint_url: cfg.checkpoint.endpoint_url.clone(),
             events: undelivered.len(),
+            split_streams: cfg.ship.split_streams,
         };
         match spool::write(&cfg.spool_dir, &header, &undelivered) {
             Ok(p) => saved = format!(", saved to {}", p.display()),

@@ -27,6 +27,9 @@ pub struct Header {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
     pub events: usize,
+    /// Events go to `STREAM/stdout` and `STREAM/stderr` by their source.
+    #[serde(default)]
+    pub split_streams: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,6 +145,7 @@ mod tests {
             region: Some("eu-west-1".into()),
             endpoint_url: None,
             events: 0,
+            split_streams: false,
         };
         let path = write(&dir, &header, &events).unwrap();
         let (h, back) = read(&path).unwrap();

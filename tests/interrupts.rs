@@ -311,3 +311,39 @@ fn resume_without_checkpoint_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sigkill_then_resume_with_split_streams() {
+    let server = StrictServer::start();
+    server.faults(|f| f.latency = Duration::from_millis(150));
+    let state = std::env::temp_dir().join(unique("state"));
+    let mut job = Job::new(
+        &server.url,
+        "i=0; while [ $i -lt 8000 ]; do i=$((i+1)); echo $i; echo $i >&2; if [ $((i % 500)) -eq 0 ]; then sleep 0.1; fi; done",
+    );
+    job.arg("--quiet")
+        .arg("--split-streams")
+        .arg("--state-dir")
+        .arg(state.to_str().unwrap());
+    let child = spawn(&mut job);
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    let out = dockwatch()
+        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+        .args([
+            "--aws-access-key-id",
+            "AKIDTESTKEY",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for s in ["stdout", "stderr"] {
+        let got = server.archive(&job.group, &format!("{}/{s}", job.stream));
+        assert_eq!(got.len(), 8000, "{s}: {}", stderr(&out));
+        assert_numbered_prefix(&got);
+    }
+    assert!(containers_with_label(&job.label).is_empty());
+}

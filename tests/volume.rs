@@ -284,3 +284,21 @@ fn json_format_wraps_each_event() {
     assert_eq!(got[1]["stream"], "stderr");
     assert_eq!(got[1]["container"], id[..12]);
 }
+
+#[test]
+fn split_streams_sends_stdout_and_stderr_apart() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "for i in $(seq 1 3000); do echo out-$i; echo err-$i >&2; done",
+    );
+    job.arg("--quiet").arg("--split-streams");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want_out: Vec<String> = (1..=3000).map(|i| format!("out-{i}")).collect();
+    let want_err: Vec<String> = (1..=3000).map(|i| format!("err-{i}")).collect();
+    assert!(server.messages(&job.group, &format!("{}/stdout", job.stream)) == want_out);
+    assert!(server.messages(&job.group, &format!("{}/stderr", job.stream)) == want_err);
+    assert!(server.messages(&job.group, &job.stream).is_empty());
+    assert_clean(&server);
+}

@@ -13,6 +13,7 @@ pub mod client;
 pub mod dedupe;
 pub mod request;
 pub mod retry;
+pub mod split;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
