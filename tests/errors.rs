@@ -55,9 +55,7 @@ fn missing_flag_is_a_usage_error() {
 
 #[test]
 fn no_region_anywhere() {
-    let home = std::env::temp_dir().join(unique("home"));
-    std::fs::create_dir_all(&home).unwrap();
-    let out = dockwatch()
+    let out = dockwatch_without_aws_config()
         .args(["--docker-image", IMAGE, "--bash-command", "true"])
         .args([
             "--aws-cloudwatch-group",
@@ -65,9 +63,6 @@ fn no_region_anywhere() {
             "--aws-cloudwatch-stream",
             "s",
         ])
-        .env("HOME", &home)
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -153,9 +148,7 @@ fn another_shell_with_shell_flag() {
 
 #[test]
 fn no_credentials_anywhere() {
-    let home = std::env::temp_dir().join(unique("home"));
-    std::fs::create_dir_all(&home).unwrap();
-    let out = dockwatch()
+    let out = dockwatch_without_aws_config()
         .args([
             "--docker-image",
             IMAGE,
@@ -171,9 +164,6 @@ fn no_credentials_anywhere() {
             "s",
         ])
         .args(["--aws-endpoint-url", &moto_url()])
-        .env("HOME", &home)
-        .env("AWS_CONFIG_FILE", home.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

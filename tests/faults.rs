@@ -204,17 +204,7 @@ fn credentials_refused_mid_run_then_resume() {
     assert_eq!(stdout(&running).trim(), "false");
 
     server.faults(|f| f.deny_auth = false);
-    let out = dockwatch()
-        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
-        .args(["--spool-dir", spool.to_str().unwrap()])
-        .args([
-            "--aws-access-key-id",
-            "AKIDTESTKEY",
-            "--aws-secret-access-key",
-            "x",
-        ])
-        .output()
-        .unwrap();
+    let out = resume(&state, Some(&spool));
     assert!(
         out.status.code().is_some_and(|c| c != 125),
         "{}",

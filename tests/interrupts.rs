@@ -175,17 +175,7 @@ fn third_signal_quits_now_then_resume_delivers_the_rest() {
 
     // CloudWatch is back: resume ships exactly what was missing, then cleans up.
     server.faults(|f| f.outage_puts = false);
-    let out = dockwatch()
-        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
-        .args(["--spool-dir", spool.to_str().unwrap()])
-        .args([
-            "--aws-access-key-id",
-            "AKIDTESTKEY",
-            "--aws-secret-access-key",
-            "x",
-        ])
-        .output()
-        .unwrap();
+    let out = resume(&state, Some(&spool));
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out)); // killed by the second signal
     assert_numbered_prefix(&server.messages(&job.group, &job.stream));
     assert_eq!(server.messages(&job.group, &job.stream).len(), 3000);
@@ -265,16 +255,7 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
         signal(&child, "KILL");
         let _ = child.wait_with_output();
         let before = server.archive(&job.group, &job.stream).len();
-        let out = dockwatch()
-            .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
-            .args([
-                "--aws-access-key-id",
-                "AKIDTESTKEY",
-                "--aws-secret-access-key",
-                "x",
-            ])
-            .output()
-            .unwrap();
+        let out = resume(&state, None);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -329,16 +310,7 @@ fn sigkill_then_resume_with_split_streams() {
     std::thread::sleep(Duration::from_millis(1200));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
-    let out = dockwatch()
-        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
-        .args([
-            "--aws-access-key-id",
-            "AKIDTESTKEY",
-            "--aws-secret-access-key",
-            "x",
-        ])
-        .output()
-        .unwrap();
+    let out = resume(&state, None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     for s in ["stdout", "stderr"] {
         let got = server.archive(&job.group, &format!("{}/{s}", job.stream));

@@ -307,3 +307,30 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// `dockwatch resume` for a test's state directory (and spool directory), with credentials.
+pub fn resume(state: &std::path::Path, spool: Option<&std::path::Path>) -> Output {
+    let mut c = dockwatch();
+    c.args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()]);
+    if let Some(sp) = spool {
+        c.args(["--spool-dir", sp.to_str().unwrap()]);
+    }
+    c.args([
+        "--aws-access-key-id",
+        "AKIDTESTKEY",
+        "--aws-secret-access-key",
+        "x",
+    ]);
+    c.output().expect("run dockwatch resume")
+}
+
+/// dockwatch with a HOME and AWS config files that hold nothing.
+pub fn dockwatch_without_aws_config() -> Command {
+    let home = std::env::temp_dir().join(unique("home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut c = dockwatch();
+    c.env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"));
+    c
+}
