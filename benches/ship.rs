@@ -8,7 +8,8 @@
 //! - W2: 512,000 lines of 1 KiB (500 MiB);
 //! - W3: 10 lines/s for 30 s (latency from Docker's timestamp to CloudWatch's acceptance);
 //! - W4: 1 GiB of 1 KiB lines into a server that answers each request after 1 s (memory
-//!   under backpressure). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4.
+//!   under backpressure). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2`
+//!   to run one workload.
 //!
 //! Measured per run: wall time, lines/s, MB/s, p50/p99 latency, peak RSS and CPU seconds of
 //! dockwatch (from GNU time), events accepted and CloudWatch-rule violations.
@@ -220,7 +221,12 @@ fn main() {
         "| workload | engine: logs -f | engine: attach | dockwatch | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | accepted | violations |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for w in workloads() {
+    // DOCKWATCH_BENCH_ONLY=W4 runs the workloads whose name starts with it.
+    let only = std::env::var("DOCKWATCH_BENCH_ONLY").unwrap_or_default();
+    for w in workloads()
+        .into_iter()
+        .filter(|w| w.name.starts_with(only.as_str()))
+    {
         // Baselines for the throughput workloads; W3 is paced and W4 is about memory.
         let (follow, attach) = if w.latency.is_zero() && w.lines > 1000 {
             engine_baselines(&w.script)

@@ -314,7 +314,12 @@ impl Shipper {
                     }
                 },
                 () = sleep_until(flush_at), if flush_at.is_some() && !stopping => {
-                    ready.extend(batcher.flush_on_timer());
+                    // Cutting a partial batch only helps when it could go out now; under
+                    // backpressure it would just turn full requests into partial ones.
+                    let idle = ready.is_empty() && inflight.len() < self.max_in_flight;
+                    if idle {
+                        ready.extend(batcher.flush_on_timer());
+                    }
                     flush_at = (!batcher.is_empty()).then(|| Instant::now() + self.flush_interval);
                 }
                 () = stop.cancelled(), if !stopping => {}
