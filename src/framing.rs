@@ -323,6 +323,26 @@ impl LineBuilder {
     }
 }
 
+/// The framing rules written the slow and obvious way, on a whole stream of one source: the
+/// messages [`Framer`] must produce for `whole` (tests compare against it).
+pub fn reference(max_message_bytes: usize, whole: &[u8]) -> Vec<String> {
+    let mut events = Vec::new();
+    for seg in whole.split(|b| *b == b'\n' || *b == b'\r') {
+        let line = String::from_utf8_lossy(seg);
+        let mut rest: &str = &line;
+        while !rest.is_empty() {
+            let cut = if rest.len() <= max_message_bytes {
+                rest.len()
+            } else {
+                rest.floor_char_boundary(max_message_bytes)
+            };
+            events.push(rest[..cut].to_string());
+            rest = &rest[cut..];
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,25 +356,6 @@ mod tests {
         }
         f.finish(&mut out);
         (out.into_iter().map(|e| e.message).collect(), f.stats)
-    }
-
-    /// The specification, written the slow and obvious way on the whole stream.
-    fn reference(max: usize, whole: &[u8]) -> Vec<String> {
-        let mut events = Vec::new();
-        for seg in whole.split(|b| *b == b'\n' || *b == b'\r') {
-            let line = String::from_utf8_lossy(seg);
-            let mut rest: &str = &line;
-            while !rest.is_empty() {
-                let cut = if rest.len() <= max {
-                    rest.len()
-                } else {
-                    rest.floor_char_boundary(max)
-                };
-                events.push(rest[..cut].to_string());
-                rest = &rest[cut..];
-            }
-        }
-        events
     }
 
     #[test]

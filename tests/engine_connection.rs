@@ -90,12 +90,7 @@ fn log_stream_reconnects_after_the_engine_connection_drops() {
     job.arg("--quiet");
     job.cmd
         .env("DOCKER_HOST", format!("unix://{}", proxy.path.display()));
-    let child = job
-        .cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = job.spawn();
     // Cut while the log is being followed (events arriving), not while the container is
     // still being set up.
     let start = std::time::Instant::now();

@@ -83,12 +83,7 @@ fn a_twenty_second_outage() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &paced(20_000, 500)); // ~4 s of output
     job.arg("--quiet");
-    let child = job
-        .cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     server.faults(|f| f.outage = true);
     std::thread::sleep(Duration::from_secs(20));
@@ -108,12 +103,7 @@ fn group_deleted_mid_run_is_recreated() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &paced(20_000, 500));
     job.arg("--quiet");
-    let child = job
-        .cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     server.delete_group(&job.group);
     let out = child.wait_with_output().unwrap();
@@ -175,12 +165,7 @@ fn credentials_refused_mid_run_then_resume() {
     job.arg("--quiet").arg("--stop-timeout").arg("1s");
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
-    let child = job
-        .cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     server.faults(|f| f.deny_auth = true);
     let out = child.wait_with_output().unwrap();

@@ -6,7 +6,7 @@ mod common;
 #[path = "support/strict_server.rs"]
 mod strict_server;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,14 +22,6 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(ok.success());
-}
-
-fn spawn(job: &mut Job) -> Child {
-    job.cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// The lines the engine stored for a container.
@@ -76,7 +68,7 @@ fn sigint_and_sigterm_at_random_moments() {
         if keep {
             job.arg("--keep-container");
         }
-        let child = spawn(&mut job);
+        let child = job.spawn();
         std::thread::sleep(Duration::from_millis(wait_ms));
         signal(&child, sig);
         let out = child.wait_with_output().unwrap();
@@ -120,7 +112,7 @@ fn second_signal_kills_a_container_that_ignores_sigterm() {
         .arg("--stop-timeout")
         .arg("60s")
         .arg("--keep-container");
-    let child = spawn(&mut job);
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
     signal(&child, "INT");
@@ -151,7 +143,7 @@ fn third_signal_quits_now_then_resume_delivers_the_rest() {
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     // CloudWatch takes no events: nothing can be delivered.
     server.faults(|f| f.outage_puts = true);
-    let child = spawn(&mut job);
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(2500));
     for _ in 0..3 {
         signal(&child, "INT");
@@ -204,7 +196,7 @@ fn flush_timeout_spools_and_resume_spool_delivers() {
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     server.faults(|f| f.outage_puts = true);
-    let child = spawn(&mut job);
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
@@ -250,7 +242,7 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
         job.arg("--quiet")
             .arg("--state-dir")
             .arg(state.to_str().unwrap());
-        let child = spawn(&mut job);
+        let child = job.spawn();
         std::thread::sleep(Duration::from_millis(wait_ms));
         signal(&child, "KILL");
         let _ = child.wait_with_output();
@@ -306,7 +298,7 @@ fn sigkill_then_resume_with_split_streams() {
         .arg("--split-streams")
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
-    let child = spawn(&mut job);
+    let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1200));
     signal(&child, "KILL");
     let _ = child.wait_with_output();

@@ -22,26 +22,6 @@ fn assert_clean(server: &StrictServer) {
     });
 }
 
-/// The reference framing of raw bytes (see src/framing.rs): lines end at \n or \r, empty
-/// lines are skipped, invalid UTF-8 becomes U+FFFD, long lines are split at `max` bytes.
-fn reference(raw: &[u8], max: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for seg in raw.split(|b| *b == b'\n' || *b == b'\r') {
-        let line = String::from_utf8_lossy(seg);
-        let mut rest: &str = &line;
-        while !rest.is_empty() {
-            let cut = if rest.len() <= max {
-                rest.len()
-            } else {
-                rest.floor_char_boundary(max)
-            };
-            out.push(rest[..cut].to_string());
-            rest = &rest[cut..];
-        }
-    }
-    out
-}
-
 #[test]
 fn a_million_numbered_lines_arrive_complete_in_order() {
     let server = StrictServer::start();
@@ -112,7 +92,7 @@ fn twenty_mib_of_random_bytes() {
     // The json-file driver replaced invalid bytes with U+FFFD (3 bytes each) already.
     assert!(raw.len() >= 20_971_520, "{}", raw.len());
     let got = server.messages(&job.group, &job.stream);
-    let want = reference(&raw, 1_048_576 - 26);
+    let want = dockwatch::framing::reference(1_048_576 - 26, &raw);
     assert_eq!(got.len(), want.len());
     assert!(got == want, "content differs");
     assert_clean(&server);

@@ -160,6 +160,15 @@ impl Job {
         self
     }
 
+    /// Starts it in the background: stdout discarded, stderr kept for `wait_with_output`.
+    pub fn spawn(&mut self) -> std::process::Child {
+        self.cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dockwatch")
+    }
+
     pub fn output(&mut self) -> Output {
         let out = self.cmd.output().expect("run dockwatch");
         assert!(
