@@ -175,7 +175,24 @@ pub fn open(
             .tail
             .map_or_else(|| "all".to_string(), |n| n.to_string()),
     };
-    let raw = docker.logs(id, Some(opts));
+    // (source, bytes) messages: straight from the Unix socket when there is one (see
+    // raw_logs), else through bollard.
+    let raw: Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>> =
+        match unix_socket() {
+            Some(socket) => {
+                let v = docker.client_version();
+                let query = format!(
+                    "/v{}.{}/containers/{id}/logs?follow={}&stdout=1&stderr=1&timestamps=1&tail={}",
+                    v.major_version, v.minor_version, plan.follow as u8, opts.tail
+                );
+                Box::pin(raw_stream(socket, query))
+            }
+            None => Box::pin(
+                docker
+                    .logs(id, Some(opts))
+                    .map(|r| r.map_err(|e| DockerError::api("read container logs", &e))),
+            ),
+        };
     let mut seek = after.map(|target| Seek {
         target,
         anchored: plan.tail.is_none(),
@@ -183,7 +200,7 @@ pub fn open(
     });
     let frames = raw.filter_map(move |item| {
         let out = match item {
-            Err(e) => Some(Err(DockerError::api("read container logs", &e))),
+            Err(e) => Some(Err(e)),
             Ok(out) => match parse(out) {
                 Err(e) => Some(Err(e)),
                 Ok(None) => None,
@@ -202,6 +219,48 @@ pub fn open(
         std::future::ready(out)
     });
     (Box::pin(frames), found)
+}
+
+/// The engine's Unix socket, when `DOCKER_HOST` names one (or is unset).
+fn unix_socket() -> Option<String> {
+    match std::env::var("DOCKER_HOST") {
+        Err(_) => Some("/var/run/docker.sock".to_string()),
+        Ok(h) => h.strip_prefix("unix://").map(str::to_string),
+    }
+}
+
+/// The log messages read by [`super::raw_logs::RawLogs`], as bollard's `LogOutput`s.
+fn raw_stream(
+    socket: String,
+    query: String,
+) -> impl Stream<Item = Result<LogOutput, DockerError>> + Send {
+    enum St {
+        Start(String, String),
+        Open(super::raw_logs::RawLogs),
+        Done,
+    }
+    futures_util::stream::unfold(St::Start(socket, query), |st| async move {
+        let mut logs = match st {
+            St::Start(socket, query) => match super::raw_logs::RawLogs::open(&socket, &query).await
+            {
+                Ok(l) => l,
+                Err(e) => return Some((Err(e), St::Done)),
+            },
+            St::Open(l) => l,
+            St::Done => return None,
+        };
+        match logs.next().await {
+            None => None,
+            Some(Err(e)) => Some((Err(e), St::Done)),
+            Some(Ok((source, message))) => {
+                let out = match source {
+                    Source::Stdout => LogOutput::StdOut { message },
+                    Source::Stderr => LogOutput::StdErr { message },
+                };
+                Some((Ok(out), St::Open(logs)))
+            }
+        }
+    })
 }
 
 /// True when an error from [`open`] means the stream itself broke (worth reopening after

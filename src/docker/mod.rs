@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod logs;
+pub mod raw_logs;
 
 use std::time::Duration;
 
