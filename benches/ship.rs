@@ -71,23 +71,27 @@ fn workloads() -> Vec<Workload> {
     w
 }
 
+/// `docker run MODE` of the bench image with the same log driver dockwatch uses.
+fn docker_run(mode: &str, script: &str) -> Command {
+    let mut c = Command::new("docker");
+    c.args([
+        "run",
+        mode,
+        "--label",
+        "dockwatch.test=bench",
+        "--log-driver",
+        "json-file",
+        IMAGE,
+    ]);
+    c.args(["bash", "-c", script]);
+    c
+}
+
 /// The engine alone: a detached container read with `docker logs -f` into /dev/null (the
 /// same read path as dockwatch), and `docker run` attached (the engine's fastest path).
 fn engine_baselines(script: &str) -> (f64, f64) {
     let t = Instant::now();
-    let id = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--label",
-            "dockwatch.test=bench",
-            "--log-driver",
-            "json-file",
-            IMAGE,
-        ])
-        .args(["bash", "-c", script])
-        .output()
-        .unwrap();
+    let id = docker_run("-d", script).output().unwrap();
     let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
     Command::new("docker")
         .args(["logs", "-f", &id])
@@ -103,17 +107,7 @@ fn engine_baselines(script: &str) -> (f64, f64) {
         .unwrap();
 
     let t = Instant::now();
-    Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--label",
-            "dockwatch.test=bench",
-            "--log-driver",
-            "json-file",
-            IMAGE,
-        ])
-        .args(["bash", "-c", script])
+    docker_run("--rm", script)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

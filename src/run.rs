@@ -236,7 +236,7 @@ pub async fn resume(
 ) -> Result<i32, RunError> {
     let started = Instant::now();
     if let Some(path) = &args.spool {
-        return resume_spool(path, args.aws.clone(), &args).await;
+        return resume_spool(path, &args).await;
     }
     let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
         .into_iter()
@@ -342,14 +342,10 @@ pub async fn resume(
 }
 
 /// Delivers the events of a spool file; removes it once they are all delivered.
-async fn resume_spool(
-    path: &std::path::Path,
-    aws_args: crate::cli::AwsArgs,
-    args: &ResumeArgs,
-) -> Result<i32, RunError> {
+async fn resume_spool(path: &std::path::Path, args: &ResumeArgs) -> Result<i32, RunError> {
     let started = Instant::now();
     let (header, events) = spool::read(path).map_err(RunError::Resume)?;
-    let mut aws = AwsOptions::from_args(aws_args)?;
+    let mut aws = AwsOptions::from_args(args.aws.clone())?;
     aws.region = aws.region.or(header.region.clone());
     aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
     let client = cw::build(&aws).await?;
@@ -399,7 +395,6 @@ async fn resume_spool(
         });
     }
     let _ = std::fs::remove_file(path);
-    let _ = &args.spool_dir;
     Ok(0)
 }
 

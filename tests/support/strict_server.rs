@@ -279,51 +279,40 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(std::io::Error::other(e)),
     };
-    let (latency, outage) = {
+    // Dropped when the outage holds before or after the latency.
+    let dropping = || {
         let s = st.lock().unwrap();
-        (
-            s.faults.latency,
-            s.faults.outage || (s.faults.outage_puts && op == "PutLogEvents"),
-        )
+        s.faults.outage || (s.faults.outage_puts && op == "PutLogEvents")
     };
+    let latency = st.lock().unwrap().faults.latency;
+    let dropped_before = dropping();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if outage
-        || st.lock().unwrap().faults.outage
-        || (op == "PutLogEvents" && st.lock().unwrap().faults.outage_puts)
-    {
+    if dropped_before || dropping() {
         st.lock().unwrap().stats.dropped += 1;
         // An error from the service closes the connection without an answer.
         return Err(std::io::Error::other("outage"));
     }
-    if op == "PutLogEvents" {
-        let input: PutInput = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
-        };
-        let mut s = st.lock().unwrap();
-        if s.faults.deny_auth {
-            return Ok(error(
-                400,
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ));
-        }
-        return Ok(put(&mut s, input));
-    }
-    let input: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
-    };
-    let mut s = st.lock().unwrap();
-    if s.faults.deny_auth {
+    if st.lock().unwrap().faults.deny_auth {
         return Ok(error(
             400,
             "UnrecognizedClientException",
             "The security token included in the request is invalid.",
         ));
     }
+    if op == "PutLogEvents" {
+        let input: PutInput = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
+        };
+        return Ok(put(&mut st.lock().unwrap(), input));
+    }
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
+    };
+    let mut s = st.lock().unwrap();
     let resp = match op.as_str() {
         "CreateLogGroup" => {
             let name = input["logGroupName"].as_str().unwrap_or("").to_string();
