@@ -55,6 +55,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Ship what an interrupted or killed run did not deliver, from its checkpoint or a spool.
     Resume(Box<ResumeArgs>),
+    /// Print events of CloudWatch log groups, interleaved in time order; -f keeps following.
+    Tail(Box<TailArgs>),
+    /// Download log streams into local files and keep them up to date (a daemon).
+    Download(Box<DownloadArgs>),
 }
 
 /// How events are written.
@@ -326,4 +330,177 @@ mod tests {
         let err = Cli::try_parse_from(["dockwatch", "--docker-image", "i"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
+}
+
+const TAIL_EXAMPLES: &str = "\
+Examples:
+  # The last 10 minutes of one group, then follow it:
+  dockwatch tail /dockwatch/jobs -f
+  # Every group under /ecs/, streams starting with web/, errors only, since 2 hours:
+  dockwatch tail '/ecs/*' --stream-prefix web/ --filter ERROR --since 2h
+  # A time range, as JSON lines:
+  dockwatch tail my-group --since 2026-11-23T08:00:00Z --until 2026-11-23T09:00:00Z --format json
+
+Times: a duration back from now (30s, 10m, 2h, 7d), RFC 3339 (2026-11-23T10:00:00Z, or a date),
+or Unix seconds. Exit status: 0; 1 when a group is missing or AWS fails; 2 for invalid
+arguments; 130/143 when interrupted (the normal end of --follow).";
+
+/// How `tail` prints an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TailFormat {
+    /// `HH:MM:SS.mmm STREAM MESSAGE` (UTC).
+    Short,
+    /// `2026-11-23T10:00:00.123Z GROUP STREAM MESSAGE`.
+    Detailed,
+    /// One JSON object per event: group, stream, timestamp, time, message, eventId, ingestionTime.
+    Json,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// When standard output is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = TAIL_EXAMPLES)]
+pub struct TailArgs {
+    /// Log groups; a trailing `*` selects every group with that prefix, e.g. '/ecs/*'.
+    #[arg(value_name = "GROUP", required = true)]
+    pub groups: Vec<String>,
+
+    /// Keep printing new events until interrupted.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Start of the range: 10m, 2h, 7d, an RFC 3339 time or Unix seconds.
+    #[arg(long, value_name = "TIME", default_value = "10m")]
+    pub since: String,
+
+    /// End of the range (not with --follow), same forms as --since.
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
+    pub until: Option<String>,
+
+    /// Only streams whose names start with this.
+    #[arg(long, value_name = "PREFIX", conflicts_with = "streams")]
+    pub stream_prefix: Option<String>,
+
+    /// Only these streams (repeatable, or comma-separated).
+    #[arg(long = "stream", value_name = "NAME", num_args = 1.., value_delimiter = ',')]
+    pub streams: Vec<String>,
+
+    /// CloudWatch filter pattern, e.g. `ERROR` or '"exact phrase"'.
+    #[arg(long, value_name = "PATTERN")]
+    pub filter: Option<String>,
+
+    /// How events are printed.
+    #[arg(long, value_enum, default_value_t = TailFormat::Detailed)]
+    pub format: TailFormat,
+
+    /// Colour the stream names and timestamps.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+
+    /// With --follow, how often to ask CloudWatch for new events.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// With --follow, how far back each poll looks again for events that reached CloudWatch
+    /// late (their ids are remembered, so none is printed twice).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub late_window: Duration,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+const DOWNLOAD_EXAMPLES: &str = "\
+Examples:
+  # Follow every group under /ecs/ into ./logs, one file per stream:
+  dockwatch download --output-dir ./logs --group-prefix /ecs/
+  # The same from a configuration file, with a metrics endpoint:
+  dockwatch download --config /etc/dockwatch/download.toml --metrics-addr 127.0.0.1:9464
+  # What a running (or stopped) daemon has written:
+  dockwatch download --output-dir ./logs --status
+
+Settings come from the flags, then DOCKWATCH_* environment variables, then the --config file.
+SIGINT/SIGTERM: flush, save state, exit 0. SIGHUP: reload the configuration file.";
+
+/// How `download` writes each event into its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineFormat {
+    /// `2026-11-23T10:00:00.123Z MESSAGE`.
+    Rfc3339,
+    /// `1763892000123 MESSAGE` (epoch milliseconds).
+    UnixMs,
+    /// `MESSAGE` only.
+    Message,
+    /// `{"timestamp":1763892000123,"message":"..."}`: exact, whatever the message holds.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = DOWNLOAD_EXAMPLES)]
+pub struct DownloadArgs {
+    /// TOML configuration file (see the README); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "DOCKWATCH_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Directory for the files and the state (`.dockwatch-download.json`).
+    #[arg(long, value_name = "DIR", env = "DOCKWATCH_OUTPUT_DIR")]
+    pub output_dir: Option<std::path::PathBuf>,
+
+    /// Follow groups whose names start with this (repeatable; '' for all groups).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "DOCKWATCH_GROUP_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub group_prefix: Vec<String>,
+
+    /// Only streams with exactly this name (repeatable).
+    #[arg(
+        long = "stream",
+        value_name = "NAME",
+        env = "DOCKWATCH_STREAMS",
+        value_delimiter = ','
+    )]
+    pub streams: Vec<String>,
+
+    /// Only streams whose names start with this (repeatable).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "DOCKWATCH_STREAM_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub stream_prefix: Vec<String>,
+
+    /// How often to read new events, e.g. `5s` (default 5s).
+    #[arg(long, value_name = "DURATION", env = "DOCKWATCH_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    /// How often to look for new groups and streams (default 30s).
+    #[arg(long, value_name = "DURATION", env = "DOCKWATCH_DISCOVERY_INTERVAL", value_parser = parse_duration)]
+    pub discovery_interval: Option<Duration>,
+
+    /// How each event is written (default rfc3339).
+    #[arg(long, value_enum, value_name = "FORMAT", env = "DOCKWATCH_LINE_FORMAT")]
+    pub line_format: Option<LineFormat>,
+
+    /// Serve /healthz and Prometheus /metrics here, e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR", env = "DOCKWATCH_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Print what the daemon has written so far (from its state file) and exit.
+    #[arg(long)]
+    pub status: bool,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }

@@ -1,6 +1,8 @@
 //! Exit codes, in one place. Otherwise dockwatch exits with the container's own exit code,
 //! like `docker run`.
 
+/// `tail` and `download`: a failure other than a usage error (missing group, AWS refused).
+pub const ERROR: i32 = 1;
 /// Invalid arguments or configuration (clap's code for usage errors too).
 pub const USAGE: i32 = 2;
 /// dockwatch itself failed: Docker engine, image, AWS credentials or endpoint, delivery.

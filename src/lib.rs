@@ -9,6 +9,9 @@
 //! ```
 //!
 //! [`run`] wires the stages together for the main job, with shutdown passed in.
+//!
+//! [`follow`] is the way back: `tail` prints CloudWatch log groups, `download` keeps local
+//! files of their streams up to date.
 
 pub mod batcher;
 pub mod checkpoint;
@@ -16,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod exit_codes;
+pub mod follow;
 pub mod framing;
 pub mod reader;
 pub mod run;

@@ -6,6 +6,7 @@ use clap::Parser;
 use dockwatch::cli::{Cli, Command};
 use dockwatch::config::RunConfig;
 use dockwatch::exit_codes;
+use dockwatch::follow::{FollowError, download, tail};
 use dockwatch::run::{self, Interrupts, Signal};
 use tokio::sync::watch;
 
@@ -19,6 +20,8 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Run(a)) => *a,
         Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(*a, i))),
+        Some(Command::Tail(a)) => return to_exit(block_on(|i| tail::tail(*a, i))),
+        Some(Command::Download(a)) => return to_exit(block_on(|i| download::download(*a, i))),
         None => cli.run,
     };
     let code = match RunConfig::from_args(args) {
@@ -36,10 +39,11 @@ fn to_exit(code: i32) -> ExitCode {
 }
 
 /// Runs a job on a new runtime with signals wired in; errors become their exit codes.
-fn block_on<F, Fut>(job: F) -> i32
+fn block_on<F, Fut, E>(job: F) -> i32
 where
     F: FnOnce(watch::Receiver<Interrupts>) -> Fut,
-    Fut: std::future::Future<Output = Result<i32, run::RunError>>,
+    Fut: std::future::Future<Output = Result<i32, E>>,
+    E: ExitStatus + std::error::Error + Send + Sync + 'static,
 {
     // One thread: the pipeline is I/O-bound and shares two cores with the engine; a
     // multi-threaded runtime spent more on cross-thread wake-ups than on the work (measured
@@ -64,6 +68,23 @@ where
             }
         }
     })
+}
+
+/// An error that knows its exit code.
+trait ExitStatus {
+    fn exit_code(&self) -> i32;
+}
+
+impl ExitStatus for run::RunError {
+    fn exit_code(&self) -> i32 {
+        run::RunError::exit_code(self)
+    }
+}
+
+impl ExitStatus for FollowError {
+    fn exit_code(&self) -> i32 {
+        FollowError::exit_code(self)
+    }
 }
 
 /// SIGINT and SIGTERM, counted, for [`run::run`].

@@ -42,7 +42,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> i32 {
         match self {
             Signal::Interrupt => exit_codes::SIGINT,
             Signal::Terminate => exit_codes::SIGTERM,

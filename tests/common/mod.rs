@@ -343,3 +343,78 @@ pub fn dockwatch_without_aws_config() -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"));
     c
 }
+
+/// Puts events (timestamps non-decreasing) into an existing stream, in requests of at most
+/// 1,000 events.
+pub fn put_many(endpoint: &str, group: &str, stream: &str, events: &[(i64, String)]) {
+    rt().block_on(async {
+        let c = client(endpoint);
+        for chunk in events.chunks(1000) {
+            let batch: Vec<_> = chunk
+                .iter()
+                .map(|(ts, m)| {
+                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                        .timestamp(*ts)
+                        .message(m)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            c.put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .set_log_events(Some(batch))
+                .send()
+                .await
+                .expect("put");
+        }
+    })
+}
+
+/// dockwatch with test credentials and region in its environment, for `tail` and `download`.
+pub fn dockwatch_with_env(endpoint: &str) -> Command {
+    let mut c = dockwatch();
+    c.env("AWS_ACCESS_KEY_ID", "AKIDTESTKEY")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", endpoint);
+    for v in [
+        "DOCKWATCH_CONFIG",
+        "DOCKWATCH_OUTPUT_DIR",
+        "DOCKWATCH_GROUP_PREFIXES",
+        "DOCKWATCH_STREAMS",
+        "DOCKWATCH_STREAM_PREFIXES",
+        "DOCKWATCH_POLL_INTERVAL",
+        "DOCKWATCH_DISCOVERY_INTERVAL",
+        "DOCKWATCH_LINE_FORMAT",
+        "DOCKWATCH_METRICS_ADDR",
+        "NO_COLOR",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Waits for `cond`, polling, up to `limit`; returns whether it became true.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,409 @@
+//! The download daemon's settings: a TOML file (`--config`), overridden by `DOCKWATCH_*`
+//! environment variables, overridden by flags (clap resolves flag-over-environment; this
+//! module lays both over the file). Reloaded on SIGHUP.
+//!
+//! ```toml
+//! output_dir = "/var/lib/dockwatch/logs"
+//! group_prefixes = ["/ecs/", "/dockwatch/"]   # "" follows every group
+//! streams = ["web-1"]                          # optional: exact stream names
+//! stream_prefixes = ["worker/"]                # optional: stream name prefixes
+//! poll_interval = "5s"
+//! discovery_interval = "30s"
+//! line_format = "rfc3339"                      # rfc3339 | unix-ms | message | json
+//! metrics_addr = "127.0.0.1:9464"
+//!
+//! [aws]
+//! region = "eu-west-1"
+//! profile = "logs-reader"
+//! endpoint_url = "http://127.0.0.1:5000"
+//! ```
+//!
+//! A bad file is reported as `FILE:LINE:COLUMN: key 'KEY': what is wrong`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::cli::{AwsArgs, DownloadArgs, LineFormat};
+use crate::config::AwsOptions;
+use crate::follow::FollowError;
+
+/// The file's contents; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    output_dir: Option<PathBuf>,
+    group_prefixes: Option<Vec<String>>,
+    streams: Option<Vec<String>>,
+    stream_prefixes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    discovery_interval: Option<Duration>,
+    line_format: Option<LineFormat>,
+    metrics_addr: Option<SocketAddr>,
+    #[serde(default)]
+    aws: FileAws,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAws {
+    region: Option<String>,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    let v = humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("'{s}' is not a duration ({e}); write e.g. \"5s\""))
+    })?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be more than 0, e.g. \"5s\""));
+    }
+    Ok(Some(v))
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read configuration file '{path}': {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// `key 'name': `, or empty when the error is not about one key.
+        key: String,
+        message: String,
+    },
+}
+
+/// Which streams of a followed group are downloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSelection {
+    /// Exact names.
+    pub names: Vec<String>,
+    /// Name prefixes.
+    pub prefixes: Vec<String>,
+}
+
+impl StreamSelection {
+    /// Everything when nothing is listed.
+    pub fn matches(&self, stream: &str) -> bool {
+        (self.names.is_empty() && self.prefixes.is_empty())
+            || self.names.iter().any(|n| n == stream)
+            || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+    }
+}
+
+/// Validated daemon settings.
+#[derive(Debug, Clone)]
+pub struct DownloadConfig {
+    /// The file it came from, for reloads and messages.
+    pub file: Option<PathBuf>,
+    pub output_dir: PathBuf,
+    pub group_prefixes: Vec<String>,
+    pub streams: StreamSelection,
+    pub poll_interval: Duration,
+    pub discovery_interval: Duration,
+    pub line_format: LineFormat,
+    pub metrics_addr: Option<SocketAddr>,
+    pub aws: AwsOptions,
+}
+
+impl DownloadConfig {
+    /// Reads the file (if any) and lays the environment and flags over it.
+    pub fn load(args: &DownloadArgs) -> Result<Self, FollowError> {
+        let file = match &args.config {
+            Some(p) => parse_file(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Only the output directory (for `--status`): the rest need not be valid.
+    pub fn output_dir_only(args: &DownloadArgs) -> Result<PathBuf, FollowError> {
+        let file = match &args.config {
+            Some(p) => parse_file(p)?,
+            None => FileConfig::default(),
+        };
+        args.output_dir
+            .clone()
+            .or(file.output_dir)
+            .ok_or_else(no_output_dir)
+    }
+
+    fn merge(args: &DownloadArgs, file: FileConfig) -> Result<Self, FollowError> {
+        let output_dir = args
+            .output_dir
+            .clone()
+            .or(file.output_dir)
+            .ok_or_else(no_output_dir)?;
+        let group_prefixes = if args.group_prefix.is_empty() {
+            file.group_prefixes.unwrap_or_default()
+        } else {
+            args.group_prefix.clone()
+        };
+        if group_prefixes.is_empty() {
+            return Err(FollowError::Usage(
+                "no log groups to follow: pass --group-prefix PREFIX (repeatable; '' for every group), set DOCKWATCH_GROUP_PREFIXES, or group_prefixes in the configuration file".into(),
+            ));
+        }
+        let pick = |flag: &Vec<String>, file: Option<Vec<String>>| {
+            if flag.is_empty() {
+                file.unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let streams = StreamSelection {
+            names: pick(&args.streams, file.streams),
+            prefixes: pick(&args.stream_prefix, file.stream_prefixes),
+        };
+        if streams.names.iter().any(String::is_empty) {
+            return Err(FollowError::Usage(
+                "empty stream name in the stream list".into(),
+            ));
+        }
+        let poll_interval = args
+            .poll_interval
+            .or(file.poll_interval)
+            .unwrap_or(Duration::from_secs(5));
+        let discovery_interval = args
+            .discovery_interval
+            .or(file.discovery_interval)
+            .unwrap_or(Duration::from_secs(30));
+        if poll_interval.is_zero() || discovery_interval.is_zero() {
+            return Err(FollowError::Usage(
+                "--poll-interval and --discovery-interval must be more than 0".into(),
+            ));
+        }
+        let aws_args = AwsArgs {
+            aws_region: args.aws.aws_region.clone().or(file.aws.region),
+            aws_profile: args.aws.aws_profile.clone().or(file.aws.profile),
+            aws_endpoint_url: args.aws.aws_endpoint_url.clone().or(file.aws.endpoint_url),
+            ..args.aws.clone()
+        };
+        let aws = AwsOptions::from_args(aws_args).map_err(|e| FollowError::Usage(e.to_string()))?;
+        Ok(DownloadConfig {
+            file: args.config.clone(),
+            output_dir,
+            group_prefixes,
+            streams,
+            poll_interval,
+            discovery_interval,
+            line_format: args
+                .line_format
+                .or(file.line_format)
+                .unwrap_or(LineFormat::Rfc3339),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            aws,
+        })
+    }
+
+    /// Whether the daemon follows this group.
+    pub fn follows_group(&self, group: &str) -> bool {
+        self.group_prefixes
+            .iter()
+            .any(|p| group.starts_with(p.as_str()))
+    }
+}
+
+fn no_output_dir() -> FollowError {
+    FollowError::Usage(
+        "no output directory: pass --output-dir DIR, set DOCKWATCH_OUTPUT_DIR, or output_dir in the configuration file".into(),
+    )
+}
+
+fn parse_file(path: &Path) -> Result<FileConfig, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let start = e.span().map_or(0, |s| s.start).min(text.len());
+        let (line, column, key) = locate(&text, start);
+        ConfigFileError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key: key.map_or(String::new(), |k| format!("key '{k}': ")),
+            message: e.message().trim().replace('\n', "; "),
+        }
+    })
+}
+
+/// Line and column (1-based) of byte `at`, and the key written on that line, with its table
+/// (`aws.region`).
+fn locate(text: &str, at: usize) -> (usize, usize, Option<String>) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let key = key.map(|k| match table {
+        Some(t) => format!("{t}.{k}"),
+        None => k,
+    });
+    (line, column, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: DownloadArgs,
+    }
+
+    fn args(extra: &[&str]) -> DownloadArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let d = tempdir::Dir::new();
+        let p = d.0.join("download.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "dockwatch-cfg-{}-{}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn file_values_and_flag_overrides() {
+        let (_d, p) = write(
+            "output_dir = \"/tmp/out\"\ngroup_prefixes = [\"/ecs/\"]\npoll_interval = \"2s\"\nline_format = \"json\"\n[aws]\nregion = \"eu-west-1\"\n",
+        );
+        let ps = p.to_str().unwrap();
+        let c = DownloadConfig::load(&args(&["--config", ps])).unwrap();
+        assert_eq!(c.output_dir, PathBuf::from("/tmp/out"));
+        assert_eq!(c.group_prefixes, vec!["/ecs/".to_string()]);
+        assert_eq!(c.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.discovery_interval, Duration::from_secs(30));
+        assert_eq!(c.line_format, LineFormat::Json);
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        let c = DownloadConfig::load(&args(&[
+            "--config",
+            ps,
+            "--output-dir",
+            "/x",
+            "--group-prefix",
+            "a,b",
+            "--poll-interval",
+            "1s",
+        ]))
+        .unwrap();
+        assert_eq!(c.output_dir, PathBuf::from("/x"));
+        assert_eq!(c.group_prefixes, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let (_d, p) =
+            write("output_dir = \"/tmp/out\"\ngroup_prefixes = [\"/a\"]\npoll_intervl = \"2s\"\n");
+        let e = DownloadConfig::load(&args(&["--config", p.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:3:1: key 'poll_intervl': unknown field",
+                p.display()
+            )),
+            "{e}"
+        );
+
+        let (_d, p) =
+            write("output_dir = \"/o\"\ngroup_prefixes = [\"/a\"]\n\n[aws]\nregion = 5\n");
+        let e = DownloadConfig::load(&args(&["--config", p.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":5:10: key 'aws.region': invalid type"), "{e}");
+
+        let (_d, p) = write("poll_interval = \"soon\"\n");
+        let e = DownloadConfig::load(&args(&["--config", p.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":1:17: key 'poll_interval': 'soon' is not a duration"),
+            "{e}"
+        );
+
+        let (_d, p) = write("output_dir = [\n");
+        let e = DownloadConfig::load(&args(&["--config", p.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("{}:", p.display())), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn missing_essentials_are_usage_errors() {
+        let e = DownloadConfig::load(&args(&["--group-prefix", "/a"])).unwrap_err();
+        assert!(e.to_string().contains("no output directory"), "{e}");
+        let e = DownloadConfig::load(&args(&["--output-dir", "/o"])).unwrap_err();
+        assert!(e.to_string().contains("no log groups to follow"), "{e}");
+        assert_eq!(e.exit_code(), crate::exit_codes::USAGE);
+        let e = DownloadConfig::load(&args(&["--config", "/nonexistent/d.toml"])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot read configuration file '/nonexistent/d.toml'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn stream_selection() {
+        let all = StreamSelection::default();
+        assert!(all.matches("anything"));
+        let s = StreamSelection {
+            names: vec!["web".into()],
+            prefixes: vec!["worker/".into()],
+        };
+        assert!(s.matches("web"));
+        assert!(!s.matches("web2"));
+        assert!(s.matches("worker/3"));
+        assert!(!s.matches("other"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The daemon's monitoring endpoint: `GET /healthz` and Prometheus text at `GET /metrics`.
+//!
+//! Metrics (labels `group`, `stream` where per stream):
+//! - `dockwatch_download_streams` — streams followed now;
+//! - `dockwatch_download_events_total`, `dockwatch_download_bytes_total` — written per stream;
+//! - `dockwatch_download_lag_seconds` — newest event CloudWatch reports for the stream minus
+//!   the newest one written (0 when caught up);
+//! - `dockwatch_download_last_success_timestamp_seconds` — end of the last poll round that
+//!   had no error;
+//! - `dockwatch_download_polls_total`, `dockwatch_download_errors_total` (failed calls,
+//!   retried ones included).
+//!
+//! `/healthz` answers 200 `ok` while polls succeed, 503 when the last success is older than
+//! three poll intervals plus a minute.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+/// One stream's counters.
+#[derive(Debug, Clone, Default)]
+pub struct StreamMetrics {
+    pub events: u64,
+    pub bytes: u64,
+    pub lag_ms: i64,
+}
+
+/// Everything the endpoint shows; updated by the daemon.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Per (group, stream) currently followed.
+    pub streams: BTreeMap<(String, String), StreamMetrics>,
+    /// Epoch ms of the last poll round without error; 0: none yet.
+    pub last_success_ms: i64,
+    pub polls: u64,
+    pub errors: u64,
+    /// Poll interval, for `/healthz`.
+    pub poll_interval_ms: i64,
+}
+
+pub type Shared = Arc<Mutex<Metrics>>;
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "# HELP dockwatch_download_streams Streams followed now.");
+        let _ = writeln!(s, "# TYPE dockwatch_download_streams gauge");
+        let _ = writeln!(s, "dockwatch_download_streams {}", self.streams.len());
+        let per = [
+            (
+                "events_total",
+                "counter",
+                "Events written to the stream's file.",
+            ),
+            (
+                "bytes_total",
+                "counter",
+                "Message bytes written to the stream's file.",
+            ),
+            (
+                "lag_seconds",
+                "gauge",
+                "Newest event in CloudWatch minus newest event written.",
+            ),
+        ];
+        for (name, kind, help) in per {
+            let _ = writeln!(s, "# HELP dockwatch_download_{name} {help}");
+            let _ = writeln!(s, "# TYPE dockwatch_download_{name} {kind}");
+            for ((g, st), m) in &self.streams {
+                let v = match name {
+                    "events_total" => m.events.to_string(),
+                    "bytes_total" => m.bytes.to_string(),
+                    _ => format!("{:.3}", m.lag_ms.max(0) as f64 / 1000.0),
+                };
+                let _ = writeln!(
+                    s,
+                    "dockwatch_download_{name}{{group=\"{}\",stream=\"{}\"}} {v}",
+                    escape(g),
+                    escape(st)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP dockwatch_download_last_success_timestamp_seconds End of the last poll round without error."
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE dockwatch_download_last_success_timestamp_seconds gauge"
+        );
+        let _ = writeln!(
+            s,
+            "dockwatch_download_last_success_timestamp_seconds {:.3}",
+            self.last_success_ms as f64 / 1000.0
+        );
+        let _ = writeln!(s, "# HELP dockwatch_download_polls_total Poll rounds.");
+        let _ = writeln!(s, "# TYPE dockwatch_download_polls_total counter");
+        let _ = writeln!(s, "dockwatch_download_polls_total {}", self.polls);
+        let _ = writeln!(
+            s,
+            "# HELP dockwatch_download_errors_total Failed CloudWatch calls."
+        );
+        let _ = writeln!(s, "# TYPE dockwatch_download_errors_total counter");
+        let _ = writeln!(s, "dockwatch_download_errors_total {}", self.errors);
+        s
+    }
+
+    /// Healthy while polls succeed.
+    pub fn healthy(&self, now_ms: i64) -> bool {
+        self.last_success_ms > 0
+            && now_ms - self.last_success_ms <= 3 * self.poll_interval_ms + 60_000
+    }
+}
+
+/// Label values escaped as the text format requires.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Binds `addr` and serves until `shutdown`. Binding errors are returned at once.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Shared,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = listener.accept() => c,
+            };
+            let Ok((stream, _)) = conn else { continue };
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let m = m.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &m)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn answer(req: &Request<Incoming>, m: &Shared) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", ctype)
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response")
+    };
+    let m = m.lock().expect("metrics lock");
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            m.render(),
+        ),
+        "/healthz" => {
+            if m.healthy(crate::follow::time::now_ms()) {
+                reply(StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no successful poll recently\n".into(),
+                )
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let mut m = Metrics {
+            last_success_ms: 1_500,
+            polls: 3,
+            errors: 1,
+            poll_interval_ms: 1000,
+            ..Default::default()
+        };
+        m.streams.insert(
+            ("/g".into(), "a\"b".into()),
+            StreamMetrics {
+                events: 7,
+                bytes: 70,
+                lag_ms: 2500,
+            },
+        );
+        let t = m.render();
+        assert!(t.contains("dockwatch_download_streams 1\n"));
+        assert!(t.contains("dockwatch_download_events_total{group=\"/g\",stream=\"a\\\"b\"} 7\n"));
+        assert!(
+            t.contains("dockwatch_download_lag_seconds{group=\"/g\",stream=\"a\\\"b\"} 2.500\n")
+        );
+        assert!(t.contains("dockwatch_download_last_success_timestamp_seconds 1.500\n"));
+        assert!(t.contains("dockwatch_download_errors_total 1\n"));
+        assert!(m.healthy(2_000));
+        assert!(!m.healthy(1_500 + 63_001));
+        assert!(!Metrics::default().healthy(1));
+    }
+}

@@ -1,0 +1,366 @@
+//! The download daemon's position in every stream, so a restart resumes with no gap and no
+//! duplicate — even after SIGKILL or a power cut.
+//!
+//! # Format
+//! One JSON file, `<output_dir>/.dockwatch-download.json`:
+//! `{"version":1,"saved_at":MS,"streams":[{group, stream, file, token, offset, events,
+//! bytes, last_timestamp, at_last_timestamp, gone}, ...]}`. `file` is relative to the output
+//! directory; `token` is the GetLogEvents `nextForwardToken` to read from next.
+//!
+//! # Invariants
+//! 1. For each stream, the first `offset` bytes of `file` are exactly the events before
+//!    `token`, rendered; reading from `token` gives exactly the events after them.
+//! 2. The state is saved only after the bytes it covers are on disk: the daemon appends a page
+//!    to the file, `fsync`s it, then saves the state (temporary file, `fsync`, `rename` over
+//!    the old one, `fsync` of the directory). Writing the page and saving the state happen with
+//!    no await point between them, so cancellation cannot split them either.
+//! 3. One daemon per output directory: `.dockwatch-download.lock` is held with an exclusive
+//!    lock for the daemon's lifetime.
+//!
+//! # Recovery
+//! On start, every file longer than its `offset` is cut back to `offset`: those bytes were
+//! written after the last save and will be read again from `token`. A file that is missing
+//! (deleted by hand to download a stream again) starts over from the stream's head. A file
+//! shorter than its `offset` was changed outside dockwatch: it is set aside as
+//! `FILE.damaged-<ms>` and the stream downloaded again.
+//!
+//! When CloudWatch no longer accepts a saved token (tokens expire), reading restarts at
+//! `last_timestamp` and skips the first `at_last_timestamp` events there — those already in
+//! the file.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::follow::FollowError;
+
+/// The state file's name inside the output directory.
+pub const STATE_FILE: &str = ".dockwatch-download.json";
+/// The lock file's name inside the output directory.
+pub const LOCK_FILE: &str = ".dockwatch-download.lock";
+
+/// One stream's position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub group: String,
+    pub stream: String,
+    /// The local file, relative to the output directory.
+    pub file: PathBuf,
+    /// GetLogEvents token to read from next; `None`: from the head (or `last_timestamp`).
+    pub token: Option<String>,
+    /// Bytes of `file` covered by `token` (invariant 1).
+    pub offset: u64,
+    /// Events written so far.
+    pub events: u64,
+    /// Message bytes written so far.
+    pub bytes: u64,
+    /// Timestamp of the last event written (epoch ms), if any.
+    pub last_timestamp: Option<i64>,
+    /// How many events with `last_timestamp` were written (for token-less resumption).
+    pub at_last_timestamp: u64,
+    /// The stream was deleted in CloudWatch; the file is kept.
+    #[serde(default)]
+    pub gone: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    saved_at: i64,
+    streams: Vec<StreamState>,
+}
+
+/// All streams' positions, and where they are saved.
+#[derive(Debug)]
+pub struct State {
+    /// The output directory.
+    dir: PathBuf,
+    /// Positions by (group, stream).
+    pub streams: BTreeMap<(String, String), StreamState>,
+    /// When the state was last saved (epoch ms), 0 before the first save.
+    pub saved_at: i64,
+}
+
+impl State {
+    /// Reads the saved state (none yet: empty).
+    pub fn load(dir: &Path) -> Result<Self, FollowError> {
+        let path = dir.join(STATE_FILE);
+        let mut streams = BTreeMap::new();
+        let mut saved_at = 0;
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let d: OnDisk =
+                    serde_json::from_slice(&bytes).map_err(|e| FollowError::BadState {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    })?;
+                if d.version != 1 {
+                    return Err(FollowError::BadState {
+                        path,
+                        detail: format!("version {} is not one this dockwatch reads", d.version),
+                    });
+                }
+                saved_at = d.saved_at;
+                for s in d.streams {
+                    streams.insert((s.group.clone(), s.stream.clone()), s);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(FollowError::Io {
+                    what: "cannot read the state file",
+                    path,
+                    source,
+                });
+            }
+        }
+        Ok(State {
+            dir: dir.to_path_buf(),
+            streams,
+            saved_at,
+        })
+    }
+
+    /// Applies the recovery rules (module doc) to every file; returns what was done, for the log.
+    pub fn recover(&mut self) -> Result<Vec<String>, FollowError> {
+        let mut notes = Vec::new();
+        for s in self.streams.values_mut() {
+            let path = self.dir.join(&s.file);
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if s.offset > 0 {
+                        notes.push(format!(
+                            "{} is missing: downloading {}/{} again from its start",
+                            path.display(),
+                            s.group,
+                            s.stream
+                        ));
+                    }
+                    restart(s);
+                    continue;
+                }
+                Err(source) => {
+                    return Err(FollowError::Io {
+                        what: "cannot inspect",
+                        path,
+                        source,
+                    });
+                }
+            };
+            if len > s.offset {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(s.offset).and_then(|_| f.sync_all()))
+                    .map_err(|source| FollowError::Io {
+                        what: "cannot cut back",
+                        path: path.clone(),
+                        source,
+                    });
+                f?;
+                notes.push(format!(
+                    "{}: removed {} byte(s) written after the last saved position; they will be read again",
+                    path.display(),
+                    len - s.offset
+                ));
+            } else if len < s.offset {
+                let aside = path.with_file_name(format!(
+                    "{}.damaged-{}",
+                    path.file_name().unwrap_or_default().to_string_lossy(),
+                    crate::follow::time::now_ms()
+                ));
+                std::fs::rename(&path, &aside).map_err(|source| FollowError::Io {
+                    what: "cannot set aside",
+                    path: path.clone(),
+                    source,
+                })?;
+                notes.push(format!(
+                    "{} is shorter than dockwatch wrote it ({len} < {} bytes): moved to {} and downloading {}/{} again",
+                    path.display(),
+                    s.offset,
+                    aside.display(),
+                    s.group,
+                    s.stream
+                ));
+                restart(s);
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Saves atomically (invariant 2). Synchronous on purpose: see the module doc.
+    pub fn save(&mut self) -> Result<(), FollowError> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        self.saved_at = crate::follow::time::now_ms();
+        let d = OnDisk {
+            version: 1,
+            saved_at: self.saved_at,
+            streams: self.streams.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&d).expect("state serialises");
+        let io = |what: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| FollowError::Io {
+                what,
+                path: p,
+                source,
+            }
+        };
+        let mut f = File::create(&tmp).map_err(io("cannot write the state file", &tmp))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(io("cannot write the state file", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("cannot replace the state file", &path))?;
+        sync_dir(&self.dir).map_err(io("cannot sync", &self.dir))?;
+        Ok(())
+    }
+}
+
+/// Forget a stream's position: its file starts again, empty, from the stream's head.
+fn restart(s: &mut StreamState) {
+    s.token = None;
+    s.offset = 0;
+    s.events = 0;
+    s.bytes = 0;
+    s.last_timestamp = None;
+    s.at_last_timestamp = 0;
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The daemon's exclusive hold on an output directory (invariant 3); released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    /// The open lock file; the lock lives as long as it does.
+    _file: File,
+}
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<Self, FollowError> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| FollowError::Io {
+                what: "cannot open the lock file",
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(FollowError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(FollowError::Io {
+                what: "cannot lock",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Whether some process holds the lock now (for `--status`).
+    pub fn is_held(dir: &Path) -> bool {
+        let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+            return false;
+        };
+        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "dockwatch-state-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn entry(file: &str, offset: u64) -> StreamState {
+        StreamState {
+            group: "g".into(),
+            stream: file.into(),
+            file: file.into(),
+            token: Some("f/1".into()),
+            offset,
+            events: 2,
+            bytes: 4,
+            last_timestamp: Some(5),
+            at_last_timestamp: 1,
+            gone: false,
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_and_recovers() {
+        let dir = tmp();
+        let mut st = State::load(&dir).unwrap();
+        assert!(st.streams.is_empty());
+        std::fs::write(dir.join("long"), b"a\nb\nhalf").unwrap(); // 4 bytes covered, 4 extra
+        std::fs::write(dir.join("short"), b"a\n").unwrap(); // 4 covered, only 2 there
+        for e in [entry("long", 4), entry("short", 4), entry("missing", 4)] {
+            st.streams.insert((e.group.clone(), e.stream.clone()), e);
+        }
+        st.save().unwrap();
+        let mut back = State::load(&dir).unwrap();
+        assert_eq!(back.streams, st.streams);
+        let notes = back.recover().unwrap();
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(std::fs::read(dir.join("long")).unwrap(), b"a\nb\n");
+        let long = &back.streams[&("g".into(), "long".into())];
+        assert_eq!(long.token.as_deref(), Some("f/1"));
+        let short = &back.streams[&("g".into(), "short".into())];
+        assert_eq!((short.token.as_deref(), short.offset), (None, 0));
+        assert!(!dir.join("short").exists());
+        assert!(std::fs::read_dir(&dir).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("short.damaged-")
+        }));
+        let missing = &back.streams[&("g".into(), "missing".into())];
+        assert_eq!((missing.token.as_deref(), missing.events), (None, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_clear_error() {
+        let dir = tmp();
+        std::fs::write(dir.join(STATE_FILE), b"{not json").unwrap();
+        let e = State::load(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("is unreadable") && e.contains("move it away"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_lock_holder_per_directory() {
+        let dir = tmp();
+        let first = DirLock::acquire(&dir).unwrap();
+        assert!(DirLock::is_held(&dir));
+        assert!(matches!(
+            DirLock::acquire(&dir),
+            Err(FollowError::Locked(_))
+        ));
+        drop(first);
+        assert!(!DirLock::is_held(&dir));
+        let _again = DirLock::acquire(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

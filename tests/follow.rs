@@ -1,0 +1,634 @@
+//! `dockwatch tail` and `dockwatch download`: the real binary against the moto server, real
+//! files, real signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn tail(endpoint: &str, args: &[&str]) -> std::process::Output {
+    dockwatch_with_env(endpoint)
+        .arg("tail")
+        .args(args)
+        .output()
+        .expect("run dockwatch tail")
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[test]
+fn tail_merges_groups_in_time_order_in_every_format() {
+    let ep = moto_url();
+    let base = unique("/dwtail");
+    let (ga, gb) = (format!("{base}/a"), format!("{base}/b"));
+    precreate(&ep, &ga, Some("s1"));
+    rt().block_on(async {
+        let c = client(&ep);
+        c.create_log_stream()
+            .log_group_name(&ga)
+            .log_stream_name("s2")
+            .send()
+            .await
+            .unwrap();
+    });
+    precreate(&ep, &gb, Some("t"));
+    let t0 = now_ms() - 60_000;
+    put_many(&ep, &ga, "s1", &[(t0, "a1".into()), (t0 + 20, "a3".into())]);
+    put_many(&ep, &ga, "s2", &[(t0 + 10, "a2".into())]);
+    put_many(
+        &ep,
+        &gb,
+        "t",
+        &[(t0 + 15, "b1".into()), (t0 + 30, "b2\n".into())],
+    );
+
+    let all = format!("{base}/*");
+    let o = tail(&ep, &[&all, "--since", "5m", "--color", "never"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = [
+        (t0, &ga, "s1", "a1"),
+        (t0 + 10, &ga, "s2", "a2"),
+        (t0 + 15, &gb, "t", "b1"),
+        (t0 + 20, &ga, "s1", "a3"),
+        (t0 + 30, &gb, "t", "b2"),
+    ]
+    .iter()
+    .map(|(t, g, s, m)| format!("{} {g} {s} {m}\n", rfc3339(*t)))
+    .collect::<String>();
+    assert_eq!(stdout(&o), expected);
+
+    // Two exact groups give the same merge; json carries every field.
+    let o = tail(&ep, &[&ga, &gb, "--since", "5m", "--format", "json"]);
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let msgs: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(msgs, ["a1", "a2", "b1", "a3", "b2\n"]);
+    assert_eq!(events[2]["group"], gb.as_str());
+    assert_eq!(events[2]["stream"], "t");
+    assert_eq!(events[2]["timestamp"], t0 + 15);
+    assert!(!events[2]["eventId"].as_str().unwrap().is_empty());
+
+    // Short format; stream selection by name and by prefix; a filter pattern; a range.
+    let o = tail(
+        &ep,
+        &[&ga, "--since", "5m", "--format", "short", "--stream", "s2"],
+    );
+    assert_eq!(stdout(&o), format!("{} s2 a2\n", &rfc3339(t0 + 10)[11..23]));
+    let o = tail(
+        &ep,
+        &[
+            &ga,
+            "--since",
+            "5m",
+            "--stream-prefix",
+            "s",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(stdout(&o).lines().count(), 3);
+    let o = tail(&ep, &[&ga, "--since", "5m", "--stream-prefix", "zz"]);
+    assert!(
+        o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+    let o = tail(
+        &ep,
+        &[&all, "--since", "5m", "--filter", "a3", "--format", "short"],
+    );
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    assert!(stdout(&o).ends_with(" s1 a3\n"));
+    let (from, to) = (rfc3339(t0), rfc3339(t0 + 12));
+    let o = tail(
+        &ep,
+        &[&all, "--since", &from, "--until", &to, "--format", "short"],
+    );
+    let text = stdout(&o);
+    let got: Vec<&str> = text
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(got, ["a1", "a2"]);
+    let secs = format!("{}.{:03}", (t0 + 20) / 1000, (t0 + 20) % 1000);
+    let o = tail(&ep, &[&gb, "--since", &secs, "--format", "short"]);
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "since as Unix seconds: {}",
+        stdout(&o)
+    );
+
+    // `| head`: a closed stdout ends tail quietly.
+    let mut child = dockwatch_with_env(&ep)
+        .args(["tail", &all, "--since", "5m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "broken pipe: {}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn tail_errors_are_one_clear_line() {
+    let ep = moto_url();
+    let missing = unique("/dwtail-missing");
+    let cases: Vec<(Vec<String>, i32, String)> = vec![
+        (
+            vec![missing.clone()],
+            1,
+            format!("log group '{missing}' not found"),
+        ),
+        (
+            vec![format!("{missing}*")],
+            1,
+            format!("no log group starts with '{missing}'"),
+        ),
+        (
+            vec!["g".into(), "--since".into(), "yesterday".into()],
+            2,
+            "invalid time 'yesterday'".into(),
+        ),
+        (
+            vec![
+                "g".into(),
+                "--since".into(),
+                "1h".into(),
+                "--until".into(),
+                "2h".into(),
+            ],
+            2,
+            "is before --since".into(),
+        ),
+        (
+            vec!["g".into(), "-f".into(), "--until".into(), "1h".into()],
+            2,
+            "cannot be used with".into(),
+        ),
+    ];
+    for (args, code, text) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = tail(&ep, &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(&text), "{args:?}: {err}");
+        if code == 1 || text.starts_with("invalid time") {
+            assert_eq!(
+                err.trim_end().lines().count(),
+                1,
+                "{args:?}: one line: {err}"
+            );
+            assert!(err.starts_with("dockwatch: error: "), "{err}");
+        }
+    }
+    // No region anywhere.
+    let o = dockwatch_without_aws_config()
+        .args(["tail", "g", "--aws-endpoint-url", &ep])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no AWS region"), "{}", stderr(&o));
+}
+
+/// Collects a child's stdout lines on a thread.
+fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            l.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+#[test]
+fn tail_follow_shows_a_running_job_once_and_in_order() {
+    let ep = moto_url();
+    let group = unique("/dwfollow");
+    precreate(&ep, &group, None);
+    let mut tail = dockwatch_with_env(&ep)
+        .args(["tail", &group, "-f", "--since", "1m", "--format", "json"])
+        .args(["--poll-interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(&mut tail);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The main job creates its stream while tail runs: a burst, then a trickle.
+    let bash = "for i in $(seq 1 300); do echo line $i; done; sleep 1; \
+                for i in $(seq 301 320); do echo line $i; sleep 0.05; done";
+    let mut job = Job::named(&ep, IMAGE, bash, &group, "job");
+    job.output();
+    // An event that reaches CloudWatch late, with a timestamp already passed: still shown.
+    rt().block_on(async {
+        client(&ep)
+            .create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name("late")
+            .send()
+            .await
+            .unwrap();
+    });
+    put_one(&ep, &group, "late", now_ms() - 5_000, "late event");
+
+    let complete = wait_until(Duration::from_secs(30), || {
+        lines.lock().unwrap().len() >= 321
+    });
+    std::thread::sleep(Duration::from_millis(800)); // more polls: nothing printed twice
+    signal(&tail, "INT");
+    let o = tail.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let got: Vec<serde_json::Value> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(complete, "only {} of 321 lines", got.len());
+    let job_lines: Vec<String> = got
+        .iter()
+        .filter(|e| e["stream"] == "job")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (1..=320).map(|i| format!("line {i}")).collect();
+    assert_eq!(job_lines, expected, "every line once, in order");
+    assert_eq!(
+        got.iter().filter(|e| e["message"] == "late event").count(),
+        1
+    );
+    assert_eq!(got.len(), 321);
+}
+
+/// One downloaded file as (timestamp, message), from the json line format.
+fn file_events(path: &Path) -> Vec<(i64, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad line {l:?}: {e}", path.display()));
+            (
+                v["timestamp"].as_i64().unwrap(),
+                v["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+const STATE: &str = ".dockwatch-download.json";
+
+fn enc(name: &str) -> String {
+    name.bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn file_of(dir: &Path, group: &str, stream: &str) -> PathBuf {
+    dir.join(enc(group)).join(format!("{}.log", enc(stream)))
+}
+
+fn download(ep: &str, dir: &Path, prefix: &str, extra: &[&str]) -> Child {
+    dockwatch_with_env(ep)
+        .args(["download", "--output-dir", dir.to_str().unwrap()])
+        .args(["--group-prefix", prefix, "--line-format", "json"])
+        .args(["--poll-interval", "100ms", "--discovery-interval", "300ms"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn download_files_equal_their_streams_across_sigkills() {
+    let ep = moto_url();
+    let base = unique("/dwdl");
+    let streams = [
+        (format!("{base}/a"), "web/1".to_string()),
+        (format!("{base}/a"), "worker".to_string()),
+        (format!("{base}/b"), "x y".to_string()),
+    ];
+    precreate(&ep, &streams[0].0, Some(&streams[0].1));
+    rt().block_on(async {
+        client(&ep)
+            .create_log_stream()
+            .log_group_name(&streams[1].0)
+            .log_stream_name(&streams[1].1)
+            .send()
+            .await
+            .unwrap();
+    });
+    precreate(&ep, &streams[2].0, Some(&streams[2].1));
+    let dir = std::env::temp_dir().join(unique("dwdl"));
+
+    // A producer appends to all three streams while the daemon is killed and restarted.
+    let producer = {
+        let (ep, streams) = (ep.clone(), streams.clone());
+        std::thread::spawn(move || {
+            let t0 = now_ms() - 120_000;
+            for round in 0..12i64 {
+                for (k, (g, s)) in streams.iter().enumerate() {
+                    let batch: Vec<(i64, String)> = (0..400i64)
+                        .map(|i| {
+                            let n = round * 400 + i;
+                            let msg = match n % 97 {
+                                0 => format!("{s} #{n} two\nlines"),
+                                1 => format!("{s} #{n} ünïcødé \"quoted\" \\ back"),
+                                _ => format!("{s} #{n}"),
+                            };
+                            (t0 + round * 1000 + i * 2 + k as i64, msg)
+                        })
+                        .collect();
+                    put_many(&ep, g, s, &batch);
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        })
+    };
+    let (mut kills, mut recovered) = (0, 0);
+    while !producer.is_finished() || kills < 6 {
+        let d = download(&ep, &dir, &base, &[]);
+        std::thread::sleep(Duration::from_millis(50 + rand::random::<u64>() % 400));
+        signal(&d, "KILL");
+        let o = d.wait_with_output().unwrap();
+        recovered += stderr(&o)
+            .matches("written after the last saved position")
+            .count();
+        kills += 1;
+        if kills == 2 {
+            // An old position, for a crash between writing a file and saving the state.
+            std::fs::copy(dir.join(STATE), dir.join("old-state")).unwrap();
+        }
+    }
+    producer.join().unwrap();
+
+    // The last run catches up; its files must equal the streams exactly.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = download(&ep, &dir, &base, &["--metrics-addr", &addr]);
+    let expected: Vec<Vec<(i64, String)>> = streams
+        .iter()
+        .map(|(g, s)| read_events(&ep, g, s))
+        .collect();
+    assert!(expected.iter().all(|e| e.len() == 4800));
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        streams
+            .iter()
+            .zip(&expected)
+            .all(|((g, s), e)| file_events(&file_of(&dir, g, s)).len() >= e.len())
+    });
+    wait_for_port(port, Duration::from_secs(5));
+    let metrics = http_get(port, "/metrics");
+    let health = http_get(port, "/healthz");
+    signal(&d, "TERM");
+    let status = d.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(d.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(caught_up, "the files did not catch up; daemon said:\n{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    for ((g, s), e) in streams.iter().zip(&expected) {
+        let got = file_events(&file_of(&dir, g, s));
+        assert_eq!(got.len(), e.len(), "{g}/{s}: no gap, no duplicate");
+        assert_eq!(&got, e, "{g}/{s}: same events, same order");
+    }
+    assert!(kills >= 6);
+    eprintln!("{kills} SIGKILLs; {recovered} restart(s) cut back a partly saved file");
+    assert!(
+        metrics.contains(&format!(
+            "dockwatch_download_events_total{{group=\"{}\",stream=\"x y\"}} 4800",
+            streams[2].0
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dockwatch_download_streams 3"),
+        "{metrics}"
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    assert!(err.contains("state saved"), "{err}");
+
+    // A crash after the files were written but before the state was saved: the state is
+    // older than the files, and one file ends in half a line. The restart cuts each file back
+    // to what the state covers and reads the rest again.
+    std::fs::copy(dir.join("old-state"), dir.join(STATE)).unwrap();
+    let f0 = file_of(&dir, &streams[0].0, &streams[0].1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&f0).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"timestamp\":1,\"mess").unwrap();
+    drop(f);
+    let mut d = download(&ep, &dir, &base, &[]);
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        streams.iter().zip(&expected).all(|((g, s), e)| {
+            let p = file_of(&dir, g, s);
+            std::fs::read_to_string(&p)
+                .is_ok_and(|t| t.ends_with('\n') && t.lines().count() >= e.len())
+                && file_events(&p).len() >= e.len()
+        })
+    });
+    signal(&d, "TERM");
+    d.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(d.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(caught_up, "{err}");
+    assert!(
+        err.contains("written after the last saved position"),
+        "{err}"
+    );
+    for ((g, s), e) in streams.iter().zip(&expected) {
+        assert_eq!(
+            &file_events(&file_of(&dir, g, s)),
+            e,
+            "{g}/{s} after recovery"
+        );
+    }
+
+    // --status reads the state of the stopped daemon.
+    let o = dockwatch_with_env(&ep)
+        .args([
+            "download",
+            "--status",
+            "--output-dir",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.starts_with("daemon: not running"), "{out}");
+    assert!(out.contains("web/1") && out.contains("4800"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn download_reloads_on_sighup_and_keeps_files_of_deleted_streams() {
+    let ep = moto_url();
+    let base = unique("/dwhup");
+    let (ga, gb) = (format!("{base}-a"), format!("{base}-b"));
+    precreate(&ep, &ga, Some("s"));
+    precreate(&ep, &gb, Some("s"));
+    let dir = std::env::temp_dir().join(unique("dwhup"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("download.toml");
+    let write_cfg = |prefix: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "output_dir = \"{}\"\ngroup_prefixes = [\"{prefix}\"]\npoll_interval = \"100ms\"\ndiscovery_interval = \"200ms\"\nline_format = \"message\"\n\n[aws]\nendpoint_url = \"{ep}\"\n",
+                dir.join("out").display()
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(&ga);
+    let d = dockwatch_with_env(&ep)
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["download", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.join("out");
+    let (fa, fb) = (file_of(&out, &ga, "s"), file_of(&out, &gb, "s"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    put_one(&ep, &ga, "s", now_ms(), "a-1");
+    assert!(wait_until(Duration::from_secs(15), || read(&fa) == "a-1\n"));
+
+    // A second daemon on the same directory is refused.
+    let o = dockwatch_with_env(&ep)
+        .args(["download", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already writing"), "{}", stderr(&o));
+
+    // SIGHUP with group B instead of A: B starts, A stops.
+    write_cfg(&gb);
+    signal(&d, "HUP");
+    std::thread::sleep(Duration::from_millis(700));
+    put_one(&ep, &ga, "s", now_ms(), "a-2");
+    put_one(&ep, &gb, "s", now_ms(), "b-1");
+    assert!(wait_until(Duration::from_secs(15), || read(&fb) == "b-1\n"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read(&fa), "a-1\n", "A is no longer followed");
+
+    // A broken file on SIGHUP keeps the running configuration.
+    std::fs::write(&cfg, "group_prefixes = [\"x\"]\nbogus = 1\n").unwrap();
+    signal(&d, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    put_one(&ep, &gb, "s", now_ms(), "b-2");
+    assert!(wait_until(Duration::from_secs(15), || read(&fb) == "b-1\nb-2\n"));
+
+    // A deleted stream: logged, file kept, the daemon goes on.
+    rt().block_on(async {
+        client(&ep)
+            .delete_log_stream()
+            .log_group_name(&gb)
+            .log_stream_name("s")
+            .send()
+            .await
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    signal(&d, "INT");
+    let o = d.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("configuration reloaded"), "{err}");
+    assert!(
+        err.contains(&format!("no longer following {ga}/s")),
+        "{err}"
+    );
+    assert!(
+        err.contains("reload failed, keeping the previous configuration"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:2:1: key 'bogus'", cfg.display())),
+        "{err}"
+    );
+    assert_eq!(read(&fb), "b-1\nb-2\n", "the deleted stream's file is kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn download_bad_configuration_names_file_line_and_key() {
+    let ep = moto_url();
+    let dir = std::env::temp_dir().join(unique("dwbad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("d.toml");
+    std::fs::write(
+        &cfg,
+        "output_dir = \"/tmp/x\"\ngroup_prefixes = [\"/a\"]\npoll_interval = 5\n",
+    )
+    .unwrap();
+    let o = dockwatch_with_env(&ep)
+        .args(["download", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "dockwatch: error: {}:3:17: key 'poll_interval': invalid type: integer",
+            cfg.display()
+        )),
+        "{err}"
+    );
+    let o = dockwatch_with_env(&ep)
+        .args(["download", "--output-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no log groups to follow"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
