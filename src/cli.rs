@@ -59,6 +59,10 @@ pub enum Command {
     Tail(Box<TailArgs>),
     /// Download log streams into local files and keep them up to date (a daemon).
     Download(Box<DownloadArgs>),
+    /// Serve the gRPC agent on this Docker host: launch, stop, list, exec, logs.
+    Agent(Box<AgentArgs>),
+    /// Talk to a dockwatch agent: launch, stop, ps, exec, logs.
+    Remote(Box<RemoteArgs>),
 }
 
 /// How events are written.
@@ -503,4 +507,231 @@ pub struct DownloadArgs {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  # On the Docker host, loopback only (the default):
+  dockwatch agent
+  # Reachable from other machines: TLS and a bearer token are required
+  DOCKWATCH_AGENT_TOKEN_FILE=/etc/dockwatch/token dockwatch agent --listen 0.0.0.0:50051 \\
+    --tls-cert /etc/dockwatch/agent.pem --tls-key /etc/dockwatch/agent.key
+  # A Unix socket (permissions 0600):
+  dockwatch agent --listen unix:/run/dockwatch/agent.sock
+
+Containers launched with CloudWatch shipping use this agent's AWS settings (the flags below or
+the standard chain). SIGINT/SIGTERM stop the agent (exit 0); containers keep running.";
+
+#[derive(Debug, Args)]
+#[command(after_help = AGENT_EXAMPLES)]
+pub struct AgentArgs {
+    /// Where to listen: HOST:PORT or unix:PATH.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "DOCKWATCH_AGENT_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: String,
+
+    /// Server certificate chain (PEM) for TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of the server certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// File holding the bearer token clients must send (also DOCKWATCH_AGENT_TOKEN).
+    #[arg(long, value_name = "FILE", env = "DOCKWATCH_AGENT_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// Listen on a non-loopback address without TLS or token (prints a warning).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Where checkpoints and spools of shipped containers go.
+    #[arg(long, value_name = "DIR", default_value = ".dockwatch-agent")]
+    pub state_dir: std::path::PathBuf,
+
+    /// Region for CloudWatch shipping, e.g. `eu-west-1`.
+    #[arg(long, value_name = "REGION")]
+    pub aws_region: Option<String>,
+
+    /// Profile for CloudWatch shipping.
+    #[arg(long, value_name = "PROFILE")]
+    pub aws_profile: Option<String>,
+
+    /// AWS-compatible endpoint for CloudWatch shipping.
+    #[arg(long, value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+}
+
+const REMOTE_EXAMPLES: &str = "\
+Examples:
+  export DOCKWATCH_HOST=build-box:50051 DOCKWATCH_TOKEN_FILE=~/.dockwatch-token
+  dockwatch remote launch --image busybox --command 'while true; do date; sleep 1; done' --name clock
+  dockwatch remote ps
+  dockwatch remote logs clock -f --tail 10 -t
+  dockwatch remote exec -it clock -- sh
+  dockwatch remote stop clock --rm
+
+Exit status: 0; 1 when the agent reports an error or cannot be reached; 2 for invalid
+arguments; 130 after Ctrl+C; `exec` exits with the command's exit code.";
+
+#[derive(Debug, Args)]
+#[command(after_help = REMOTE_EXAMPLES)]
+pub struct RemoteArgs {
+    /// The agent: HOST[:PORT] (port 50051 by default), http(s)://HOST:PORT or unix:PATH.
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "DOCKWATCH_HOST",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    pub host: String,
+
+    /// File holding the bearer token (also DOCKWATCH_TOKEN).
+    #[arg(long, value_name = "FILE", env = "DOCKWATCH_TOKEN_FILE", global = true)]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// CA certificate (PEM) to verify the agent; implies TLS.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Name to verify in the agent's certificate (default: the host).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub tls_domain: Option<String>,
+
+    #[command(subcommand)]
+    pub command: RemoteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Create and start a container.
+    Launch(LaunchArgs),
+    /// Stop a container (and remove it with --rm).
+    Stop(StopArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Print a container's logs: its stdout to stdout, its stderr to stderr, byte for byte.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Image to run.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// Command, run as `SHELL -c COMMAND`.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub command: String,
+    /// Container name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Environment variable, repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Shell that runs the command.
+    #[arg(long, value_name = "SHELL", default_value = "bash")]
+    pub shell: String,
+    /// Allocate a TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Pull policy: missing, always or never.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Label for the container, repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Ship the container's output to this CloudWatch Logs group (with --cloudwatch-stream).
+    #[arg(long, value_name = "GROUP", requires = "cloudwatch_stream")]
+    pub cloudwatch_group: Option<String>,
+    /// CloudWatch Logs stream for the shipped output.
+    #[arg(long, value_name = "STREAM", requires = "cloudwatch_group")]
+    pub cloudwatch_stream: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Container id, id prefix or name.
+    pub container: String,
+    /// Seconds before SIGKILL.
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub time: Option<u32>,
+    /// Remove the container once stopped.
+    #[arg(long)]
+    pub rm: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show stopped containers too.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a TTY (with -i: an interactive shell; this terminal goes raw meanwhile).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Environment variable, repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory in the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Container id, id prefix or name.
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct LogsArgs {
+    /// Container id, id prefix or name.
+    pub container: String,
+    /// Keep printing while the container runs.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (0: all).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<i64>,
+    /// Only logs since: 10s, 30m, 1h, 7d, RFC 3339 or Unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only logs until, same forms as --since.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Prefix each line with its timestamp, as `docker logs -t`.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Leave out the container's stdout.
+    #[arg(long)]
+    pub no_stdout: bool,
+    /// Leave out the container's stderr.
+    #[arg(long)]
+    pub no_stderr: bool,
 }

@@ -13,6 +13,7 @@
 //! [`follow`] is the way back: `tail` prints CloudWatch log groups, `download` keeps local
 //! files of their streams up to date.
 
+pub mod agent;
 pub mod batcher;
 pub mod checkpoint;
 pub mod cli;

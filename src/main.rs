@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use dockwatch::agent::{AgentError, remote, server};
 use dockwatch::cli::{Cli, Command};
 use dockwatch::config::RunConfig;
 use dockwatch::exit_codes;
@@ -17,11 +18,15 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.verbose);
+    // One TLS crypto provider for the process (the agent's TLS and the AWS SDK share it).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = match cli.command {
         Some(Command::Run(a)) => *a,
         Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(*a, i))),
         Some(Command::Tail(a)) => return to_exit(block_on(|i| tail::tail(*a, i))),
         Some(Command::Download(a)) => return to_exit(block_on(|i| download::download(*a, i))),
+        Some(Command::Agent(a)) => return to_exit(block_on(|i| server::serve(*a, i))),
+        Some(Command::Remote(a)) => return to_exit(block_on(|i| remote::remote(*a, i))),
         None => cli.run,
     };
     let code = match RunConfig::from_args(args) {
@@ -63,7 +68,7 @@ where
             Ok(code) => code,
             Err(e) => {
                 let code = e.exit_code();
-                eprintln!("dockwatch: error: {:#}", anyhow::Error::from(e));
+                eprintln!("{}{:#}", e.prefix(), anyhow::Error::from(e));
                 code
             }
         }
@@ -73,6 +78,26 @@ where
 /// An error that knows its exit code.
 trait ExitStatus {
     fn exit_code(&self) -> i32;
+    /// What starts the error line.
+    fn prefix(&self) -> &'static str {
+        "dockwatch: error: "
+    }
+}
+
+impl ExitStatus for AgentError {
+    fn exit_code(&self) -> i32 {
+        AgentError::exit_code(self)
+    }
+}
+
+/// `dockwatch remote` speaks like the Docker CLI: `Error: container 'x' not found`.
+impl ExitStatus for remote::RemoteError {
+    fn exit_code(&self) -> i32 {
+        self.code
+    }
+    fn prefix(&self) -> &'static str {
+        "Error: "
+    }
 }
 
 impl ExitStatus for run::RunError {

@@ -93,10 +93,49 @@ impl RunError {
 }
 
 /// Runs the main job and returns the exit code.
-pub async fn run(
-    cfg: RunConfig,
-    mut interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, RunError> {
+pub async fn run(cfg: RunConfig, interrupts: watch::Receiver<Interrupts>) -> Result<i32, RunError> {
+    let launched = launch(&cfg, &interrupts).await?;
+    launched.ship(interrupts).await
+}
+
+/// A container created and started by [`launch`], whose output is not shipped yet.
+pub struct Launched {
+    /// The container's id.
+    pub id: String,
+    /// How to ship it.
+    session: Session,
+    /// The engine.
+    docker: bollard::Docker,
+    /// CloudWatch Logs.
+    client: aws_sdk_cloudwatchlogs::Client,
+    /// When the job began, for the summary.
+    started: Instant,
+}
+
+impl Launched {
+    /// Ships the container's output until it exits (or an interruption), then cleans up.
+    pub async fn ship(self, mut interrupts: watch::Receiver<Interrupts>) -> Result<i32, RunError> {
+        let outcome = supervise(
+            &self.session,
+            &self.docker,
+            &self.id,
+            self.client,
+            &mut interrupts,
+            self.started,
+            None,
+            None,
+        )
+        .await;
+        finish(&self.session, &self.docker, &self.id, outcome).await
+    }
+}
+
+/// The main job up to a started container: CloudWatch destination, image, container,
+/// checkpoint. Used by `dockwatch run` and by the agent's LaunchContainer.
+pub async fn launch(
+    cfg: &RunConfig,
+    interrupts: &watch::Receiver<Interrupts>,
+) -> Result<Launched, RunError> {
     let started = Instant::now();
     if cfg.aws.secret_on_command_line() {
         eprintln!(
@@ -151,18 +190,13 @@ pub async fn run(
         let _ = Checkpoint::remove(&session.state_dir, &id);
         return Err(e.into());
     }
-    let outcome = supervise(
-        &session,
-        &docker,
-        &id,
+    Ok(Launched {
+        id,
+        session,
+        docker,
         client,
-        &mut interrupts,
         started,
-        None,
-        None,
-    )
-    .await;
-    finish(&session, &docker, &id, outcome).await
+    })
 }
 
 /// Creates the group and every destination stream when missing (start-up: few retries).

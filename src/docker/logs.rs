@@ -221,6 +221,112 @@ pub fn open(
     (Box::pin(frames), found)
 }
 
+/// What a `docker logs`-style read asks of the engine (the agent's GetLogs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Keep the stream open while the container runs.
+    pub follow: bool,
+    /// Only the last N messages (`None`: all).
+    pub tail: Option<u64>,
+    /// Only messages at or after this time, epoch nanoseconds.
+    pub since_ns: Option<i64>,
+    /// Only messages at or before this time, epoch nanoseconds.
+    pub until_ns: Option<i64>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Opens the container's log with `docker logs` options: every frame with its source and
+/// timestamp, binary-safe. Dropping the stream closes the engine connection at once.
+pub fn open_query(docker: &Docker, id: &str, q: &LogQuery) -> FrameStream {
+    let tail = q.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+    let raw: Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>> = match unix_socket(
+    ) {
+        Some(socket) => {
+            let v = docker.client_version();
+            let mut query = format!(
+                "/v{}.{}/containers/{id}/logs?follow={}&stdout={}&stderr={}&timestamps=1&tail={tail}",
+                v.major_version, v.minor_version, q.follow as u8, q.stdout as u8, q.stderr as u8
+            );
+            // The engine takes `SECONDS.NANOSECONDS`.
+            let engine_time = |ns: i64| {
+                format!(
+                    "{}.{:09}",
+                    ns.div_euclid(1_000_000_000),
+                    ns.rem_euclid(1_000_000_000)
+                )
+            };
+            if let Some(ns) = q.since_ns {
+                query.push_str(&format!("&since={}", engine_time(ns)));
+            }
+            if let Some(ns) = q.until_ns {
+                query.push_str(&format!("&until={}", engine_time(ns)));
+            }
+            Box::pin(raw_stream(socket, query))
+        }
+        None => {
+            // bollard takes whole seconds: round the range outwards, then trim below.
+            let secs = |ns: i64, up: bool| {
+                let s = if up {
+                    ns.div_euclid(1_000_000_000) + i64::from(ns.rem_euclid(1_000_000_000) > 0)
+                } else {
+                    ns.div_euclid(1_000_000_000)
+                };
+                i32::try_from(s.max(0)).unwrap_or(i32::MAX)
+            };
+            let opts = LogsOptions {
+                follow: q.follow,
+                stdout: q.stdout,
+                stderr: q.stderr,
+                since: q.since_ns.map_or(0, |n| secs(n, false)),
+                until: q.until_ns.map_or(0, |n| secs(n, true)),
+                timestamps: true,
+                tail: tail.clone(),
+            };
+            Box::pin(
+                docker
+                    .logs(id, Some(opts))
+                    .map(|r| r.map_err(|e| DockerError::api("read container logs", &e))),
+            )
+        }
+    };
+    let (since, until) = (q.since_ns, q.until_ns);
+    let frames = raw.filter_map(move |item| {
+        let out = match item {
+            Err(e) => Some(Err(e)),
+            Ok(out) => match parse(out) {
+                Err(e) => Some(Err(e)),
+                Ok(None) => None,
+                Ok(Some(f)) => {
+                    let inside =
+                        since.is_none_or(|s| f.ts_ns >= s) && until.is_none_or(|u| f.ts_ns <= u);
+                    inside.then_some(Ok(f))
+                }
+            },
+        };
+        std::future::ready(out)
+    });
+    Box::pin(frames)
+}
+
+/// Go's RFC3339Nano, as `docker logs -t` prints it: `2026-11-23T10:00:00.1234Z` (trailing
+/// zeros of the fraction dropped).
+pub fn format_rfc3339_nano(ts_ns: i64) -> String {
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
+    let Some(dt) = chrono::DateTime::from_timestamp(secs, nanos) else {
+        return ts_ns.to_string();
+    };
+    let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
 /// The engine's Unix socket, when `DOCKER_HOST` names one (or is unset).
 fn unix_socket() -> Option<String> {
     match std::env::var("DOCKER_HOST") {
@@ -366,6 +472,16 @@ pub fn describe_join(e: &tokio::task::JoinError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_nano_like_go() {
+        let t = parse_timestamp(b"2026-11-23T10:00:00.123400000Z").unwrap();
+        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.1234Z");
+        let t = parse_timestamp(b"2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00Z");
+        let t = parse_timestamp(b"2026-11-23T10:00:00.000000001Z").unwrap();
+        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.000000001Z");
+    }
     use chrono::DateTime;
 
     fn fr(source: Source, ts_ns: i64) -> Frame {

@@ -1,0 +1,567 @@
+//! `dockwatch remote`: the CLI for an agent. Connects (TCP, TLS or a Unix socket), sends the
+//! bearer token, and prints results: `logs` writes the container's stdout to stdout and its
+//! stderr to stderr, byte for byte; `exec` relays stdin and exits with the command's code.
+//!
+//! Errors are one line, `Error: ...`, like the Docker CLI's: 2 for invalid arguments, 1 for
+//! everything the agent reports or a connection failure, 130/143 when interrupted.
+
+use std::io::Write;
+use std::time::Duration;
+
+use dockwatch_proto::tonic::service::Interceptor;
+use dockwatch_proto::tonic::service::interceptor::InterceptedService;
+use dockwatch_proto::tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity,
+};
+use dockwatch_proto::tonic::{self, Code, Request, Status};
+use dockwatch_proto::v1::agent_client::AgentClient;
+use dockwatch_proto::v1::{
+    self as pb, ExecRequest, GetLogsRequest, LaunchContainerRequest, ListContainersRequest,
+    StopContainerRequest, exec_request, exec_response, get_logs_response, log_status,
+};
+use tokio::sync::watch;
+
+use super::read_token;
+use crate::cli::{ExecArgs, LaunchArgs, LogsArgs, RemoteArgs, RemoteCommand};
+use crate::exit_codes;
+use crate::run::Interrupts;
+
+/// A failed remote command: its message (printed after `Error: `) and exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl RemoteError {
+    fn usage(m: impl Into<String>) -> Self {
+        RemoteError {
+            message: m.into(),
+            code: exit_codes::USAGE,
+        }
+    }
+
+    fn failed(m: impl Into<String>) -> Self {
+        RemoteError {
+            message: m.into(),
+            code: exit_codes::ERROR,
+        }
+    }
+
+    /// A gRPC status from the agent, in the user's words.
+    fn from_status(host: &str, s: Status) -> Self {
+        match s.code() {
+            Code::Unavailable => Self::failed(format!(
+                "cannot reach the agent at {host}: {}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there",
+                s.message()
+            )),
+            Code::Unauthenticated => Self::failed(format!(
+                "the agent refused the credentials: {}",
+                s.message()
+            )),
+            Code::InvalidArgument => Self::usage(s.message().to_string()),
+            _ => Self::failed(s.message().to_string()),
+        }
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Client = AgentClient<InterceptedService<Channel, Bearer>>;
+
+/// `HOST[:PORT]` → `http(s)://HOST:PORT` (port 50051 by default).
+pub fn endpoint_url(host: &str, tls: bool) -> String {
+    if host.starts_with("http://") || host.starts_with("https://") {
+        return host.to_string();
+    }
+    let has_port = if let Some(rest) = host.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        host.contains(':')
+    };
+    let scheme = if tls { "https" } else { "http" };
+    if has_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:50051")
+    }
+}
+
+/// Connects to the agent.
+pub async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
+    let token = match (&a.token_file, std::env::var("DOCKWATCH_TOKEN")) {
+        (Some(p), _) => Some(read_token(p).map_err(|e| RemoteError::usage(e.to_string()))?),
+        (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        _ => None,
+    };
+    let bearer = token
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| RemoteError::usage("the token holds characters a header cannot carry"))
+        })
+        .transpose()?;
+    let channel = if let Some(path) = a.host.strip_prefix("unix:") {
+        let path = path.strip_prefix("//").unwrap_or(path).to_string();
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(UnixConnector(path))
+            .await
+    } else {
+        let tls = a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://");
+        let url = endpoint_url(&a.host, tls);
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| RemoteError::usage(format!("--host '{}' is not usable: {e}", a.host)))?
+            .connect_timeout(Duration::from_secs(5));
+        if tls {
+            let mut cfg = ClientTlsConfig::new();
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| RemoteError::usage(format!("cannot read '{}': {e}", p.display())))
+            };
+            match &a.tls_ca {
+                Some(ca) => cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?)),
+                None => cfg = cfg.with_native_roots(),
+            }
+            if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+                cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?));
+            }
+            if let Some(d) = &a.tls_domain {
+                cfg = cfg.domain_name(d.clone());
+            }
+            ep = ep
+                .tls_config(cfg)
+                .map_err(|e| RemoteError::usage(format!("TLS settings: {e}")))?;
+        }
+        ep.connect().await
+    };
+    let channel = channel.map_err(|e| {
+        RemoteError::failed(format!(
+            "cannot reach the agent at {}: {}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there",
+            a.host,
+            crate::sink::retry::chain(&e)
+        ))
+    })?;
+    Ok(AgentClient::with_interceptor(channel, Bearer(bearer)))
+}
+
+/// Connects to the agent's Unix socket, whatever the URI.
+#[derive(Clone)]
+struct UnixConnector(String);
+
+impl tower_service::Service<tonic::transport::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::transport::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(s))
+        })
+    }
+}
+
+/// Runs `dockwatch remote ...`; returns the exit code.
+pub async fn remote(
+    a: RemoteArgs,
+    interrupts: watch::Receiver<Interrupts>,
+) -> Result<i32, RemoteError> {
+    // Arguments first: a bad one needs no agent.
+    if let RemoteCommand::Logs(l) = &a.command {
+        validate_logs(l)?;
+    }
+    let mut client = connect(&a).await?;
+    let host = a.host.clone();
+    let st = |s: Status| RemoteError::from_status(&host, s);
+    match a.command {
+        RemoteCommand::Launch(l) => {
+            let r = client
+                .launch_container(launch_request(l))
+                .await
+                .map_err(st)?
+                .into_inner();
+            println!("{}", r.id);
+            Ok(0)
+        }
+        RemoteCommand::Stop(s) => {
+            let r = client
+                .stop_container(StopContainerRequest {
+                    container: s.container,
+                    timeout_seconds: s.time,
+                    remove: s.rm,
+                })
+                .await
+                .map_err(st)?
+                .into_inner();
+            println!("{}", &r.id[..12.min(r.id.len())]);
+            Ok(0)
+        }
+        RemoteCommand::Ps(p) => {
+            let r = client
+                .list_containers(ListContainersRequest { all: p.all })
+                .await
+                .map_err(st)?
+                .into_inner();
+            print_table(&r.containers);
+            Ok(0)
+        }
+        RemoteCommand::Logs(l) => logs(&mut client, l, interrupts, &host).await,
+        RemoteCommand::Exec(e) => exec(&mut client, e, interrupts, &host).await,
+    }
+}
+
+fn launch_request(l: LaunchArgs) -> LaunchContainerRequest {
+    let env = l
+        .env
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), std::env::var(e).unwrap_or_default()),
+        })
+        .collect();
+    LaunchContainerRequest {
+        image: l.image,
+        command: l.command,
+        name: l.name.unwrap_or_default(),
+        env,
+        shell: l.shell,
+        tty: l.tty,
+        cloudwatch: l.cloudwatch_group.map(|g| pb::CloudWatchTarget {
+            group: g,
+            stream: l.cloudwatch_stream.unwrap_or_default(),
+        }),
+        pull: format!("{:?}", l.pull).to_lowercase(),
+        labels: l
+            .labels
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect(),
+    }
+}
+
+fn print_table(cs: &[pb::ContainerSummary]) {
+    let head = [
+        "CONTAINER ID",
+        "NAME",
+        "IMAGE",
+        "STATE",
+        "STATUS",
+        "SHIPPING TO",
+    ]
+    .map(String::from);
+    let rows: Vec<[String; 6]> = cs
+        .iter()
+        .map(|c| {
+            [
+                c.id[..12.min(c.id.len())].to_string(),
+                c.name.clone(),
+                c.image.clone(),
+                c.state.clone(),
+                c.status.clone(),
+                c.shipping_to.clone(),
+            ]
+        })
+        .collect();
+    let mut w = head.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&head).chain(&rows) {
+        let cells: Vec<String> = r.iter().zip(w).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+fn validate_logs(l: &LogsArgs) -> Result<(), RemoteError> {
+    if let Some(n) = l.tail
+        && n < 0
+    {
+        return Err(RemoteError::usage(format!(
+            "--tail {n} is negative: give 0 (all) or a number of lines"
+        )));
+    }
+    if l.no_stdout && l.no_stderr {
+        return Err(RemoteError::usage(
+            "--no-stdout and --no-stderr together leave nothing to show",
+        ));
+    }
+    let now = crate::follow::time::now_ms();
+    for (flag, v) in [("--since", &l.since), ("--until", &l.until)] {
+        if let Some(v) = v {
+            crate::follow::time::parse_time(v, now)
+                .map_err(|e| RemoteError::usage(format!("{flag}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+async fn logs(
+    client: &mut Client,
+    l: LogsArgs,
+    mut interrupts: watch::Receiver<Interrupts>,
+    host: &str,
+) -> Result<i32, RemoteError> {
+    let req = GetLogsRequest {
+        container: l.container,
+        follow: l.follow,
+        tail: l.tail,
+        since: l.since.unwrap_or_default(),
+        until: l.until.unwrap_or_default(),
+        timestamps: l.timestamps,
+        stdout: Some(!l.no_stdout),
+        stderr: Some(!l.no_stderr),
+    };
+    let mut stream = client
+        .get_logs(req)
+        .await
+        .map_err(|s| RemoteError::from_status(host, s))?
+        .into_inner();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut err = std::io::stderr().lock();
+    let io = |e: std::io::Error| RemoteError::failed(format!("cannot write the output: {e}"));
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            r = interrupts.wait_for(|i| i.count > 0) => {
+                let _ = out.flush();
+                return Ok(interrupted(r.ok().and_then(|i| i.first)));
+            }
+        };
+        let msg = match msg {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let _ = out.flush();
+                return Err(RemoteError::failed(
+                    "the agent closed the log stream before its end",
+                ));
+            }
+            Err(s) => {
+                let _ = out.flush();
+                return Err(RemoteError::from_status(host, s));
+            }
+        };
+        match msg.msg {
+            Some(get_logs_response::Msg::Entry(e)) => {
+                if e.stream == pb::Stream::Stderr as i32 {
+                    out.flush().map_err(io)?;
+                    err.write_all(&e.data).map_err(io)?;
+                } else {
+                    out.write_all(&e.data).map_err(io)?;
+                    if l.follow {
+                        out.flush().map_err(io)?;
+                    }
+                }
+            }
+            Some(get_logs_response::Msg::Status(s)) => {
+                out.flush().map_err(io)?;
+                if s.code == log_status::Code::Complete as i32 {
+                    return Ok(0);
+                }
+                return Err(RemoteError::failed(s.message));
+            }
+            None => {}
+        }
+    }
+}
+
+async fn exec(
+    client: &mut Client,
+    e: ExecArgs,
+    mut interrupts: watch::Receiver<Interrupts>,
+    host: &str,
+) -> Result<i32, RemoteError> {
+    use std::io::IsTerminal;
+    let (tx, rx) = tokio::sync::mpsc::channel::<ExecRequest>(16);
+    let size = if e.tty { terminal_size() } else { None };
+    let start = pb::ExecStart {
+        container: e.container,
+        command: e.command,
+        tty: e.tty,
+        stdin: e.interactive,
+        env: e.env,
+        workdir: e.workdir.unwrap_or_default(),
+        size,
+    };
+    tx.send(ExecRequest {
+        msg: Some(exec_request::Msg::Start(start)),
+    })
+    .await
+    .map_err(|_| RemoteError::failed("internal: exec channel closed"))?;
+    let mut inbound = client
+        .exec_container(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| RemoteError::from_status(host, s))?
+        .into_inner();
+    // This terminal goes raw for an interactive TTY session, restored on every way out.
+    let _raw = if e.tty && e.interactive && std::io::stdin().is_terminal() {
+        RawMode::enter()
+    } else {
+        None
+    };
+    if e.interactive {
+        let tx = tx.clone();
+        // A plain thread: a blocked read of stdin must not hold up the exit.
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.blocking_send(ExecRequest {
+                            msg: Some(exec_request::Msg::CloseStdin(true)),
+                        });
+                        return;
+                    }
+                    Ok(n) => {
+                        let m = ExecRequest {
+                            msg: Some(exec_request::Msg::Stdin(bytes::Bytes::copy_from_slice(
+                                &buf[..n],
+                            ))),
+                        };
+                        if tx.blocking_send(m).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let io = |e: std::io::Error| RemoteError::failed(format!("cannot write the output: {e}"));
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            r = interrupts.wait_for(|i| i.count > 0) => {
+                return Ok(interrupted(r.ok().and_then(|i| i.first)));
+            }
+        };
+        match msg {
+            Ok(Some(m)) => match m.msg {
+                Some(exec_response::Msg::Stdout(b)) => {
+                    out.write_all(&b).and_then(|_| out.flush()).map_err(io)?
+                }
+                Some(exec_response::Msg::Stderr(b)) => err.write_all(&b).map_err(io)?,
+                Some(exec_response::Msg::ExitCode(c)) => {
+                    drop(tx);
+                    return Ok(exit_codes::from_container(c));
+                }
+                None => {}
+            },
+            Ok(None) => {
+                return Err(RemoteError::failed(
+                    "the agent closed the exec stream without an exit code",
+                ));
+            }
+            Err(s) => return Err(RemoteError::from_status(host, s)),
+        }
+    }
+}
+
+/// The exit code after a stop signal.
+fn interrupted(first: Option<crate::run::Signal>) -> i32 {
+    first.map_or(exit_codes::SIGINT, |s| s.exit_code())
+}
+
+/// The local terminal's size, when stdout is one.
+fn terminal_size() -> Option<pb::TerminalSize> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; no other memory is touched.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 {
+            return Some(pb::TerminalSize {
+                rows: u32::from(ws.ws_row),
+                cols: u32::from(ws.ws_col),
+            });
+        }
+    }
+    None
+}
+
+/// The terminal in raw mode until dropped.
+struct RawMode(libc::termios);
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        // SAFETY: tcgetattr/tcsetattr on stdin with a termios struct we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(RawMode(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings saved by `enter`.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(endpoint_url("box", false), "http://box:50051");
+        assert_eq!(endpoint_url("box:7", false), "http://box:7");
+        assert_eq!(endpoint_url("box", true), "https://box:50051");
+        assert_eq!(endpoint_url("[::1]", false), "http://[::1]:50051");
+        assert_eq!(endpoint_url("[::1]:9", false), "http://[::1]:9");
+        assert_eq!(endpoint_url("https://a:1", false), "https://a:1");
+    }
+
+    #[test]
+    fn statuses_become_one_line_errors_with_codes() {
+        let e = RemoteError::from_status("h:1", Status::not_found("container 'x' not found"));
+        assert_eq!((e.message.as_str(), e.code), ("container 'x' not found", 1));
+        let e = RemoteError::from_status("h:1", Status::invalid_argument("tail -1 is negative"));
+        assert_eq!(e.code, 2);
+        let e = RemoteError::from_status(
+            "h:1",
+            Status::unauthenticated("the bearer token is not valid"),
+        );
+        assert!(e.message.starts_with("the agent refused the credentials"));
+        let e = RemoteError::from_status("h:1", Status::unavailable("connection refused"));
+        assert!(e.message.contains("cannot reach the agent at h:1"));
+    }
+}
