@@ -104,7 +104,8 @@ start_moto() {
   ensure_moto_installed
   local port
   port="$(free_port)"
-  "$DEV/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$DEV/moto.log" 2>&1 &
+  # moto with the API-shape fixes listed in scripts/moto_server.py.
+  "$DEV/venv/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$DEV/moto.log" 2>&1 &
   MOTO_PID=$!
   MOTO_URL="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do

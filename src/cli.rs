@@ -63,6 +63,8 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Talk to a dockwatch agent: launch, stop, ps, exec, logs.
     Remote(Box<RemoteArgs>),
+    /// Run a container for each file uploaded to an S3 prefix (S3 notifications via SQS).
+    OnUpload(Box<OnUploadArgs>),
 }
 
 /// How events are written.
@@ -138,6 +140,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
 
+    #[command(flatten)]
+    pub ecs: EcsArgs,
+
     /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
     #[arg(long, value_name = "SHELL", default_value = "bash")]
     pub shell: String,
@@ -161,6 +166,10 @@ pub struct RunArgs {
     /// Label for the container, repeatable, e.g. `--label team=data`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    /// Bind mount, repeatable, e.g. `--volume /data:/data:ro`.
+    #[arg(long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volumes: Vec<String>,
 
     /// Allocate a pseudo-TTY for the container (stdout and stderr then arrive as one stream).
     #[arg(short, long)]
@@ -558,17 +567,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-agent")]
     pub state_dir: std::path::PathBuf,
 
-    /// Region for CloudWatch shipping, e.g. `eu-west-1`.
-    #[arg(long, value_name = "REGION")]
-    pub aws_region: Option<String>,
-
-    /// Profile for CloudWatch shipping.
-    #[arg(long, value_name = "PROFILE")]
-    pub aws_profile: Option<String>,
-
-    /// AWS-compatible endpoint for CloudWatch shipping.
-    #[arg(long, value_name = "URL")]
-    pub aws_endpoint_url: Option<String>,
+    /// AWS settings for CloudWatch shipping of launched containers.
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 const REMOTE_EXAMPLES: &str = "\
@@ -734,4 +735,152 @@ pub struct LogsArgs {
     /// Leave out the container's stderr.
     #[arg(long)]
     pub no_stderr: bool,
+}
+
+/// Where containers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Engine {
+    /// This machine's Docker engine.
+    #[default]
+    Local,
+    /// An existing ECS cluster, on Fargate.
+    Ecs,
+}
+
+/// Options for `--on ecs`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EcsArgs {
+    /// Where the container runs: `local` (this Docker engine) or `ecs` (Fargate).
+    #[arg(long = "on", value_enum, value_name = "ENGINE", default_value_t = Engine::Local)]
+    pub on: Engine,
+
+    /// ECS cluster name or ARN (with --on ecs).
+    #[arg(long, value_name = "CLUSTER")]
+    pub ecs_cluster: Option<String>,
+
+    /// Subnet ids for the task (repeatable or comma-separated).
+    #[arg(long, value_name = "SUBNET", value_delimiter = ',')]
+    pub ecs_subnets: Vec<String>,
+
+    /// Security group ids for the task (repeatable or comma-separated).
+    #[arg(long, value_name = "SG", value_delimiter = ',')]
+    pub ecs_security_groups: Vec<String>,
+
+    /// Task execution role ARN (lets ECS pull the image and write to CloudWatch Logs).
+    #[arg(long, value_name = "ARN")]
+    pub ecs_execution_role: Option<String>,
+
+    /// Task role ARN for the container's own AWS calls.
+    #[arg(long, value_name = "ARN")]
+    pub ecs_task_role: Option<String>,
+
+    /// Task CPU units (256, 512, 1024, 2048, 4096, ...).
+    #[arg(long, value_name = "UNITS", default_value = "256")]
+    pub ecs_cpu: String,
+
+    /// Task memory in MiB, valid for the CPU chosen (e.g. 512 with 256 CPU).
+    #[arg(long, value_name = "MIB", default_value = "512")]
+    pub ecs_memory: String,
+
+    /// Give the task a public IP (needed in public subnets without a NAT to pull images).
+    #[arg(long)]
+    pub ecs_assign_public_ip: bool,
+}
+
+const ON_UPLOAD_EXAMPLES: &str = "\
+Examples:
+  # Create the queue and the bucket notification, then process every upload under input/:
+  dockwatch on-upload --bucket my-bucket --prefix input/ --output-prefix output/ --setup \\
+    --docker-image python:3.12 --bash-command 'python /app/process.py \"$INPUT_FILE\" \"$OUTPUT_DIR\"' \\
+    --aws-cloudwatch-group /dockwatch/uploads
+
+In the container: INPUT_FILE (the object, read-only), OUTPUT_DIR (uploaded to the output
+prefix under the object's key when the command exits 0), S3_BUCKET, S3_KEY.
+SIGINT/SIGTERM: stop taking messages, let running tasks finish (--grace), exit 0.";
+
+#[derive(Debug, Args)]
+#[command(after_help = ON_UPLOAD_EXAMPLES)]
+pub struct OnUploadArgs {
+    /// Bucket the files are uploaded to.
+    #[arg(long, value_name = "BUCKET")]
+    pub bucket: String,
+
+    /// Only keys starting with this, e.g. `input/`.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Where each task's OUTPUT_DIR is uploaded: PREFIX + the input key (without --prefix) + /.
+    #[arg(long, value_name = "PREFIX")]
+    pub output_prefix: String,
+
+    /// Image to run for each file.
+    #[arg(long, value_name = "IMAGE")]
+    pub docker_image: String,
+
+    /// Command run as `bash -c CMD` for each file.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub bash_command: String,
+
+    /// CloudWatch Logs group; each file's task logs to a stream named after its key.
+    #[arg(long, value_name = "GROUP")]
+    pub aws_cloudwatch_group: String,
+
+    /// SQS queue receiving the bucket's ObjectCreated notifications.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "setup",
+        conflicts_with = "setup"
+    )]
+    pub queue_url: Option<String>,
+
+    /// Create the queue (with a dead-letter queue) and the bucket notification.
+    #[arg(long)]
+    pub setup: bool,
+
+    /// Tasks at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub concurrency: usize,
+
+    /// Tries per file before it is left to the queue's dead-letter policy.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// How long a received message stays hidden; extended while its task runs.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub visibility_timeout: Duration,
+
+    /// Long-poll wait of each ReceiveMessage (at most 20s).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// After SIGINT/SIGTERM, how long running tasks may go on before they are stopped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Processed-object records and work directories.
+    #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
+    pub state_dir: std::path::PathBuf,
+
+    /// Shell that runs the command.
+    #[arg(long, value_name = "SHELL", default_value = "bash")]
+    pub shell: String,
+
+    /// Environment variable for the container, repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+
+    /// Label for the containers, repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    #[command(flatten)]
+    pub ecs: EcsArgs,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }

@@ -34,6 +34,10 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error(
+        "invalid --volume {0:?}: write HOST_PATH:CONTAINER_PATH[:ro], both absolute, e.g. /data:/data:ro"
+    )]
+    Volume(String),
+    #[error(
         "invalid log group name {name:?}: {reason}; use 1-512 characters of A-Z a-z 0-9 . _ / # -"
     )]
     GroupName { name: String, reason: &'static str },
@@ -133,6 +137,8 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// When to pull.
     pub pull: PullPolicy,
+    /// Bind mounts, `HOST:CONTAINER[:ro]`.
+    pub binds: Vec<String>,
 }
 
 /// Where and how events are shipped.
@@ -185,6 +191,19 @@ pub struct RunConfig {
 pub const MANAGED_LABEL: &str = "dockwatch.managed";
 
 impl RunConfig {
+    /// The main job's configuration from a `dockwatch run ...` command line: how the agent and
+    /// `on-upload` describe their containers, with the same defaults and validation as a user's
+    /// command line. Errors are one line.
+    pub fn from_argv(argv: Vec<String>) -> Result<Self, String> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
+        let Some(crate::cli::Command::Run(args)) = cli.command else {
+            return Err("internal: not a `run` command line".into());
+        };
+        Self::from_args(*args).map_err(|e| e.to_string())
+    }
+
     pub fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
         let image = non_empty(a.docker_image, "--docker-image")?;
         let command = a.bash_command.ok_or(ConfigError::Empty("--bash-command"))?;
@@ -200,6 +219,9 @@ impl RunConfig {
         }
 
         let aws = AwsOptions::from_args(a.aws)?;
+        for v in &a.volumes {
+            validate_bind(v)?;
+        }
         for e in &a.env {
             split_kv(e, "--env")?;
         }
@@ -232,6 +254,7 @@ impl RunConfig {
                 labels,
                 tty: a.tty,
                 pull: a.pull,
+                binds: a.volumes,
             },
             aws,
             ship: ShipConfig {
@@ -361,6 +384,18 @@ fn split_kv(s: &str, flag: &'static str) -> Result<(String, String), ConfigError
             flag,
             value: s.to_string(),
         }),
+    }
+}
+
+/// `HOST:CONTAINER[:ro|rw]` with absolute paths.
+fn validate_bind(v: &str) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let ok = matches!(parts.as_slice(),
+        [h, c] | [h, c, "ro" | "rw"] if h.starts_with('/') && c.starts_with('/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Volume(v.to_string()))
     }
 }
 

@@ -4,11 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dockwatch::agent::{AgentError, remote, server};
-use dockwatch::cli::{Cli, Command};
+use dockwatch::cli::{Cli, Command, Engine};
 use dockwatch::config::RunConfig;
 use dockwatch::exit_codes;
 use dockwatch::follow::{FollowError, download, tail};
 use dockwatch::run::{self, Interrupts, Signal};
+use dockwatch::{ecs, trigger};
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
@@ -27,8 +28,12 @@ fn main() -> ExitCode {
         Some(Command::Download(a)) => return to_exit(block_on(|i| download::download(*a, i))),
         Some(Command::Agent(a)) => return to_exit(block_on(|i| server::serve(*a, i))),
         Some(Command::Remote(a)) => return to_exit(block_on(|i| remote::remote(*a, i))),
+        Some(Command::OnUpload(a)) => return to_exit(block_on(|i| trigger::on_upload(*a, i))),
         None => cli.run,
     };
+    if args.ecs.on == Engine::Ecs {
+        return to_exit(block_on(|i| ecs::run_main(args, i)));
+    }
     let code = match RunConfig::from_args(args) {
         Err(e) => {
             eprintln!("dockwatch: error: {e}");
@@ -103,6 +108,12 @@ impl ExitStatus for remote::RemoteError {
 impl ExitStatus for run::RunError {
     fn exit_code(&self) -> i32 {
         run::RunError::exit_code(self)
+    }
+}
+
+impl ExitStatus for trigger::TriggerError {
+    fn exit_code(&self) -> i32 {
+        trigger::TriggerError::exit_code(self)
     }
 }
 

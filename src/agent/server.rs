@@ -34,8 +34,8 @@ pub struct AgentConfig {
     pub token: Option<String>,
     pub exposure: Exposure,
     pub state_dir: std::path::PathBuf,
-    /// AWS flags passed to the main job's configuration for shipping.
-    pub aws_flags: Vec<String>,
+    /// AWS settings for shipping launched containers.
+    pub aws: crate::config::AwsOptions,
 }
 
 impl AgentConfig {
@@ -65,23 +65,15 @@ impl AgentConfig {
             _ => None,
         };
         let exposure = listen_policy(&listen, tls.is_some(), token.is_some(), a.insecure)?;
-        let mut aws_flags = Vec::new();
-        for (flag, v) in [
-            ("--aws-region", &a.aws_region),
-            ("--aws-profile", &a.aws_profile),
-            ("--aws-endpoint-url", &a.aws_endpoint_url),
-        ] {
-            if let Some(v) = v {
-                aws_flags.extend([flag.to_string(), v.clone()]);
-            }
-        }
+        let aws = crate::config::AwsOptions::from_args(a.aws)
+            .map_err(|e| AgentError::Usage(e.to_string()))?;
         Ok(AgentConfig {
             listen,
             tls,
             token,
             exposure,
             state_dir: a.state_dir,
-            aws_flags,
+            aws,
         })
     }
 }
@@ -143,7 +135,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let service = AgentService::new(
         docker,
-        cfg.aws_flags.clone(),
+        cfg.aws.clone(),
         cfg.state_dir.clone(),
         tracker.clone(),
     );

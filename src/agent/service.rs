@@ -59,8 +59,8 @@ pub struct Identity(pub String);
 pub struct AgentService {
     /// The engine.
     docker: Docker,
-    /// AWS flags for shipping (region, profile, endpoint), passed to the main job's config.
-    aws_flags: Vec<String>,
+    /// AWS settings for shipping launched containers.
+    aws: crate::config::AwsOptions,
     /// Checkpoints and spools of shipped containers.
     state_dir: PathBuf,
     /// Shipping tasks, so shutdown can say what it leaves.
@@ -78,14 +78,14 @@ pub struct AgentService {
 impl AgentService {
     pub fn new(
         docker: Docker,
-        aws_flags: Vec<String>,
+        aws: crate::config::AwsOptions,
         state_dir: PathBuf,
         tracker: TaskTracker,
     ) -> Self {
         let (tx, rx) = watch::channel(Interrupts::default());
         AgentService {
             docker,
-            aws_flags,
+            aws,
             state_dir,
             tracker,
             shipping: Arc::default(),
@@ -228,8 +228,9 @@ impl Agent for AgentService {
                 for e in &env {
                     argv.extend(["--env".into(), e.clone()]);
                 }
-                argv.extend(self.aws_flags.iter().cloned());
-                let cfg = main_job_config(argv)?;
+                let mut cfg =
+                    crate::config::RunConfig::from_argv(argv).map_err(Status::invalid_argument)?;
+                cfg.aws = self.aws.clone();
                 let launched = crate::run::launch(&cfg, &self.no_interrupts)
                     .await
                     .map_err(|e| match e {
@@ -277,6 +278,7 @@ impl Agent for AgentService {
                     .collect(),
                     tty: r.tty,
                     pull,
+                    binds: Vec::new(),
                 };
                 container::ensure_image(&self.docker, &spec)
                     .await
@@ -639,19 +641,6 @@ pub fn log_query(r: &GetLogsRequest, now_ms: i64) -> Result<logs::LogQuery, Stat
         stdout,
         stderr,
     })
-}
-
-/// The main job's validated configuration from its own command line (one source of truth
-/// for defaults and validation).
-fn main_job_config(argv: Vec<String>) -> Result<crate::config::RunConfig, Status> {
-    use clap::Parser;
-    let cli = crate::cli::Cli::try_parse_from(argv).map_err(|e| {
-        Status::invalid_argument(e.to_string().lines().next().unwrap_or("").to_string())
-    })?;
-    let Some(crate::cli::Command::Run(args)) = cli.command else {
-        return Err(Status::internal("not a run command"));
-    };
-    crate::config::RunConfig::from_args(*args).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn resize(s: pb::TerminalSize) -> ResizeExecOptions {

@@ -130,6 +130,7 @@ pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, Doc
             typ: Some("json-file".into()),
             config: Some(HashMap::new()),
         }),
+        binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
         ..Default::default()
     };
     let body = ContainerCreateBody {

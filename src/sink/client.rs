@@ -18,6 +18,12 @@ use crate::config::AwsOptions;
 
 /// Builds the client. Flags win over the chain; a region must come from somewhere.
 pub async fn build(opts: &AwsOptions) -> Result<Client, SinkError> {
+    Ok(Client::new(&sdk_config(opts).await?))
+}
+
+/// The shared AWS configuration (credentials, region, endpoint; SDK retries off) for every
+/// service client dockwatch builds.
+pub async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, SinkError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -50,7 +56,7 @@ pub async fn build(opts: &AwsOptions) -> Result<Client, SinkError> {
     if conf.region().is_none() {
         return Err(SinkError::NoRegion);
     }
-    Ok(Client::new(&conf))
+    Ok(conf)
 }
 
 /// The endpoint the client talks to, for messages.

@@ -36,7 +36,7 @@ pub fn moto_url() -> String {
         if let Ok(url) = std::env::var("MOTO_URL") {
             return Moto { url, _child: None };
         }
-        let bin = root().join(".dev/venv/bin/moto_server");
+        let bin = root().join(".dev/venv/bin/python");
         assert!(
             bin.exists(),
             "no MOTO_URL and no {}: run scripts/test.sh once",
@@ -44,6 +44,7 @@ pub fn moto_url() -> String {
         );
         let port = free_port();
         let child = Command::new(bin)
+            .arg(root().join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,0 +1,689 @@
+//! `dockwatch on-upload` and `--on ecs`: the real binary, the real engine, moto as S3, SQS,
+//! ECS and CloudWatch Logs.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
+use common::*;
+
+fn s3(ep: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
+        .endpoint_url(ep)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn sqs(ep: &str) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
+        .endpoint_url(ep)
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+fn ecs(ep: &str) -> aws_sdk_ecs::Client {
+    let conf = aws_sdk_ecs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
+        .endpoint_url(ep)
+        .build();
+    aws_sdk_ecs::Client::from_conf(conf)
+}
+
+fn put(ep: &str, bucket: &str, key: &str, body: &str) {
+    rt().block_on(async {
+        s3(ep)
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn get(ep: &str, bucket: &str, key: &str) -> Option<String> {
+    rt().block_on(async {
+        let o = s3(ep)
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let b = o.body.collect().await.ok()?.into_bytes();
+        Some(String::from_utf8_lossy(&b).into_owned())
+    })
+}
+
+/// A running `dockwatch on-upload`, its stderr in a file.
+struct OnUpload {
+    child: Child,
+    log: PathBuf,
+    dir: PathBuf,
+    label: String,
+}
+
+impl OnUpload {
+    fn start(ep: &str, bucket: &str, command: &str, extra: &[&str]) -> OnUpload {
+        let dir = std::env::temp_dir().join(unique("dwup"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("stderr.log");
+        let label = unique("up");
+        let child = dockwatch_with_env(ep)
+            .args(["on-upload", "--bucket", bucket, "--prefix", "input/"])
+            .args(["--output-prefix", "output/", "--setup", "--wait", "1s"])
+            .args(["--docker-image", IMAGE, "--bash-command", command])
+            .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
+            .args(["--state-dir", dir.join("state").to_str().unwrap()])
+            .args(["--label", &format!("dockwatch.test={label}")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let up = OnUpload {
+            child,
+            log,
+            dir,
+            label,
+        };
+        assert!(
+            wait_until(Duration::from_secs(30), || up
+                .stderr()
+                .contains("watching s3://")),
+            "{}",
+            up.stderr()
+        );
+        up
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> (Option<i32>, String) {
+        signal(&self.child, "TERM");
+        let code = self.child.wait().unwrap().code();
+        (code, self.stderr())
+    }
+}
+
+impl Drop for OnUpload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup(&self.label);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bucket_name(p: &str) -> String {
+    unique(p).to_lowercase()
+}
+
+#[test]
+fn each_upload_runs_one_container_and_a_repeated_notification_does_not_rerun() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwup");
+    let cmd = r#"tr a-z A-Z < "$INPUT_FILE" > "$OUTPUT_DIR/upper.txt"; mkdir "$OUTPUT_DIR/sub"; echo ok > "$OUTPUT_DIR/sub/done"; echo "processed $S3_KEY"; echo "size $(wc -c < "$INPUT_FILE")" >&2"#;
+    let up = OnUpload::start(&ep, &bucket, cmd, &["--concurrency", "2"]);
+    let files = [
+        ("input/one.txt", "alpha\n"),
+        ("input/two words.txt", "beta\n"),
+        ("input/deep/three.txt", "gamma\n"),
+    ];
+    for (k, body) in files {
+        put(&ep, &bucket, k, body);
+    }
+    put(
+        &ep,
+        &bucket,
+        "elsewhere/ignored.txt",
+        "not under the prefix\n",
+    );
+    let done = wait_until(Duration::from_secs(60), || {
+        files.iter().all(|(k, _)| {
+            get(
+                &ep,
+                &bucket,
+                &format!("output/{}/sub/done", &k["input/".len()..]),
+            )
+            .is_some()
+        })
+    });
+    assert!(done, "{}", up.stderr());
+    for (k, body) in files {
+        let rel = &k["input/".len()..];
+        assert_eq!(
+            get(&ep, &bucket, &format!("output/{rel}/upper.txt")).unwrap(),
+            body.to_uppercase()
+        );
+        // Its logs, in a stream named after the key.
+        let msgs = messages(&ep, &format!("/dwup/{bucket}"), k);
+        assert!(msgs.contains(&format!("processed {k}")), "{k}: {msgs:?}");
+        assert!(
+            msgs.contains(&format!("size {}", body.len())),
+            "{k}: {msgs:?}"
+        );
+    }
+
+    // The same notification again (SQS delivers at least once): no second run.
+    let etag = rt().block_on(async {
+        s3(&ep)
+            .head_object()
+            .bucket(&bucket)
+            .key("input/one.txt")
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    });
+    let queue = rt().block_on(async {
+        sqs(&ep)
+            .get_queue_url()
+            .queue_name(format!("dockwatch-{bucket}-uploads"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let body = serde_json::json!({"Records": [{
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": "input/one.txt", "eTag": etag, "size": 6}}
+    }]})
+    .to_string();
+    rt().block_on(async {
+        sqs(&ep)
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    });
+    assert!(
+        wait_until(Duration::from_secs(30), || up
+            .stderr()
+            .contains("was already processed: skipped")),
+        "{}",
+        up.stderr()
+    );
+    let runs = messages(&ep, &format!("/dwup/{bucket}"), "input/one.txt")
+        .iter()
+        .filter(|m| m.starts_with("processed "))
+        .count();
+    assert_eq!(runs, 1, "one run per object");
+    let label = up.label.clone();
+    let (code, err) = up.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("elsewhere/ignored.txt: starting"), "{err}");
+    assert!(
+        containers_with_label(&label).is_empty(),
+        "containers left behind"
+    );
+}
+
+#[test]
+fn a_failing_task_is_retried_then_left_to_the_dead_letter_queue() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwfail");
+    let up = OnUpload::start(
+        &ep,
+        &bucket,
+        "echo trying; exit 3",
+        &["--max-attempts", "2", "--visibility-timeout", "2s"],
+    );
+    put(&ep, &bucket, "input/bad.txt", "x\n");
+    let dlq = rt().block_on(async {
+        sqs(&ep)
+            .get_queue_url()
+            .queue_name(format!("dockwatch-{bucket}-uploads-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let in_dlq = wait_until(Duration::from_secs(60), || {
+        rt().block_on(async {
+            let r = sqs(&ep)
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .unwrap();
+            r.attributes()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                })
+                .is_some_and(|n| n == "1")
+        })
+    });
+    let (code, err) = up.stop();
+    assert!(
+        in_dlq,
+        "the message did not reach the dead-letter queue:\n{err}"
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        err.contains("s3://")
+            && err.contains(
+                "input/bad.txt: failed (attempt 1 of 2): the container exited with code 3"
+            ),
+        "{err}"
+    );
+    assert!(err.contains("failed (attempt 2 of 2)"), "{err}");
+    assert!(!err.contains("attempt 3"), "{err}");
+    assert!(get(&ep, &bucket, "output/bad.txt/").is_none());
+}
+
+/// A default subnet of moto's EC2 (ECS checks the subnets it is given).
+fn subnet(ep: &str) -> String {
+    let out = std::process::Command::new(root().join(".dev/venv/bin/python"))
+        .args([
+            "-c",
+            &format!(
+                "import boto3; print(boto3.client('ec2', endpoint_url='{ep}', region_name='{REGION}', aws_access_key_id='t', aws_secret_access_key='t').describe_subnets()['Subnets'][0]['SubnetId'])"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// moto advances a task's state on every DescribeTasks; keep tasks RUNNING until stopped, as
+/// a real long task would be.
+fn hold_ecs_tasks(ep: &str) {
+    let body =
+        r#"{"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}"#;
+    let addr = ep.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "POST /moto-api/state-manager/set-transition HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 20"), "{out}");
+}
+
+fn dockwatch_tasks(ep: &str, cluster: &str) -> Vec<aws_sdk_ecs::types::Task> {
+    rt().block_on(async {
+        let c = ecs(ep);
+        let mut arns = Vec::new();
+        for status in [
+            aws_sdk_ecs::types::DesiredStatus::Running,
+            aws_sdk_ecs::types::DesiredStatus::Stopped,
+        ] {
+            let l = c
+                .list_tasks()
+                .cluster(cluster)
+                .desired_status(status)
+                .send()
+                .await
+                .unwrap();
+            arns.extend(l.task_arns().iter().cloned());
+        }
+        if arns.is_empty() {
+            return Vec::new();
+        }
+        c.describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .unwrap()
+            .tasks()
+            .to_vec()
+    })
+}
+
+#[test]
+fn on_ecs_registers_runs_follows_and_stops_the_task() {
+    let ep = moto_url();
+    hold_ecs_tasks(&ep);
+    let cluster = unique("dwc");
+    rt().block_on(async {
+        ecs(&ep)
+            .create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .unwrap()
+    });
+    let sub = subnet(&ep);
+    let group = unique("/dwecs");
+    let role = "arn:aws:iam::123456789012:role/ecs-exec";
+    // `dockwatch --on ecs` with the given cluster and subnet, and more flags.
+    let on_ecs = |cluster: &str, subnet: &str, extra: &[&str]| {
+        let mut c = dockwatch_with_env(&ep);
+        c.args([
+            "--docker-image",
+            "busybox:1.36",
+            "--bash-command",
+            "echo from fargate",
+        ])
+        .args([
+            "--aws-cloudwatch-group",
+            &group,
+            "--aws-cloudwatch-stream",
+            "job",
+        ])
+        .args([
+            "--on",
+            "ecs",
+            "--ecs-cluster",
+            cluster,
+            "--ecs-subnets",
+            subnet,
+        ])
+        .args(extra);
+        c
+    };
+    let run = |extra: &[&str]| on_ecs(&cluster, &sub, extra);
+
+    // Errors first: each missing or wrong option says which.
+    let cases: [(&str, &str, &[&str], i32, &str); 3] = [
+        (&cluster, &sub, &[], 2, "--ecs-execution-role"),
+        (
+            "no-such-cluster",
+            &sub,
+            &["--ecs-execution-role", role],
+            1,
+            "ECS cluster 'no-such-cluster' not found",
+        ),
+        (
+            &cluster,
+            "subnet-nope",
+            &["--ecs-execution-role", role],
+            1,
+            "check --ecs-subnets",
+        ),
+    ];
+    for (cl, subnet, extra, code, text) in cases {
+        let o = on_ecs(cl, subnet, extra).output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains(text), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+
+    // A run: the task definition, the task and its overrides as ECS sees them.
+    let child = run(&[
+        "--ecs-execution-role",
+        role,
+        "--ecs-cpu",
+        "512",
+        "--ecs-memory",
+        "1024",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !dockwatch_tasks(
+        &ep, &cluster
+    )
+    .is_empty()));
+    let task = dockwatch_tasks(&ep, &cluster).remove(0);
+    assert_eq!(task.started_by(), Some("dockwatch"));
+    assert_eq!(
+        task.launch_type(),
+        Some(&aws_sdk_ecs::types::LaunchType::Fargate)
+    );
+    let over = &task.overrides().unwrap().container_overrides()[0];
+    assert_eq!(
+        (over.name(), over.command()),
+        (Some("main"), &["echo from fargate".to_string()][..])
+    );
+    let td = rt().block_on(async {
+        ecs(&ep)
+            .describe_task_definition()
+            .task_definition(task.task_definition_arn().unwrap())
+            .send()
+            .await
+            .unwrap()
+    });
+    let td = td.task_definition().unwrap();
+    assert_eq!(td.family(), Some("dockwatch-busybox-1-36"));
+    assert_eq!(
+        (td.cpu(), td.memory(), td.execution_role_arn()),
+        (Some("512"), Some("1024"), Some(role))
+    );
+    let cd = &td.container_definitions()[0];
+    assert_eq!(cd.entry_point(), ["bash".to_string(), "-c".to_string()]);
+    let opts = cd.log_configuration().unwrap().options().unwrap();
+    assert_eq!(opts.get("awslogs-group"), Some(&group));
+    assert_eq!(opts.get("awslogs-stream-prefix"), Some(&"job".to_string()));
+    // The task's log lines (written here, as the awslogs driver would) reach the terminal.
+    let id = task
+        .task_arn()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let stream = format!("job/main/{id}");
+    rt().block_on(async {
+        let _ = client(&ep)
+            .create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name(&stream)
+            .send()
+            .await;
+    });
+    put_one(&ep, &group, &stream, now_ms(), "hello from the task");
+    std::thread::sleep(Duration::from_secs(3));
+    // The task ends (moto runs nothing: stopped here); dockwatch exits with its code, 0.
+    rt().block_on(async {
+        ecs(&ep)
+            .stop_task()
+            .cluster(&cluster)
+            .task(task.task_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+    });
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from the task\n");
+
+    // Reused task definition; Ctrl+C stops the task.
+    let child = run(&[
+        "--ecs-execution-role",
+        role,
+        "--ecs-cpu",
+        "512",
+        "--ecs-memory",
+        "1024",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || dockwatch_tasks(
+        &ep, &cluster
+    )
+    .len()
+        == 2));
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let tasks = dockwatch_tasks(&ep, &cluster);
+    assert!(tasks.iter().all(|t| t.last_status() == Some("STOPPED")));
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.stopped_reason() == Some("dockwatch: interrupted"))
+    );
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.task_definition_arn() == task.task_definition_arn()),
+        "the definition is reused"
+    );
+}
+
+#[test]
+fn on_upload_on_ecs_passes_the_object_key() {
+    let ep = moto_url();
+    hold_ecs_tasks(&ep);
+    let cluster = unique("dwcu");
+    rt().block_on(async {
+        ecs(&ep)
+            .create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .unwrap()
+    });
+    let sub = subnet(&ep);
+    let bucket = bucket_name("dwecsup");
+    let up = OnUpload::start(
+        &ep,
+        &bucket,
+        "aws s3 cp s3://$S3_BUCKET/$S3_KEY /tmp/in",
+        &[
+            "--on",
+            "ecs",
+            "--ecs-cluster",
+            &cluster,
+            "--ecs-subnets",
+            &sub,
+            "--ecs-execution-role",
+            "arn:aws:iam::123456789012:role/x",
+        ],
+    );
+    put(&ep, &bucket, "input/data.csv", "a,b\n");
+    assert!(
+        wait_until(Duration::from_secs(30), || !dockwatch_tasks(&ep, &cluster)
+            .is_empty()),
+        "{}",
+        up.stderr()
+    );
+    let task = dockwatch_tasks(&ep, &cluster).remove(0);
+    let env: Vec<(String, String)> = task.overrides().unwrap().container_overrides()[0]
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap().to_string(),
+                kv.value().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        env.contains(&("S3_KEY".into(), "input/data.csv".into())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("S3_BUCKET".into(), bucket.clone())),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("OUTPUT_S3_PREFIX".into(), "output/data.csv/".into())),
+        "{env:?}"
+    );
+    rt().block_on(async {
+        ecs(&ep)
+            .stop_task()
+            .cluster(&cluster)
+            .task(task.task_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+    });
+    assert!(
+        wait_until(Duration::from_secs(30), || up
+            .stderr()
+            .contains("input/data.csv: done")),
+        "{}",
+        up.stderr()
+    );
+    let (code, _) = up.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_stop_signal_lets_tasks_finish_within_the_grace_then_releases_their_messages() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwstop");
+    let up = OnUpload::start(&ep, &bucket, "echo started; sleep 60", &["--grace", "1s"]);
+    put(&ep, &bucket, "input/slow.txt", "x\n");
+    assert!(
+        wait_until(Duration::from_secs(30), || up
+            .stderr()
+            .contains("input/slow.txt: starting")),
+        "{}",
+        up.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let label = up.label.clone();
+    let started = std::time::Instant::now();
+    let (code, err) = up.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.contains("waiting up to 1s"), "{err}");
+    assert!(err.contains("stopping the running containers"), "{err}");
+    assert!(
+        containers_with_label(&label).is_empty(),
+        "containers left behind"
+    );
+    // The unfinished message is visible again at once, for the next worker.
+    let url = rt().block_on(async {
+        sqs(&ep)
+            .get_queue_url()
+            .queue_name(format!("dockwatch-{bucket}-uploads"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let got = rt().block_on(async {
+        sqs(&ep)
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .unwrap()
+            .messages()
+            .len()
+    });
+    assert_eq!(
+        got, 1,
+        "the message of the stopped task is back in the queue"
+    );
+}
