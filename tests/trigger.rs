@@ -10,35 +10,36 @@ use std::time::Duration;
 use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
 use common::*;
 
+/// A client of moto for one AWS service crate, with the test credentials and region.
+macro_rules! moto_client {
+    ($krate:ident, $ep:expr) => {
+        $krate::Client::from_conf(
+            $krate::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(REGION))
+                .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
+                .endpoint_url($ep)
+                .build(),
+        )
+    };
+}
+
 fn s3(ep: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
-        .endpoint_url(ep)
+    // Buckets by path: moto is one host.
+    let conf = moto_client!(aws_sdk_s3, ep)
+        .config()
+        .to_builder()
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
 fn sqs(ep: &str) -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
-        .endpoint_url(ep)
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
+    moto_client!(aws_sdk_sqs, ep)
 }
 
 fn ecs(ep: &str) -> aws_sdk_ecs::Client {
-    let conf = aws_sdk_ecs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("AKIDTESTKEY", "x", None, None, "test"))
-        .endpoint_url(ep)
-        .build();
-    aws_sdk_ecs::Client::from_conf(conf)
+    moto_client!(aws_sdk_ecs, ep)
 }
 
 fn put(ep: &str, bucket: &str, key: &str, body: &str) {
