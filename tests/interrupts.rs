@@ -41,6 +41,20 @@ fn assert_numbered_prefix(got: &[String]) -> usize {
 }
 
 /// A small deterministic generator for the "random" moments (no extra dependency).
+/// Waits until a run's checkpoint exists in `state` (its container runs): from then on a
+/// killed run has something to resume.
+fn wait_for_checkpoint(state: &std::path::Path) {
+    let found = wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir(state).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".json") && !n.starts_with('.')
+            })
+        })
+    });
+    assert!(found, "no checkpoint appeared in {}", state.display());
+}
+
 fn moments(n: usize) -> Vec<u64> {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..n)
@@ -243,6 +257,9 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
             .arg("--state-dir")
             .arg(state.to_str().unwrap());
         let child = job.spawn();
+        // Killed while it ships: once its checkpoint exists (the container is running),
+        // after a random delay. Before that there is nothing to resume.
+        wait_for_checkpoint(&state);
         std::thread::sleep(Duration::from_millis(wait_ms));
         signal(&child, "KILL");
         let _ = child.wait_with_output();
@@ -299,7 +316,8 @@ fn sigkill_then_resume_with_split_streams() {
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
     let child = job.spawn();
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_for_checkpoint(&state);
+    std::thread::sleep(Duration::from_millis(700));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
     let out = resume(&state, None);
