@@ -57,6 +57,10 @@ pub struct Checkpoint {
     /// stdout and stderr went to `STREAM/stdout` and `STREAM/stderr`.
     #[serde(default)]
     pub split_streams: bool,
+    /// `--invalid-utf8 escape`: backslashes are escaped (the engine's log has the invalid
+    /// bytes already replaced, so resume can only escape what it still sees).
+    #[serde(default)]
+    pub escape_invalid_utf8: bool,
 }
 
 /// A [`Cursor`] as stored.
@@ -117,6 +121,7 @@ impl Checkpoint {
             multiline_timeout_ms: 0,
             json: false,
             split_streams: false,
+            escape_invalid_utf8: false,
         }
     }
 
@@ -129,6 +134,7 @@ impl Checkpoint {
             .as_ref()
             .map_or(0, |(_, d)| d.as_millis() as u64);
         self.json = t.json;
+        self.escape_invalid_utf8 = t.escape_invalid_utf8;
         self
     }
 
@@ -150,6 +156,7 @@ impl Checkpoint {
             )?,
             json: self.json,
             container: self.container_id[..self.container_id.len().min(12)].to_string(),
+            escape_invalid_utf8: self.escape_invalid_utf8,
         })
     }
 

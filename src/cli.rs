@@ -76,6 +76,15 @@ pub enum Format {
     Json,
 }
 
+/// What happens to output that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InvalidUtf8 {
+    /// Each invalid byte becomes U+FFFD (what the engine's log stores anyway).
+    Replace,
+    /// Each invalid byte becomes `\xNN` and each `\` becomes `\\`: reversible.
+    Escape,
+}
+
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PullPolicy {
@@ -225,6 +234,11 @@ pub struct RunArgs {
     /// Event format: `text` (the line as it is) or `json` (`{"log":..,"stream":..,"container":..}`).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// Bytes that are not valid UTF-8: `replace` each with U+FFFD (counted), or `escape` them
+    /// losslessly as `\xNN` (and every `\` as `\\`), read from the engine's attach stream.
+    #[arg(long = "invalid-utf8", value_enum, default_value_t = InvalidUtf8::Replace)]
+    pub invalid_utf8: InvalidUtf8,
 
     /// Where the checkpoint (container and delivered position) lives while a run is going on,
     /// for `dockwatch resume` after a crash.

@@ -276,6 +276,7 @@ impl RunConfig {
                 multiline: multiline(a.multiline_pattern.as_deref(), a.multiline_timeout)?,
                 json: a.format == Format::Json,
                 container: String::new(),
+                escape_invalid_utf8: a.invalid_utf8 == crate::cli::InvalidUtf8::Escape,
             },
         })
     }

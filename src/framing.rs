@@ -11,7 +11,10 @@
 //!   empty messages, and a placeholder would make what arrives differ from what was written.
 //! - **Invalid UTF-8** never breaks a run: each maximal invalid sequence becomes one U+FFFD,
 //!   exactly as [`String::from_utf8_lossy`] does for the whole line, and is counted. A
-//!   multi-byte character cut across Docker frames is reassembled first.
+//!   multi-byte character cut across Docker frames is reassembled first. In escape mode
+//!   ([`Framer::escaping`], `--invalid-utf8 escape`) each invalid byte becomes `\xNN` (two
+//!   lowercase hex digits) and each `\` becomes `\\`, so the original bytes can be restored
+//!   exactly: read `\\` as `\` and `\xNN` as the byte NN.
 //! - **Long lines** (including Docker's own 16 KiB partial messages, which simply arrive
 //!   without a `\n`) are joined, and a line longer than the largest message is split greedily
 //!   at UTF-8 character boundaries into pieces of at most `max_message_bytes`, in order.
@@ -55,6 +58,8 @@ pub struct FramingStats {
     pub empty_lines: u64,
     /// Invalid UTF-8 sequences replaced by U+FFFD.
     pub invalid_sequences: u64,
+    /// Invalid bytes written as `\xNN` (escape mode).
+    pub escaped_bytes: u64,
     /// Extra events made by splitting lines longer than the largest message.
     pub split_pieces: u64,
 }
@@ -74,6 +79,8 @@ struct LineBuilder {
     after_cr: Option<bool>,
     /// The current line was already split at least once.
     split: bool,
+    /// Escape mode: invalid bytes as `\xNN`, `\` as `\\`.
+    escape: bool,
 }
 
 /// Cuts byte streams into events. See the module doc for the rules.
@@ -100,6 +107,13 @@ impl Framer {
             stderr: LineBuilder::default(),
             stats: FramingStats::default(),
         }
+    }
+
+    /// Escape mode (see the module doc) instead of replacement.
+    pub fn escaping(mut self, escape: bool) -> Self {
+        self.stdout.escape = escape;
+        self.stderr.escape = escape;
+        self
     }
 
     /// Feeds one chunk of a source's output, received by Docker at `ts_ms`; completed events
@@ -181,18 +195,23 @@ impl LineBuilder {
                 match std::str::from_utf8(&b[i..]) {
                     Ok(s) => {
                         let c = s.chars().next().expect("non-empty");
-                        self.push_str(c.encode_utf8(&mut [0; 4]), ts, source, max, stats, out);
+                        self.push_text(c.encode_utf8(&mut [0; 4]), ts, source, max, stats, out);
                         i += c.len_utf8();
                     }
                     Err(e) if e.valid_up_to() > 0 => {
                         let s = std::str::from_utf8(&b[i..i + e.valid_up_to()]).expect("valid");
                         let c = s.chars().next().expect("non-empty");
-                        self.push_str(c.encode_utf8(&mut [0; 4]), ts, source, max, stats, out);
+                        self.push_text(c.encode_utf8(&mut [0; 4]), ts, source, max, stats, out);
                         i += c.len_utf8();
                     }
                     Err(e) => match e.error_len() {
                         Some(n) => {
-                            self.push_replacement(ts, source, max, stats, out);
+                            let bad = [
+                                b[i],
+                                *b.get(i + 1).unwrap_or(&0),
+                                *b.get(i + 2).unwrap_or(&0),
+                            ];
+                            self.push_invalid(&bad[..n], ts, source, max, stats, out);
                             i += n;
                         }
                         None => {
@@ -211,16 +230,16 @@ impl LineBuilder {
         loop {
             match std::str::from_utf8(data) {
                 Ok(s) => {
-                    self.push_str(s, ts, source, max, stats, out);
+                    self.push_text(s, ts, source, max, stats, out);
                     return;
                 }
                 Err(e) => {
                     let (valid, rest) = data.split_at(e.valid_up_to());
                     let s = std::str::from_utf8(valid).expect("valid prefix");
-                    self.push_str(s, ts, source, max, stats, out);
+                    self.push_text(s, ts, source, max, stats, out);
                     match e.error_len() {
                         Some(n) => {
-                            self.push_replacement(ts, source, max, stats, out);
+                            self.push_invalid(&rest[..n], ts, source, max, stats, out);
                             data = &rest[n..];
                         }
                         None => {
@@ -234,16 +253,57 @@ impl LineBuilder {
         }
     }
 
-    fn push_replacement(
+    /// An invalid sequence: one U+FFFD, or `\xNN` per byte in escape mode.
+    fn push_invalid(
         &mut self,
+        bytes: &[u8],
         ts: i64,
         source: Source,
         max: usize,
         stats: &mut FramingStats,
         out: &mut Vec<Event>,
     ) {
-        stats.invalid_sequences += 1;
-        self.push_str("\u{FFFD}", ts, source, max, stats, out);
+        if !self.escape {
+            stats.invalid_sequences += 1;
+            self.push_str("\u{FFFD}", ts, source, max, stats, out);
+            return;
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &b in bytes {
+            stats.escaped_bytes += 1;
+            let esc = [
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ];
+            let esc = std::str::from_utf8(&esc).expect("ASCII");
+            self.push_str(esc, ts, source, max, stats, out);
+        }
+    }
+
+    /// Valid text: as it is, or with `\` doubled in escape mode.
+    fn push_text(
+        &mut self,
+        s: &str,
+        ts: i64,
+        source: Source,
+        max: usize,
+        stats: &mut FramingStats,
+        out: &mut Vec<Event>,
+    ) {
+        if !self.escape || !s.contains('\\') {
+            self.push_str(s, ts, source, max, stats, out);
+            return;
+        }
+        let mut parts = s.split('\\');
+        if let Some(first) = parts.next() {
+            self.push_str(first, ts, source, max, stats, out);
+        }
+        for part in parts {
+            self.push_str("\\\\", ts, source, max, stats, out);
+            self.push_str(part, ts, source, max, stats, out);
+        }
     }
 
     /// Appends text, emitting full pieces greedily at character boundaries.
@@ -283,9 +343,10 @@ impl LineBuilder {
         out: &mut Vec<Event>,
     ) {
         if self.carry_len > 0 {
+            let (carry, n) = (self.carry, self.carry_len);
             self.carry_len = 0;
             let ts = self.piece_ts.unwrap_or_default();
-            self.push_replacement(ts, source, max, stats, out);
+            self.push_invalid(&carry[..n], ts, source, max, stats, out);
         }
     }
 
@@ -326,9 +387,66 @@ impl LineBuilder {
 /// The framing rules written the slow and obvious way, on a whole stream of one source: the
 /// messages [`Framer`] must produce for `whole` (tests compare against it).
 pub fn reference(max_message_bytes: usize, whole: &[u8]) -> Vec<String> {
+    reference_with(max_message_bytes, whole, |seg| {
+        String::from_utf8_lossy(seg).into_owned()
+    })
+}
+
+/// [`reference`] in escape mode.
+pub fn reference_escaped(max_message_bytes: usize, whole: &[u8]) -> Vec<String> {
+    reference_with(max_message_bytes, whole, escape_line)
+}
+
+/// A line in escape mode, the slow and obvious way.
+pub fn escape_line(seg: &[u8]) -> String {
+    let mut line = String::new();
+    for chunk in seg.utf8_chunks() {
+        line.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            line.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    line
+}
+
+/// The bytes an escaped line stands for (the inverse of [`escape_line`]; a test helper and
+/// the documentation of the format).
+pub fn unescape_line(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 4 <= b.len() {
+            let hex = std::str::from_utf8(&b[i + 2..i + 4]).unwrap_or("");
+            match u8::from_str_radix(hex, 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 4;
+                }
+                Err(_) => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn reference_with(
+    max_message_bytes: usize,
+    whole: &[u8],
+    decode: impl Fn(&[u8]) -> String,
+) -> Vec<String> {
     let mut events = Vec::new();
     for seg in whole.split(|b| *b == b'\n' || *b == b'\r') {
-        let line = String::from_utf8_lossy(seg);
+        let line = decode(seg);
         let mut rest: &str = &line;
         while !rest.is_empty() {
             let cut = if rest.len() <= max_message_bytes {
@@ -349,7 +467,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn frame_all(max: usize, chunks: &[&[u8]]) -> (Vec<String>, FramingStats) {
-        let mut f = Framer::new(max);
+        frame_all_mode(max, chunks, false)
+    }
+
+    fn frame_all_mode(max: usize, chunks: &[&[u8]], escape: bool) -> (Vec<String>, FramingStats) {
+        let mut f = Framer::new(max).escaping(escape);
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             f.push(Source::Stdout, i as i64, c, &mut out);
@@ -430,6 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn escape_mode_keeps_every_byte() {
+        let raw: &[u8] = b"a\xffb\\n\xe2\x82\xac\xe2\x82\nok \\x41\n\xf0\x9f";
+        let (ev, st) = frame_all_mode(100, &[raw], true);
+        assert_eq!(ev, ["a\\xffb\\\\n€\\xe2\\x82", "ok \\\\x41", "\\xf0\\x9f"]);
+        assert_eq!(st.escaped_bytes, 5);
+        assert_eq!(st.invalid_sequences, 0);
+        // Unescaping gives the original lines back.
+        let back: Vec<Vec<u8>> = ev.iter().map(|e| unescape_line(e)).collect();
+        assert_eq!(
+            back,
+            [
+                &b"a\xffb\\n\xe2\x82\xac\xe2\x82"[..],
+                b"ok \\x41",
+                b"\xf0\x9f"
+            ]
+        );
+        // Valid lines without a backslash are unchanged.
+        let (ev, _) = frame_all_mode(100, &[b"plain \xc3\xa9\n"], true);
+        assert_eq!(ev, ["plain é"]);
+    }
+
+    #[test]
+    fn escape_mode_carry_across_chunks() {
+        // An invalid sequence cut across chunks is escaped byte by byte, a valid one kept.
+        let (ev, st) = frame_all_mode(100, &[b"x\xe2", b"\x82y\xe2\x82", b"\xac\n"], true);
+        assert_eq!(ev, ["x\\xe2\\x82y€"]);
+        assert_eq!(st.escaped_bytes, 2);
+    }
+
+    #[test]
     fn nul_bytes_and_ansi_codes_pass_through() {
         let (ev, _) = frame_all(100, &[b"a\0b \x1b[31mred\x1b[0m\n"]);
         assert_eq!(ev, ["a\0b \x1b[31mred\x1b[0m"]);
@@ -498,6 +650,37 @@ mod tests {
             for e in &whole {
                 prop_assert!(!e.is_empty() && e.len() <= max);
             }
+        }
+
+        #[test]
+        fn escape_mode_any_chunking_is_lossless(
+            data in bytes_strategy(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+            max in 4usize..40,
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            points.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut prev = 0;
+            for p in points { chunks.push(&data[prev..p]); prev = p; }
+            chunks.push(&data[prev..]);
+
+            let (chunked, st1) = frame_all_mode(max, &chunks, true);
+            let (whole, st2) = frame_all_mode(max, &[&data], true);
+            prop_assert_eq!(&chunked, &whole);
+            prop_assert_eq!(st1, st2);
+            prop_assert_eq!(&whole, &reference_escaped(max, &data));
+            for e in &whole {
+                prop_assert!(!e.is_empty() && e.len() <= max);
+            }
+            // Every line comes back byte for byte (split pieces are concatenated).
+            let lines: Vec<Vec<u8>> = data
+                .split(|b| *b == b'\n' || *b == b'\r')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            let joined: Vec<u8> = whole.concat().into_bytes();
+            prop_assert_eq!(unescape_line(&String::from_utf8(joined).unwrap()), lines.concat());
         }
     }
 }

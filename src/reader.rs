@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::DockerError;
+use crate::docker::attach::Tap;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
 use crate::framing::{Event, Framer, FramingStats, Source};
 use crate::sink::retry::Backoff;
@@ -52,6 +53,8 @@ pub struct ReaderReport {
     pub error: Option<DockerError>,
     /// Stopped by `stop` before the end of the output.
     pub stopped: bool,
+    /// `--invalid-utf8 escape`: frames shipped as the engine stored them, and why.
+    pub tap_fallback: Option<(u64, String)>,
 }
 
 /// Settings of the reader.
@@ -66,6 +69,8 @@ pub struct ReaderConfig {
     pub start: Option<Cursor>,
     /// Optional transforms (strip ANSI, multi-line, JSON).
     pub transforms: TransformConfig,
+    /// The raw bytes from the attach stream (`--invalid-utf8 escape`).
+    pub tap: Option<Tap>,
 }
 
 struct State {
@@ -77,6 +82,8 @@ struct State {
     pending_bytes: usize,
     echo: Option<(Vec<u8>, Vec<u8>)>,
     cursor: CursorTracker,
+    /// Gives each frame its raw bytes back (`--invalid-utf8 escape`).
+    tap: Option<Tap>,
     /// The latest clean position not yet sent.
     boundary: Option<Cursor>,
     report: ReaderReport,
@@ -86,7 +93,10 @@ struct State {
 struct Closed;
 
 impl State {
-    async fn process(&mut self, frame: Frame, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
+    async fn process(&mut self, mut frame: Frame, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
+        if let Some(tap) = &mut self.tap {
+            frame.data = tap.restore(&frame).await;
+        }
         if let Some((out, err)) = &mut self.echo {
             match frame.source {
                 Source::Stdout => out.extend_from_slice(&frame.data),
@@ -159,6 +169,11 @@ impl State {
     fn finish(mut self, stopped: bool) -> ReaderReport {
         self.report.framing = self.framer.stats;
         self.report.stopped = stopped;
+        if let Some(tap) = &self.tap
+            && let Some(why) = tap.off_reason()
+        {
+            self.report.tap_fallback = Some((tap.fallback_frames, why.to_string()));
+        }
         if stopped {
             self.report.unsent.append(&mut self.pending);
         }
@@ -174,13 +189,14 @@ pub async fn read(
     stop: CancellationToken,
 ) -> ReaderReport {
     let mut st = State {
-        framer: Framer::new(cfg.max_message_bytes),
+        framer: Framer::new(cfg.max_message_bytes).escaping(cfg.transforms.escape_invalid_utf8),
         transforms: Transforms::new(cfg.transforms.clone(), cfg.max_message_bytes),
         scratch: Vec::new(),
         pending: Vec::new(),
         pending_bytes: 0,
         echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
         cursor: CursorTracker::starting_at(cfg.start),
+        tap: cfg.tap,
         boundary: None,
         report: ReaderReport {
             cursor: cfg.start,

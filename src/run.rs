@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::checkpoint::Checkpoint;
 use crate::cli::ResumeArgs;
 use crate::config::{AwsOptions, ConfigError, RunConfig, ShipConfig};
+use crate::docker::attach::Tap;
 use crate::docker::logs::Cursor;
 use crate::docker::{self, DockerError, container};
 use crate::exit_codes;
@@ -110,6 +111,8 @@ pub struct Launched {
     client: aws_sdk_cloudwatchlogs::Client,
     /// When the job began, for the summary.
     started: Instant,
+    /// The attach stream, for `--invalid-utf8 escape`.
+    tap: Option<Tap>,
 }
 
 impl Launched {
@@ -124,6 +127,7 @@ impl Launched {
             self.started,
             None,
             None,
+            self.tap,
         )
         .await;
         finish(&self.session, &self.docker, &self.id, outcome).await
@@ -185,6 +189,19 @@ pub async fn launch(
             session.state_dir.display()
         );
     }
+    // The raw bytes for `--invalid-utf8 escape`: attached before the start, so none is missed.
+    let tap = if cfg.transforms.escape_invalid_utf8 {
+        match Tap::attach(&docker, &id, cfg.container.tty).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let _ = container::remove(&docker, &id).await;
+                let _ = Checkpoint::remove(&session.state_dir, &id);
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = container::start(&docker, &id, &cfg.container).await {
         let _ = container::remove(&docker, &id).await;
         let _ = Checkpoint::remove(&session.state_dir, &id);
@@ -196,6 +213,7 @@ pub async fn launch(
         docker,
         client,
         started,
+        tap,
     })
 }
 
@@ -360,6 +378,11 @@ pub async fn resume(
         transforms: cp.transforms()?,
         checkpoint: cp.clone(),
     };
+    if cp.escape_invalid_utf8 {
+        eprintln!(
+            "dockwatch: note: --invalid-utf8 escape: the rest is read from the engine's log, where invalid bytes are already replaced by U+FFFD"
+        );
+    }
     let start = cp.cursor.map(Cursor::from);
     let outcome = supervise(
         &session,
@@ -370,6 +393,7 @@ pub async fn resume(
         started,
         start,
         Some(tails),
+        None,
     )
     .await;
     finish(&session, &docker, &id, outcome).await
@@ -442,6 +466,7 @@ async fn supervise(
     started: Instant,
     start: Option<Cursor>,
     already_delivered: Option<Vec<Vec<(i64, String)>>>,
+    tap: Option<Tap>,
 ) -> Outcome {
     let tracker = TaskTracker::new();
     let abort = CancellationToken::new();
@@ -455,6 +480,7 @@ async fn supervise(
             max_message_bytes: cfg.ship.max_message_bytes(),
             start,
             transforms: cfg.transforms.clone(),
+            tap,
         },
         tx,
         stop_reading.clone(),
@@ -668,6 +694,14 @@ fn print_summary(
         notes.push(format!(
             "{} invalid UTF-8 sequences replaced",
             f.invalid_sequences
+        ));
+    }
+    if f.escaped_bytes > 0 {
+        notes.push(format!("{} invalid UTF-8 bytes escaped", f.escaped_bytes));
+    }
+    if let Some((frames, why)) = &r.tap_fallback {
+        notes.push(format!(
+            "{frames} log messages shipped as the engine stored them, not escaped: {why}"
         ));
     }
     if s.skipped_duplicates > 0 {

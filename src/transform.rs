@@ -67,6 +67,9 @@ pub struct TransformConfig {
     pub json: bool,
     /// Container id shown in JSON events.
     pub container: String,
+    /// Framing escapes invalid UTF-8 (and backslashes) instead of replacing it, and the run
+    /// reads the raw bytes from the attach stream (`--invalid-utf8 escape`).
+    pub escape_invalid_utf8: bool,
 }
 
 impl TransformConfig {

@@ -282,3 +282,143 @@ fn split_streams_sends_stdout_and_stderr_apart() {
     assert!(server.messages(&job.group, &job.stream).is_empty());
     assert_clean(&server);
 }
+
+/// Deterministic bytes for the lossless tests: random runs (every byte value, so invalid
+/// UTF-8 and line ends of both kinds), backslashes, genuine U+FFFDs in short lines, and one
+/// 150 KB line of "€" broken by invalid bytes, which Docker's 16 KiB split cuts inside
+/// characters.
+fn awkward_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(len + 200_000);
+    while out.len() < len {
+        match next() % 8 {
+            0 => out.extend_from_slice("a\\b \u{FFFD} é\\x41\n".as_bytes()),
+            1 => out.extend_from_slice(b"cut \xe2\x82 \xf0\x9f\x98 \xed\xa0\x80\r\n"),
+            _ => {
+                let n = (next() % 600) as usize;
+                out.extend((0..n).map(|_| next() as u8));
+            }
+        }
+    }
+    for i in 0..50_000 {
+        out.extend_from_slice("€".as_bytes());
+        if i % 9_000 == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(b"\nend without newline \xc3");
+    out
+}
+
+#[test]
+fn escape_mode_ships_every_byte_of_both_streams() {
+    let server = StrictServer::start();
+    let dir = std::env::temp_dir().join(unique("dockwatch-lossless"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out_bytes, err_bytes) = (awkward_bytes(7, 3 << 20), awkward_bytes(11, 1 << 20));
+    std::fs::write(dir.join("out"), &out_bytes).unwrap();
+    std::fs::write(dir.join("err"), &err_bytes).unwrap();
+    let mut job = Job::new(&server.url, "cat /data/out & cat /data/err >&2; wait");
+    job.arg("--quiet")
+        .arg("--split-streams")
+        .arg("--invalid-utf8")
+        .arg("escape")
+        .arg("--volume")
+        .arg(&format!("{}:/data:ro", dir.display()));
+    let out = job.output();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let max = 1_048_576 - 26;
+    for (name, raw) in [("stdout", &out_bytes), ("stderr", &err_bytes)] {
+        let got = server.messages(&job.group, &format!("{}/{name}", job.stream));
+        let want = dockwatch::framing::reference_escaped(max, raw);
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert!(got == want, "{name}: content differs");
+        // And the escapes decode to exactly what was written, line ends aside.
+        let lines: Vec<u8> = raw
+            .split(|b| *b == b'\n' || *b == b'\r')
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(dockwatch::framing::unescape_line(&got.concat()), lines);
+    }
+    let err = stderr(&out);
+    assert!(err.contains("invalid UTF-8 bytes escaped"), "{err}");
+    assert!(!err.contains("as the engine stored them"), "{err}");
+    assert_clean(&server);
+}
+
+#[test]
+fn escape_mode_with_a_tty() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "printf 'a\\377b\\\\n\\n'; printf 'c \\342\\202\\254 \\342\\202\\n' >&2; printf 'no newline \\376'",
+    );
+    job.arg("--quiet")
+        .arg("--tty")
+        .arg("--invalid-utf8")
+        .arg("escape");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        server.messages(&job.group, &job.stream),
+        ["a\\xffb\\\\n", "c € \\xe2\\x82", "no newline \\xfe"]
+    );
+    assert_clean(&server);
+}
+
+#[test]
+fn escape_mode_falls_back_without_losing_a_line() {
+    // A TTY line longer than 16 KiB comes back from the engine's log with a timestamp inside
+    // it, so its raw bytes cannot be matched: the tap turns off, the rest is replaced, and
+    // every line still arrives.
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "printf 'first \\377\\n'; head -c 20000 /dev/zero | tr '\\0' b; echo; printf 'last \\376\\n'",
+    );
+    job.arg("--tty").arg("--invalid-utf8").arg("escape");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(got.first().map(String::as_str), Some("first \\xff"));
+    assert_eq!(got.last().map(String::as_str), Some("last \u{FFFD}"));
+    let bs: usize = got
+        .iter()
+        .map(|m| m.bytes().filter(|b| *b == b'b').count())
+        .sum();
+    assert_eq!(bs, 20_000);
+    let err = stderr(&out);
+    assert!(err.contains("as the engine stored them"), "{err}");
+    assert_clean(&server);
+}
+
+#[test]
+fn escape_mode_under_a_slow_server_waits_and_loses_nothing() {
+    // 24 MB against a server answering each request after 300 ms: the tap's 16 MiB buffer
+    // fills, the container waits for the reader, and every line arrives once, in order.
+    let server = StrictServer::start();
+    server.faults(|f| f.latency = std::time::Duration::from_millis(300));
+    let mut job = Job::new(
+        &server.url,
+        "p=$(printf '\\377'); x=$(head -c 1000 /dev/zero | tr '\\0' x); seq 1 24000 | sed \"s/$/ $p $x/\"",
+    );
+    job.arg("--quiet").arg("--invalid-utf8").arg("escape");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    let err = stderr(&out);
+    assert!(!err.contains("as the engine stored them"), "{err}");
+    let x = "x".repeat(1000);
+    let want: Vec<String> = (1..=24000).map(|i| format!("{i} \\xff {x}")).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "content or order differs");
+    assert_clean(&server);
+}

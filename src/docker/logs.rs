@@ -328,7 +328,7 @@ pub fn format_rfc3339_nano(ts_ns: i64) -> String {
 }
 
 /// The engine's Unix socket, when `DOCKER_HOST` names one (or is unset).
-fn unix_socket() -> Option<String> {
+pub(crate) fn unix_socket() -> Option<String> {
     match std::env::var("DOCKER_HOST") {
         Err(_) => Some("/var/run/docker.sock".to_string()),
         Ok(h) => h.strip_prefix("unix://").map(str::to_string),

@@ -4,6 +4,7 @@
 //! Errors are classified here into what the user can act on (engine unreachable, permission
 //! denied, image missing, shell missing) so that `main` can print one clear line.
 
+pub mod attach;
 pub mod container;
 pub mod logs;
 pub mod raw_logs;

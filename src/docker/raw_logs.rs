@@ -10,6 +10,9 @@
 //! type 1 stdout, 2 stderr, 3 an engine error sent after the 200) or, for TTY containers, the
 //! raw stream, which is cut at newlines. Any other status is an error with the engine's
 //! message. Used for `unix://` hosts only; others go through bollard.
+//!
+//! [`RawLogs::attach`] reads the attach stream the same way (`POST .../attach` upgraded to a
+//! raw connection: the multiplexed stream, or the raw TTY stream handed on as it arrives).
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +40,8 @@ pub struct RawLogs {
     multiplexed: Option<bool>,
     /// The body ended.
     eof: bool,
+    /// Raw (TTY) output is handed on as it arrives instead of cut at newlines.
+    raw_as_is: bool,
 }
 
 fn err(reason: impl Into<String>) -> DockerError {
@@ -49,12 +54,28 @@ fn err(reason: impl Into<String>) -> DockerError {
 impl RawLogs {
     /// Sends the request and reads the answer's head.
     pub async fn open(socket: &str, path_and_query: &str) -> Result<Self, DockerError> {
-        let mut sock = UnixStream::connect(socket)
-            .await
-            .map_err(|e| err(format!("cannot connect to {socket}: {e}")))?;
         let req = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockwatch\r\n\r\n"
         );
+        Self::request(socket, &req, false).await
+    }
+
+    /// Attaches to a container's output (`path` is `/vX.Y/containers/ID/attach?...`): the
+    /// multiplexed stream, or for a TTY container the raw bytes as they arrive.
+    pub async fn attach(socket: &str, path: &str, tty: bool) -> Result<Self, DockerError> {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockwatch\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut s = Self::request(socket, &req, true).await?;
+        s.multiplexed = Some(!tty);
+        s.raw_as_is = true;
+        Ok(s)
+    }
+
+    async fn request(socket: &str, req: &str, upgrade: bool) -> Result<Self, DockerError> {
+        let mut sock = UnixStream::connect(socket)
+            .await
+            .map_err(|e| err(format!("cannot connect to {socket}: {e}")))?;
         sock.write_all(req.as_bytes())
             .await
             .map_err(|e| err(e.to_string()))?;
@@ -107,8 +128,11 @@ impl RawLogs {
             chunk_crlf: false,
             multiplexed,
             eof: false,
+            raw_as_is: false,
         };
-        if status != 200 {
+        if upgrade && status == 101 {
+            logs.chunked = false;
+        } else if status != 200 {
             // The engine's error: {"message": "..."}.
             while !logs.eof && logs.body.len() < 64 * 1024 {
                 logs.fill().await?;
@@ -151,6 +175,11 @@ impl RawLogs {
             (None, Some(&b)) => *self.multiplexed.insert(b <= 2),
         };
         if !multiplexed {
+            if self.raw_as_is {
+                return Ok(
+                    (!self.body.is_empty()).then(|| (Source::Stdout, self.body.split().freeze()))
+                );
+            }
             return Ok(memchr::memchr(b'\n', &self.body)
                 .map(|i| (Source::Stdout, self.body.split_to(i + 1).freeze())));
         }
