@@ -357,7 +357,7 @@ pub async fn resume(
     }
     let mut tails = Vec::new();
     for name in split::stream_names(&cp.stream, cp.split_streams) {
-        let tail = cw::newest_events(&client, &cp.group, &name, 5)
+        let tail = cw::newest_events(&client, &cp.group, &name, RESUME_PAGES)
             .await
             .map_err(|f| preflight_error(f, endpoint.clone()))?;
         tails.push(tail);
@@ -456,6 +456,56 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeArgs) -> Result<i32, 
     Ok(0)
 }
 
+/// Pages of a stream's newest events read by resume to skip what is already there: 100,000
+/// events, more than the requests in flight (4 x 10,000 by default) plus what a checkpoint
+/// may lag behind ([`SAVE_EVENTS`] and one batch).
+const RESUME_PAGES: usize = 10;
+/// The checkpoint is saved at most this often...
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+/// ...unless this many delivered events are not in it yet.
+const SAVE_EVENTS: u64 = 40_000;
+
+/// Keeps the checkpoint up to date without an fsync per request: a save when [`SAVE_EVERY`]
+/// passed or [`SAVE_EVENTS`] events are unsaved, and a last one when shipping ends. A crash in
+/// between leaves an older position, which resume corrects by skipping events CloudWatch
+/// already has (see [`RESUME_PAGES`]).
+struct Saver {
+    /// Events delivered before this run (resume).
+    base: u64,
+    checkpoint: Checkpoint,
+    dir: std::path::PathBuf,
+    last_save: Instant,
+    /// Delivered events not in the saved checkpoint yet.
+    unsaved: u64,
+    /// The position moved since the last save.
+    dirty: bool,
+}
+
+impl Saver {
+    fn delivered(&mut self, cursor: Cursor, events: u64) {
+        let before = self.checkpoint.events_delivered;
+        self.checkpoint.cursor = Some(cursor.into());
+        self.checkpoint.events_delivered = self.base + events;
+        self.unsaved += self.checkpoint.events_delivered.saturating_sub(before);
+        self.dirty = true;
+        if self.last_save.elapsed() >= SAVE_EVERY || self.unsaved >= SAVE_EVENTS {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Err(e) = self.checkpoint.save(&self.dir) {
+            tracing::warn!("cannot update the checkpoint: {e}");
+        }
+        self.last_save = Instant::now();
+        self.unsaved = 0;
+        self.dirty = false;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn supervise(
     cfg: &Session,
@@ -485,15 +535,17 @@ async fn supervise(
         tx,
         stop_reading.clone(),
     ));
-    let mut checkpoint = cfg.checkpoint.clone();
-    let state_dir = cfg.state_dir.clone();
-    let base = checkpoint.events_delivered;
+    let saver = std::sync::Arc::new(std::sync::Mutex::new(Saver {
+        base: cfg.checkpoint.events_delivered,
+        checkpoint: cfg.checkpoint.clone(),
+        dir: cfg.state_dir.clone(),
+        last_save: Instant::now(),
+        unsaved: 0,
+        dirty: false,
+    }));
+    let saver2 = saver.clone();
     let on_delivered: crate::sink::OnDelivered = Box::new(move |cursor, events| {
-        checkpoint.cursor = Some(cursor.into());
-        checkpoint.events_delivered = base + events;
-        if let Err(e) = checkpoint.save(&state_dir) {
-            tracing::warn!("cannot update the checkpoint: {e}");
-        }
+        saver2.lock().expect("saver").delivered(cursor, events);
     });
     let (ship_cfg, ship_abort) = (cfg.ship.clone(), abort.clone());
     let shipper = tracker.spawn(async move {
@@ -579,6 +631,7 @@ async fn supervise(
     };
     // The shipper is done: the reader ends too (its channel is closed).
     stop_reading.cancel();
+    saver.lock().expect("saver").flush();
     let mut reader_report = match reader_report {
         Some(r) => r,
         None => reader.await.unwrap_or_default(),

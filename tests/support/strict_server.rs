@@ -86,6 +86,8 @@ pub struct Stats {
     pub accepted_events: u64,
     /// Message bytes accepted in all.
     pub accepted_bytes: u64,
+    /// When the last accepted request was answered.
+    pub last_accepted: Option<std::time::Instant>,
     current: u64,
 }
 
@@ -449,6 +451,7 @@ fn put(s: &mut State, input: PutInput<'_>) -> Response<Full<Bytes>> {
             .extend(accepted);
     }
     s.stats.accepted_requests += 1;
+    s.stats.last_accepted = Some(std::time::Instant::now());
     let mut out = json!({"nextSequenceToken": "0"});
     if too_new_start.is_some() || too_old_end.is_some() {
         let mut info = serde_json::Map::new();
