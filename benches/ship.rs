@@ -214,6 +214,17 @@ fn run_dockwatch(w: &Workload) -> Measured {
     }
 }
 
+/// A measured number, or a dash where the workload has none.
+fn or_dash(v: f64, unit: &str) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if unit == "%" {
+        format!("{v:.0}%")
+    } else {
+        format!("{v:.1}{unit}")
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     if Command::new("/usr/bin/time")
@@ -273,16 +284,16 @@ fn main() {
             p99: med(&|r| r.2.p99 as f64) as i64,
         };
         println!(
-            "| {} | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.0} | {:.1} | {:.0}% | {:.0}% | {} / {} ms | {:.1} MiB | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.1} s | {:.1} s | {:.0} | {:.1} | {} | {} | {} / {} ms | {:.1} MiB | {:.1} | {} | {} |",
             w.name,
-            follow,
-            attach,
+            or_dash(follow, " s"),
+            or_dash(attach, " s"),
             m.delivered,
             m.wall,
             w.lines as f64 / m.delivered,
             w.bytes as f64 / m.delivered / 1e6,
-            follow / m.delivered * 100.0,
-            attach / m.delivered * 100.0,
+            or_dash(follow / m.delivered * 100.0, "%"),
+            or_dash(attach / m.delivered * 100.0, "%"),
             m.p50,
             m.p99,
             m.rss_mib,
