@@ -626,6 +626,20 @@ mod tests {
         prop::collection::vec(byte, 0..400)
     }
 
+    /// `data` cut at the given points.
+    fn cut<'a>(data: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut prev = 0;
+        for p in points {
+            chunks.push(&data[prev..p]);
+            prev = p;
+        }
+        chunks.push(&data[prev..]);
+        chunks
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -635,12 +649,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
             max in 4usize..40,
         ) {
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks: Vec<&[u8]> = Vec::new();
-            let mut prev = 0;
-            for p in points { chunks.push(&data[prev..p]); prev = p; }
-            chunks.push(&data[prev..]);
+            let chunks = cut(&data, &cuts);
 
             let (chunked, st1) = frame_all(max, &chunks);
             let (whole, st2) = frame_all(max, &[&data]);
@@ -658,12 +667,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
             max in 4usize..40,
         ) {
-            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-            points.sort_unstable();
-            let mut chunks: Vec<&[u8]> = Vec::new();
-            let mut prev = 0;
-            for p in points { chunks.push(&data[prev..p]); prev = p; }
-            chunks.push(&data[prev..]);
+            let chunks = cut(&data, &cuts);
 
             let (chunked, st1) = frame_all_mode(max, &chunks, true);
             let (whole, st2) = frame_all_mode(max, &[&data], true);
