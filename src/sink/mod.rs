@@ -1,5 +1,5 @@
 //! The CloudWatch Logs sink: [`client`] (building it, creating the destination), [`request`]
-//! (one PutLogEvents), [`retry`] (the policy) and here the [`Shipper`], which turns the stream
+//! (one PutLogEvents, its JSON body from [`body`]), [`retry`] (the policy) and here the [`Shipper`], which turns the stream
 //! of events into batches and keeps up to `max_in_flight` requests going.
 //!
 //! Flow control: the shipper takes events from a bounded channel only while it has fewer than
@@ -9,6 +9,7 @@
 //! for as long as it takes, unless the shipper is told to stop (`abort`) or a failure is fatal;
 //! then everything not acknowledged is handed back, in order, as undelivered.
 
+pub mod body;
 pub mod client;
 pub mod dedupe;
 pub mod request;

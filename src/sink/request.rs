@@ -1,7 +1,9 @@
 //! One PutLogEvents request: a [`Batch`] in, what CloudWatch accepted and rejected out.
 
 use aws_sdk_cloudwatchlogs::Client;
-use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use aws_smithy_types::body::SdkBody;
+
+const CONTENT_LENGTH: &str = "content-length";
 
 use super::retry::{Failure, failure_of};
 use crate::batcher::Batch;
@@ -29,28 +31,27 @@ impl Rejected {
 }
 
 /// Sends the batch once.
+///
+/// The body is dockwatch's own ([`super::body`]): the SDK is given the operation without
+/// events and its body is replaced before signing, so the signature, endpoint, credentials and
+/// response parsing stay the SDK's.
 pub async fn put(
     client: &Client,
     group: &str,
     stream: &str,
     batch: &Batch,
 ) -> Result<Rejected, Failure> {
-    let events: Vec<InputLogEvent> = batch
-        .events
-        .iter()
-        .map(|e| {
-            InputLogEvent::builder()
-                .timestamp(e.ts_ms)
-                .message(e.message.clone())
-                .build()
-                .map_err(|err| Failure::Construction(err.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
+    let body = super::body::put_log_events(group, stream, batch);
     let out = client
         .put_log_events()
         .log_group_name(group)
         .log_stream_name(stream)
-        .set_log_events(Some(events))
+        .customize()
+        .mutate_request(move |req| {
+            req.headers_mut()
+                .insert(CONTENT_LENGTH, body.len().to_string());
+            *req.body_mut() = SdkBody::from(body.clone());
+        })
         .send()
         .await
         .map_err(|e| failure_of(&e))?;
