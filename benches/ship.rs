@@ -122,6 +122,193 @@ fn engine_baselines(script: &str) -> (f64, f64) {
     (follow, t.elapsed().as_secs_f64())
 }
 
+/// A second, private Docker engine started by the benchmark only to measure Docker's own
+/// awslogs driver against the same strict server: the driver takes its credentials from the
+/// daemon's environment, and a benchmark must not restart an engine it did not start. It has
+/// its own data root, exec root, socket, pid file and containerd; no bridge, no iptables; it is
+/// stopped and its directory removed when the benchmark ends.
+struct PrivateEngine {
+    dir: std::path::PathBuf,
+    host: String,
+    daemon: std::process::Child,
+}
+
+impl PrivateEngine {
+    fn start() -> Result<Self, String> {
+        let dir =
+            std::env::temp_dir().join(format!("dockwatch-bench-engine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let sock = dir.join("docker.sock");
+        let host = format!("unix://{}", sock.display());
+        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
+        // In a network namespace of its own: with `--bridge=none` dockerd deletes `docker0`,
+        // which in the host's namespace would break the engine everything else runs on.
+        let daemon = Command::new("unshare")
+            .args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec dockerd \"$@\"",
+                "dockerd",
+            ])
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["-H", &host])
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .args(["--ip-forward=false", "--storage-driver", "vfs"])
+            .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("unshare --net dockerd: {e}"))?;
+        let engine = Self { dir, host, daemon };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !engine
+            .docker(&["version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "it did not answer in 60 s (see {})",
+                    engine.dir.join("dockerd.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The bench image, moved from the main engine.
+        let mut save = Command::new("docker")
+            .args(["save", IMAGE])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let loaded = engine
+            .docker(&["load", "-q"])
+            .stdin(save.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        save.wait().map_err(|e| e.to_string())?;
+        if !loaded.success() {
+            return Err("could not load the image into it".into());
+        }
+        Ok(engine)
+    }
+
+    /// A loopback listener inside the engine's network namespace, bound by a thread that
+    /// joins the namespace and ends (the socket stays there).
+    fn listener(&self) -> Result<std::net::TcpListener, String> {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.daemon.id()))
+            .map_err(|e| format!("the engine's network namespace: {e}"))?;
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this short-lived thread only; `ns` is an open namespace file.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpListener::bind("127.0.0.1:0")
+        })
+        .join()
+        .map_err(|_| "the namespace thread panicked".to_string())?
+        .map_err(|e| format!("listening in the engine's network namespace: {e}"))
+    }
+
+    fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.args(["-H", &self.host]).args(args);
+        c
+    }
+
+    /// One run of `w` with the awslogs driver shipping to a fresh strict server.
+    fn run_awslogs(&self, w: &Workload) -> Result<Measured, String> {
+        // The server listens on the loopback of the engine's namespace: the driver runs
+        // inside dockerd.
+        let server = StrictServer::on_listener(self.listener()?);
+        server.faults(|f| f.discard = true);
+        let endpoint = format!("awslogs-endpoint={}", server.url);
+        let t = Instant::now();
+        let out = self
+            .docker(&["run", "-d", "--network", "none", "--log-driver", "awslogs"])
+            .args(["--log-opt", "awslogs-region=eu-west-1"])
+            .args([
+                "--log-opt",
+                "awslogs-group=bench",
+                "--log-opt",
+                "awslogs-stream=s",
+            ])
+            .args([
+                "--log-opt",
+                "awslogs-create-group=true",
+                "--log-opt",
+                &endpoint,
+            ])
+            .args([IMAGE, "bash", "-c", &w.script])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // The driver flushes the rest when the container stops.
+        let _ = self.docker(&["wait", &id]).stdout(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while server.with_stats(|s| s.accepted_events) < w.lines && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let _ = self
+            .docker(&["rm", "-f", &id])
+            .stdout(Stdio::null())
+            .status();
+        let (mut lat, accepted, violations, last) = server.with_stats(|s| {
+            (
+                s.latencies_ms.clone(),
+                s.accepted_events,
+                s.violations,
+                s.last_accepted,
+            )
+        });
+        lat.sort_unstable();
+        Ok(Measured {
+            wall,
+            delivered: last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64()),
+            rss_mib: f64::NAN,
+            cpu_s: f64::NAN,
+            accepted,
+            violations,
+            p50: percentile(&lat, 0.50),
+            p99: percentile(&lat, 0.99),
+        })
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        // SIGTERM: dockerd stops its containers and its containerd, then exits.
+        let _ = Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        let _ = self.daemon.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
 struct Measured {
     wall: f64,
     delivered: f64,
@@ -196,11 +383,6 @@ fn run_dockwatch(w: &Workload) -> Measured {
     });
     let delivered = last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64());
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     let _ = std::fs::remove_dir_all(&tmp);
     Measured {
         wall,
@@ -209,8 +391,8 @@ fn run_dockwatch(w: &Workload) -> Measured {
         cpu_s: f[1] + f[2],
         accepted,
         violations,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
     }
 }
 
@@ -249,6 +431,13 @@ fn main() {
         .unwrap_or(3);
     // DOCKWATCH_BENCH_ONLY=W4 runs the workloads whose name starts with it.
     let only = std::env::var("DOCKWATCH_BENCH_ONLY").unwrap_or_default();
+    // Docker's awslogs driver, on a private engine (DOCKWATCH_BENCH_AWSLOGS=0 skips it).
+    let private = if std::env::var("DOCKWATCH_BENCH_AWSLOGS").as_deref() == Ok("0") {
+        Err("skipped (DOCKWATCH_BENCH_AWSLOGS=0)".to_string())
+    } else {
+        PrivateEngine::start()
+    };
+    let mut awslogs_rows = Vec::new();
     for w in workloads()
         .into_iter()
         .filter(|w| w.name.starts_with(only.as_str()))
@@ -256,13 +445,23 @@ fn main() {
         // Baselines and rounds for the throughput workloads; W3 is paced and W4 is about
         // memory: one run each.
         let throughput = w.latency.is_zero() && w.lines > 1000;
+        // The awslogs driver is timed on W1-W3; W4 (1 GiB into a 1 s server) would take it an
+        // hour, one request at a time.
+        let with_awslogs = w.latency.is_zero();
         let mut runs = Vec::new();
+        let mut driver = Vec::new();
         for _ in 0..if throughput { rounds } else { 1 } {
             let (follow, attach) = if throughput {
                 engine_baselines(&w.script)
             } else {
                 (f64::NAN, f64::NAN)
             };
+            if let (Ok(engine), true) = (&private, with_awslogs) {
+                match engine.run_awslogs(&w) {
+                    Ok(m) => driver.push(m),
+                    Err(e) => eprintln!("{}: the awslogs driver failed: {e}", w.name),
+                }
+            }
             let m = run_dockwatch(&w);
             assert_eq!(m.accepted, w.lines, "{}: not every line arrived", w.name);
             runs.push((follow, attach, m));
@@ -301,5 +500,42 @@ fn main() {
             m.accepted,
             m.violations,
         );
+        if !driver.is_empty() {
+            let med = |f: &dyn Fn(&Measured) -> f64| {
+                let mut v: Vec<f64> = driver.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            awslogs_rows.push(format!(
+                "| {} | {} | {:.0} | {:.1} | {} / {} ms | {} | {} | {:.1} s | {} |",
+                w.name,
+                or_dash(med(&|d| d.delivered), " s"),
+                w.lines as f64 / med(&|d| d.delivered),
+                w.bytes as f64 / med(&|d| d.delivered) / 1e6,
+                med(&|d| d.p50 as f64),
+                med(&|d| d.p99 as f64),
+                driver.iter().map(|d| d.accepted).min().unwrap_or(0),
+                driver.iter().map(|d| d.violations).sum::<u64>(),
+                m.delivered,
+                or_dash(med(&|d| d.delivered) / m.delivered * 100.0, "%"),
+            ));
+        }
+    }
+    println!();
+    match &private {
+        Err(e) => println!("Docker's awslogs driver: not measured: {e}"),
+        Ok(_) => {
+            println!(
+                "Docker's awslogs driver (on a private engine started by the benchmark) against the same strict server, medians:"
+            );
+            println!();
+            println!(
+                "| workload | awslogs: delivered | lines/s | MB/s | p50 / p99 latency | accepted | violations | dockwatch: delivered | dockwatch speed vs awslogs |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|");
+            for row in &awslogs_rows {
+                println!("{row}");
+            }
+        }
     }
 }

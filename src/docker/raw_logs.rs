@@ -35,7 +35,7 @@ pub struct RawLogs {
     /// A chunk's trailing CRLF is still to be skipped.
     chunk_crlf: bool,
     /// The body is multiplexed (else raw TTY output); `None` until the first body byte tells
-    /// (engine 20.10 sends no Content-Type: a multiplexed stream starts with a type byte 0-2,
+    /// (engine 20.10 sends no Content-Type: a multiplexed stream starts with a type byte 0-3,
     /// raw output with timestamps on starts with a digit).
     multiplexed: Option<bool>,
     /// The body ended.
@@ -172,7 +172,7 @@ impl RawLogs {
         let multiplexed = match (self.multiplexed, self.body.first()) {
             (Some(m), _) => m,
             (None, None) => return Ok(None),
-            (None, Some(&b)) => *self.multiplexed.insert(b <= 2),
+            (None, Some(&b)) => *self.multiplexed.insert(b <= 3),
         };
         if !multiplexed {
             if self.raw_as_is {
@@ -183,28 +183,31 @@ impl RawLogs {
             return Ok(memchr::memchr(b'\n', &self.body)
                 .map(|i| (Source::Stdout, self.body.split_to(i + 1).freeze())));
         }
-        if self.body.len() < 8 {
-            return Ok(None);
-        }
-        let len =
-            u32::from_be_bytes([self.body[4], self.body[5], self.body[6], self.body[7]]) as usize;
-        if self.body.len() < 8 + len {
-            return Ok(None);
-        }
-        let kind = self.body[0];
-        self.body.advance(8);
-        let payload = self.body.split_to(len).freeze();
-        match kind {
-            1 => Ok(Some((Source::Stdout, payload))),
-            2 => Ok(Some((Source::Stderr, payload))),
-            0 => Ok(None),
-            3 => Err(err(format!(
-                "the engine reported: {}",
-                String::from_utf8_lossy(&payload).trim()
-            ))),
-            other => Err(err(format!(
-                "unknown stream type {other} in the log stream"
-            ))),
+        // Frames of type 0 (stdin) are skipped; the loop goes on to the next frame.
+        loop {
+            if self.body.len() < 8 {
+                return Ok(None);
+            }
+            let len = u32::from_be_bytes([self.body[4], self.body[5], self.body[6], self.body[7]])
+                as usize;
+            if self.body.len() < 8 + len {
+                return Ok(None);
+            }
+            let kind = self.body[0];
+            self.body.advance(8);
+            let payload = self.body.split_to(len).freeze();
+            return match kind {
+                0 => continue,
+                1 => Ok(Some((Source::Stdout, payload))),
+                2 => Ok(Some((Source::Stderr, payload))),
+                3 => Err(err(format!(
+                    "the engine reported: {}",
+                    String::from_utf8_lossy(&payload).trim()
+                ))),
+                other => Err(err(format!(
+                    "unknown stream type {other} in the log stream"
+                ))),
+            };
         }
     }
 
@@ -278,5 +281,67 @@ impl RawLogs {
                 self.chunk_crlf = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind, 0, 0, 0];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn reader(sock: UnixStream) -> RawLogs {
+        RawLogs {
+            sock,
+            raw: BytesMut::new(),
+            body: BytesMut::new(),
+            chunked: false,
+            chunk_left: 0,
+            chunk_crlf: false,
+            multiplexed: None,
+            eof: false,
+            raw_as_is: false,
+        }
+    }
+
+    /// A stdin frame between two output frames is skipped without waiting for more bytes
+    /// from the engine (the connection stays open here).
+    #[tokio::test]
+    async fn stdin_frames_are_skipped_without_waiting() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut bytes = frame(1, b"one\n");
+        bytes.extend(frame(0, b"typed"));
+        bytes.extend(frame(2, b"two\n"));
+        b.write_all(&bytes).await.unwrap();
+        let mut logs = reader(a);
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, logs.next()).await.unwrap();
+        assert_eq!(
+            first.unwrap().unwrap(),
+            (Source::Stdout, Bytes::from_static(b"one\n"))
+        );
+        let second = tokio::time::timeout(wait, logs.next()).await;
+        let second = second.expect("waited for bytes the engine never sent");
+        assert_eq!(
+            second.unwrap().unwrap(),
+            (Source::Stderr, Bytes::from_static(b"two\n"))
+        );
+        drop(b);
+        assert!(logs.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_frame_is_an_error() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&frame(3, b"log file is gone\n")).await.unwrap();
+        drop(b);
+        let e = reader(a).next().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("log file is gone"), "{e}");
     }
 }

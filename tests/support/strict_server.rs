@@ -120,6 +120,17 @@ impl StrictServer {
     }
 
     pub fn with_event_limit(max_event_bytes: usize) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, max_event_bytes)
+    }
+
+    /// Serves on a listener made elsewhere (the benchmark binds one inside another network
+    /// namespace), with AWS's current event limit.
+    pub fn on_listener(listener: std::net::TcpListener) -> Self {
+        Self::serve(listener, 1_048_576)
+    }
+
+    fn serve(listener: std::net::TcpListener, max_event_bytes: usize) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -133,9 +144,11 @@ impl StrictServer {
             max_event_bytes,
             rng: 0x9E37_79B9_7F4A_7C15,
         }));
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
         let url = format!("http://{}", listener.local_addr().unwrap());
         let st = state.clone();
         rt.spawn(async move {
