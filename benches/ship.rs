@@ -269,25 +269,7 @@ impl PrivateEngine {
             .docker(&["rm", "-f", &id])
             .stdout(Stdio::null())
             .status();
-        let (mut lat, accepted, violations, last) = server.with_stats(|s| {
-            (
-                s.latencies_ms.clone(),
-                s.accepted_events,
-                s.violations,
-                s.last_accepted,
-            )
-        });
-        lat.sort_unstable();
-        Ok(Measured {
-            wall,
-            delivered: last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64()),
-            rss_mib: f64::NAN,
-            cpu_s: f64::NAN,
-            accepted,
-            violations,
-            p50: percentile(&lat, 0.50),
-            p99: percentile(&lat, 0.99),
-        })
+        Ok(measured(&server, t, wall, f64::NAN, f64::NAN))
     }
 }
 
@@ -373,6 +355,12 @@ fn run_dockwatch(w: &Workload) -> Measured {
         .split_whitespace()
         .filter_map(|x| x.parse().ok())
         .collect();
+    let _ = std::fs::remove_dir_all(&tmp);
+    measured(&server, t, wall, f[0] / 1024.0, f[1] + f[2])
+}
+
+/// What the strict server saw of a run started at `t`, with the client's own figures.
+fn measured(server: &StrictServer, t: Instant, wall: f64, rss_mib: f64, cpu_s: f64) -> Measured {
     let (mut lat, accepted, violations, last) = server.with_stats(|s| {
         (
             s.latencies_ms.clone(),
@@ -381,14 +369,12 @@ fn run_dockwatch(w: &Workload) -> Measured {
             s.last_accepted,
         )
     });
-    let delivered = last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64());
     lat.sort_unstable();
-    let _ = std::fs::remove_dir_all(&tmp);
     Measured {
         wall,
-        delivered,
-        rss_mib: f[0] / 1024.0,
-        cpu_s: f[1] + f[2],
+        delivered: last.map_or(f64::NAN, |l| l.duration_since(t).as_secs_f64()),
+        rss_mib,
+        cpu_s,
         accepted,
         violations,
         p50: percentile(&lat, 0.50),
@@ -396,7 +382,6 @@ fn run_dockwatch(w: &Workload) -> Measured {
     }
 }
 
-/// A measured number, or a dash where the workload has none.
 fn or_dash(v: f64, unit: &str) -> String {
     if v.is_nan() {
         "—".into()

@@ -148,21 +148,23 @@ mod tests {
 
     #[test]
     fn body_is_the_request_cloudwatch_expects() {
+        let events = vec![
+            Event {
+                ts_ms: 1_700_000_000_000,
+                message: "one \"quoted\"".into(),
+                source: Source::Stdout,
+            },
+            Event {
+                ts_ms: 1_700_000_000_001,
+                message: "two".into(),
+                source: Source::Stderr,
+            },
+        ];
+        let bytes = events.iter().map(crate::batcher::event_size).sum();
         let batch = Batch {
             seq: 0,
-            events: vec![
-                Event {
-                    ts_ms: 1_700_000_000_000,
-                    message: "one \"quoted\"".into(),
-                    source: Source::Stdout,
-                },
-                Event {
-                    ts_ms: 1_700_000_000_001,
-                    message: "two".into(),
-                    source: Source::Stderr,
-                },
-            ],
-            bytes: 0,
+            events,
+            bytes,
         };
         let body = put_log_events("g/1", "s", &batch);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
