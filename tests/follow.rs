@@ -2,6 +2,8 @@
 //! files, real signals.
 
 mod common;
+#[path = "support/strict_server.rs"]
+mod strict_server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use strict_server::StrictServer;
 
 fn tail(endpoint: &str, args: &[&str]) -> std::process::Output {
     dockwatch_with_env(endpoint)
@@ -630,5 +633,53 @@ fn download_bad_configuration_names_file_line_and_key() {
         "{}",
         stderr(&o)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A third of every kind of read (DescribeLogGroups, DescribeLogStreams, GetLogEvents) is
+/// throttled or fails with 500/503, through the strict server, while the streams grow past
+/// one GetLogEvents page: the daemon retries, and each file still equals its stream, with no
+/// gap and no duplicate.
+#[test]
+fn download_under_throttling_and_server_errors_loses_and_repeats_nothing() {
+    let server = StrictServer::start();
+    server.faults(|f| f.read_faults = 0.4);
+    let (prefix, group) = ("/dwdl-faults", "/dwdl-faults/app");
+    let streams = ["one", "two", "three", "four"];
+    let t0 = now_ms() - 600_000;
+    let events = |s: &str, from: i64, n: i64| -> Vec<(i64, String)> {
+        (from..from + n)
+            .map(|i| (t0 + i, format!("{s} #{i}")))
+            .collect()
+    };
+    for s in streams {
+        server.append(group, s, events(s, 0, 12_000));
+    }
+    let dir = std::env::temp_dir().join(unique("dwdl-faults"));
+    let d = download(&server.url, &dir, prefix, &[]);
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(300));
+        for s in streams {
+            server.append(group, s, events(s, 12_000 + round * 500, 500));
+        }
+    }
+    let caught_up = wait_until(Duration::from_secs(90), || {
+        streams
+            .iter()
+            .all(|s| file_events(&file_of(&dir, group, s)).len() >= 15_000)
+    });
+    signal(&d, "TERM");
+    let o = d.wait_with_output().unwrap();
+    assert!(caught_up, "the daemon did not catch up: {}", stderr(&o));
+    for s in streams {
+        let got = file_events(&file_of(&dir, group, s));
+        assert_eq!(got.len(), 15_000, "{s}");
+        assert!(
+            got == server.events(group, s),
+            "{s}: the file differs from its stream"
+        );
+    }
+    let faults = server.with_stats(|st| st.read_faults);
+    assert!(faults >= 5, "only {faults} faults were injected");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,7 +11,8 @@
 //!
 //! Faults (changed at any time through [`StrictServer::faults`]): a share of requests
 //! throttled, a share answered 500/503, latency on every request, an outage that drops every
-//! connection, and deleting a group.
+//! connection, deleting a group, and a share of read requests (DescribeLogGroups,
+//! DescribeLogStreams, GetLogEvents) throttled or failed.
 
 #![allow(dead_code)]
 
@@ -63,6 +64,9 @@ pub struct Faults {
     pub clock_skew_ms: i64,
     /// Check and count events but do not keep them (benchmarks).
     pub discard: bool,
+    /// Share of read requests (DescribeLogGroups, DescribeLogStreams, GetLogEvents) answered
+    /// with a fault: ThrottlingException, 500 or 503 in turn.
+    pub read_faults: f64,
 }
 
 /// What the server saw.
@@ -82,6 +86,8 @@ pub struct Stats {
     pub rejected_events: u64,
     /// For each accepted event: arrival time less its timestamp, in ms.
     pub latencies_ms: Vec<i64>,
+    /// Read requests answered with a fault (`read_faults`).
+    pub read_faults: u64,
     /// Events accepted in all.
     pub accepted_events: u64,
     /// Message bytes accepted in all.
@@ -175,6 +181,29 @@ impl StrictServer {
             state,
             _rt: rt,
         }
+    }
+
+    /// Appends events to a stream as if PutLogEvents had accepted them, creating the group
+    /// and the stream when missing (tests of the reading side).
+    pub fn append(
+        &self,
+        group: &str,
+        stream: &str,
+        events: impl IntoIterator<Item = (i64, String)>,
+    ) {
+        let mut s = self.state.lock().unwrap();
+        let events: Vec<(i64, String)> = events.into_iter().collect();
+        s.archive
+            .entry((group.to_string(), stream.to_string()))
+            .or_default()
+            .extend(events.iter().cloned());
+        s.groups
+            .entry(group.to_string())
+            .or_default()
+            .streams
+            .entry(stream.to_string())
+            .or_default()
+            .extend(events);
     }
 
     /// Changes the faults.
@@ -328,6 +357,13 @@ async fn handle(
         Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
     };
     let mut s = st.lock().unwrap();
+    if matches!(
+        op.as_str(),
+        "DescribeLogGroups" | "DescribeLogStreams" | "GetLogEvents"
+    ) && let Some(fault) = read_fault(&mut s)
+    {
+        return Ok(fault);
+    }
     let resp = match op.as_str() {
         "CreateLogGroup" => {
             let name = input["logGroupName"].as_str().unwrap_or("").to_string();
@@ -364,6 +400,42 @@ async fn handle(
             }
         }
         "GetLogEvents" => get(&s, &input),
+        "DescribeLogGroups" => {
+            let prefix = input["logGroupNamePrefix"].as_str().unwrap_or("");
+            let mut names: Vec<&String> =
+                s.groups.keys().filter(|g| g.starts_with(prefix)).collect();
+            names.sort();
+            let groups: Vec<Value> = names
+                .into_iter()
+                .map(|g| json!({"logGroupName": g}))
+                .collect();
+            ok(json!({"logGroups": groups}))
+        }
+        "DescribeLogStreams" => {
+            let g = input["logGroupName"].as_str().unwrap_or("");
+            let prefix = input["logStreamNamePrefix"].as_str().unwrap_or("");
+            match s.groups.get(g) {
+                None => error(
+                    400,
+                    "ResourceNotFoundException",
+                    "The specified log group does not exist.",
+                ),
+                Some(grp) => {
+                    let mut names: Vec<(&String, Option<i64>)> = grp
+                        .streams
+                        .iter()
+                        .filter(|(n, _)| n.starts_with(prefix))
+                        .map(|(n, ev)| (n, ev.iter().map(|e| e.0).max()))
+                        .collect();
+                    names.sort();
+                    let streams: Vec<Value> = names
+                        .into_iter()
+                        .map(|(n, last)| json!({"logStreamName": n, "lastEventTimestamp": last}))
+                        .collect();
+                    ok(json!({"logStreams": streams}))
+                }
+            }
+        }
         _ => error(
             400,
             "UnknownOperationException",
@@ -373,13 +445,34 @@ async fn handle(
     Ok(resp)
 }
 
-fn put(s: &mut State, input: PutInput<'_>) -> Response<Full<Bytes>> {
-    s.stats.put_requests += 1;
-    // xorshift: reproducible fault decisions.
+/// A reproducible fault decision in [0, 1) (xorshift).
+fn roll(s: &mut State) -> f64 {
     s.rng ^= s.rng << 13;
     s.rng ^= s.rng >> 7;
     s.rng ^= s.rng << 17;
-    let roll = (s.rng % 10_000) as f64 / 10_000.0;
+    (s.rng % 10_000) as f64 / 10_000.0
+}
+
+/// The fault a read request gets, if any (`read_faults`).
+fn read_fault(s: &mut State) -> Option<Response<Full<Bytes>>> {
+    if roll(s) >= s.faults.read_faults {
+        return None;
+    }
+    s.stats.read_faults += 1;
+    Some(match s.stats.read_faults % 3 {
+        0 => error(400, "ThrottlingException", "Rate exceeded"),
+        1 => error(500, "InternalFailure", "internal failure"),
+        _ => error(
+            503,
+            "ServiceUnavailableException",
+            "The service is unavailable",
+        ),
+    })
+}
+
+fn put(s: &mut State, input: PutInput<'_>) -> Response<Full<Bytes>> {
+    s.stats.put_requests += 1;
+    let roll = roll(s);
     if roll < s.faults.throttle {
         s.stats.throttled += 1;
         return error(400, "ThrottlingException", "Rate exceeded");
