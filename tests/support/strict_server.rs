@@ -12,7 +12,7 @@
 //! Faults (changed at any time through [`StrictServer::faults`]): a share of requests
 //! throttled, a share answered 500/503, latency on every request, an outage that drops every
 //! connection, deleting a group, and a share of read requests (DescribeLogGroups,
-//! DescribeLogStreams, GetLogEvents) throttled or failed.
+//! DescribeLogStreams, GetLogEvents, FilterLogEvents) throttled or failed.
 
 #![allow(dead_code)]
 
@@ -64,7 +64,7 @@ pub struct Faults {
     pub clock_skew_ms: i64,
     /// Check and count events but do not keep them (benchmarks).
     pub discard: bool,
-    /// Share of read requests (DescribeLogGroups, DescribeLogStreams, GetLogEvents) answered
+    /// Share of read requests (DescribeLogGroups, DescribeLogStreams, Get/FilterLogEvents) answered
     /// with a fault: ThrottlingException, 500 or 503 in turn.
     pub read_faults: f64,
 }
@@ -359,7 +359,7 @@ async fn handle(
     let mut s = st.lock().unwrap();
     if matches!(
         op.as_str(),
-        "DescribeLogGroups" | "DescribeLogStreams" | "GetLogEvents"
+        "DescribeLogGroups" | "DescribeLogStreams" | "GetLogEvents" | "FilterLogEvents"
     ) && let Some(fault) = read_fault(&mut s)
     {
         return Ok(fault);
@@ -400,6 +400,7 @@ async fn handle(
             }
         }
         "GetLogEvents" => get(&s, &input),
+        "FilterLogEvents" => filter(&s, &input),
         "DescribeLogGroups" => {
             let prefix = input["logGroupNamePrefix"].as_str().unwrap_or("");
             let mut names: Vec<&String> =
@@ -627,6 +628,57 @@ fn rejected_count(too_new_start: Option<usize>, too_old_end: Option<usize>, n: u
 
 /// GetLogEvents, enough for readers: events by timestamp, pages of at most 10,000 from the
 /// head (`startFromHead`) or from the tail backwards; tokens are `f-N` / `b-N` positions.
+/// FilterLogEvents: the group's events (of the named streams, or all) from `startTime` to
+/// `endTime` (both inclusive, as AWS), ordered by time across streams; `filterPattern` is taken
+/// as a plain substring. Pages of `limit` (10,000 by default) with an offset token.
+fn filter(s: &State, input: &Value) -> Response<Full<Bytes>> {
+    let g = input["logGroupName"].as_str().unwrap_or("");
+    let Some(grp) = s.groups.get(g) else {
+        return error(
+            400,
+            "ResourceNotFoundException",
+            "The specified log group does not exist.",
+        );
+    };
+    let names: Option<Vec<&str>> = input["logStreamNames"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    let start = input["startTime"].as_i64().unwrap_or(i64::MIN);
+    let end = input["endTime"].as_i64().unwrap_or(i64::MAX);
+    let pattern = input["filterPattern"].as_str().unwrap_or("");
+    let mut ev: Vec<(i64, &str, usize, &str)> = grp
+        .streams
+        .iter()
+        .filter(|(n, _)| names.as_ref().is_none_or(|ns| ns.contains(&n.as_str())))
+        .flat_map(|(n, evs)| {
+            evs.iter()
+                .enumerate()
+                .map(move |(i, (t, m))| (*t, n.as_str(), i, m.as_str()))
+        })
+        .filter(|(t, _, _, m)| (start..=end).contains(t) && m.contains(pattern))
+        .collect();
+    ev.sort();
+    let limit = input["limit"].as_u64().unwrap_or(10_000).min(10_000) as usize;
+    let lo: usize = input["nextToken"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("p-")?.parse().ok())
+        .unwrap_or(0)
+        .min(ev.len());
+    let hi = (lo + limit).min(ev.len());
+    let events: Vec<Value> = ev[lo..hi]
+        .iter()
+        .map(|(t, n, i, m)| {
+            json!({"logStreamName": n, "timestamp": t, "message": m, "ingestionTime": t,
+                   "eventId": format!("{n}-{i}")})
+        })
+        .collect();
+    let mut out = json!({ "events": events });
+    if hi < ev.len() {
+        out["nextToken"] = json!(format!("p-{hi}"));
+    }
+    ok(out)
+}
+
 fn get(s: &State, input: &Value) -> Response<Full<Bytes>> {
     let g = input["logGroupName"].as_str().unwrap_or("");
     let st = input["logStreamName"].as_str().unwrap_or("");
