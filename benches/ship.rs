@@ -284,6 +284,13 @@ impl Drop for PrivateEngine {
     }
 }
 
+/// The median of the rounds' values.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
@@ -382,6 +389,7 @@ fn measured(server: &StrictServer, t: Instant, wall: f64, rss_mib: f64, cpu_s: f
     }
 }
 
+/// A measured number, or a dash where the workload has none.
 fn or_dash(v: f64, unit: &str) -> String {
     if v.is_nan() {
         "—".into()
@@ -451,11 +459,7 @@ fn main() {
             assert_eq!(m.accepted, w.lines, "{}: not every line arrived", w.name);
             runs.push((follow, attach, m));
         }
-        let med = |f: &dyn Fn(&(f64, f64, Measured)) -> f64| {
-            let mut v: Vec<f64> = runs.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let med = |f: &dyn Fn(&(f64, f64, Measured)) -> f64| median(runs.iter().map(f));
         let (follow, attach) = (med(&|r| r.0), med(&|r| r.1));
         let m = Measured {
             wall: med(&|r| r.2.wall),
@@ -486,23 +490,19 @@ fn main() {
             m.violations,
         );
         if !driver.is_empty() {
-            let med = |f: &dyn Fn(&Measured) -> f64| {
-                let mut v: Vec<f64> = driver.iter().map(f).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
+            let delivered = median(driver.iter().map(|d| d.delivered));
             awslogs_rows.push(format!(
                 "| {} | {} | {:.0} | {:.1} | {} / {} ms | {} | {} | {:.1} s | {} |",
                 w.name,
-                or_dash(med(&|d| d.delivered), " s"),
-                w.lines as f64 / med(&|d| d.delivered),
-                w.bytes as f64 / med(&|d| d.delivered) / 1e6,
-                med(&|d| d.p50 as f64),
-                med(&|d| d.p99 as f64),
+                or_dash(delivered, " s"),
+                w.lines as f64 / delivered,
+                w.bytes as f64 / delivered / 1e6,
+                median(driver.iter().map(|d| d.p50 as f64)),
+                median(driver.iter().map(|d| d.p99 as f64)),
                 driver.iter().map(|d| d.accepted).min().unwrap_or(0),
                 driver.iter().map(|d| d.violations).sum::<u64>(),
                 m.delivered,
-                or_dash(med(&|d| d.delivered) / m.delivered * 100.0, "%"),
+                or_dash(delivered / m.delivered * 100.0, "%"),
             ));
         }
     }

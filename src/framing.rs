@@ -640,6 +640,30 @@ mod tests {
         chunks
     }
 
+    /// Frames `data` cut at `cuts` and whole, and checks both give the same events and
+    /// counters, the reference events of the mode, and no empty or oversized message.
+    fn framed_any_chunking(
+        data: &[u8],
+        cuts: &[prop::sample::Index],
+        max: usize,
+        escape: bool,
+    ) -> Result<Vec<String>, TestCaseError> {
+        let (chunked, st1) = frame_all_mode(max, &cut(data, cuts), escape);
+        let (whole, st2) = frame_all_mode(max, &[data], escape);
+        prop_assert_eq!(&chunked, &whole);
+        prop_assert_eq!(st1, st2);
+        let want = if escape {
+            reference_escaped(max, data)
+        } else {
+            reference(max, data)
+        };
+        prop_assert_eq!(&whole, &want);
+        for e in &whole {
+            prop_assert!(!e.is_empty() && e.len() <= max);
+        }
+        Ok(whole)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -649,16 +673,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
             max in 4usize..40,
         ) {
-            let chunks = cut(&data, &cuts);
-
-            let (chunked, st1) = frame_all(max, &chunks);
-            let (whole, st2) = frame_all(max, &[&data]);
-            prop_assert_eq!(&chunked, &whole);
-            prop_assert_eq!(st1, st2);
-            prop_assert_eq!(&whole, &reference(max, &data));
-            for e in &whole {
-                prop_assert!(!e.is_empty() && e.len() <= max);
-            }
+            framed_any_chunking(&data, &cuts, max, false)?;
         }
 
         #[test]
@@ -667,16 +682,7 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
             max in 4usize..40,
         ) {
-            let chunks = cut(&data, &cuts);
-
-            let (chunked, st1) = frame_all_mode(max, &chunks, true);
-            let (whole, st2) = frame_all_mode(max, &[&data], true);
-            prop_assert_eq!(&chunked, &whole);
-            prop_assert_eq!(st1, st2);
-            prop_assert_eq!(&whole, &reference_escaped(max, &data));
-            for e in &whole {
-                prop_assert!(!e.is_empty() && e.len() <= max);
-            }
+            let whole = framed_any_chunking(&data, &cuts, max, true)?;
             // Every line comes back byte for byte (split pieces are concatenated).
             let lines: Vec<Vec<u8>> = data
                 .split(|b| *b == b'\n' || *b == b'\r')

@@ -189,24 +189,25 @@ pub async fn launch(
             session.state_dir.display()
         );
     }
-    // The raw bytes for `--invalid-utf8 escape`: attached before the start, so none is missed.
-    let tap = if cfg.transforms.escape_invalid_utf8 {
-        match Tap::attach(&docker, &id, cfg.container.tty).await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let _ = container::remove(&docker, &id).await;
-                let _ = Checkpoint::remove(&session.state_dir, &id);
-                return Err(e.into());
-            }
-        }
-    } else {
-        None
+    let attached_and_started = async {
+        // The raw bytes for `--invalid-utf8 escape`: attached before the start, so none is
+        // missed.
+        let tap = if cfg.transforms.escape_invalid_utf8 {
+            Some(Tap::attach(&docker, &id, cfg.container.tty).await?)
+        } else {
+            None
+        };
+        container::start(&docker, &id, &cfg.container).await?;
+        Ok::<_, DockerError>(tap)
     };
-    if let Err(e) = container::start(&docker, &id, &cfg.container).await {
-        let _ = container::remove(&docker, &id).await;
-        let _ = Checkpoint::remove(&session.state_dir, &id);
-        return Err(e.into());
-    }
+    let tap = match attached_and_started.await {
+        Ok(tap) => tap,
+        Err(e) => {
+            let _ = container::remove(&docker, &id).await;
+            let _ = Checkpoint::remove(&session.state_dir, &id);
+            return Err(e.into());
+        }
+    };
     Ok(Launched {
         id,
         session,

@@ -109,28 +109,30 @@ pub fn align(frame: &[u8], raw: &[u8], raw_complete: bool) -> Align {
             };
         }
         let replaced = frame[i..].starts_with(REPLACEMENT);
-        match char_at(&raw[j..]) {
+        // Whether the frame's U+FFFD stands for the raw byte at `j`: a character cut by a
+        // 16 KiB split (its first bytes end this frame) or an invalid byte, one per raw byte.
+        let one_replaced_byte = match char_at(&raw[j..]) {
             CharAt::Valid(n) if frame[i..].starts_with(&raw[j..j + n]) => {
                 i += n;
                 j += n;
+                continue;
             }
-            // A character cut by a 16 KiB split (its first bytes end this frame), or an
-            // invalid byte: one U+FFFD per raw byte.
-            CharAt::Valid(_) | CharAt::Invalid if replaced => {
-                i += REPLACEMENT.len();
-                j += 1;
-            }
-            CharAt::Incomplete if replaced && !REPLACEMENT.starts_with(&raw[j..]) => {
-                i += REPLACEMENT.len();
-                j += 1;
+            CharAt::Valid(_) | CharAt::Invalid => replaced,
+            // The start of a character still arriving: decided once it cannot become a
+            // genuine U+FFFD, or when no more bytes will come.
+            CharAt::Incomplete
+                if replaced && (raw_complete || !REPLACEMENT.starts_with(&raw[j..])) =>
+            {
+                true
             }
             CharAt::Incomplete if !raw_complete => return Align::NeedMore,
-            CharAt::Incomplete if replaced => {
-                i += REPLACEMENT.len();
-                j += 1;
-            }
-            _ => return Align::Mismatch,
+            CharAt::Incomplete => false,
+        };
+        if !one_replaced_byte {
+            return Align::Mismatch;
         }
+        i += REPLACEMENT.len();
+        j += 1;
     }
     Align::Matched(j)
 }
@@ -155,6 +157,13 @@ struct TapState {
     bufs: [BytesMut; 2],
     /// The attach stream ended, and why when it broke.
     ended: Option<Option<String>>,
+}
+
+impl TapState {
+    /// Raw bytes held, both sources together (bounded by [`TAP_CAP`]).
+    fn buffered(&self) -> usize {
+        self.bufs[0].len() + self.bufs[1].len()
+    }
 }
 
 fn idx(s: Source) -> usize {
@@ -252,14 +261,13 @@ impl Tap {
     /// own (counted in [`Tap::fallback_frames`]).
     pub async fn restore(&mut self, frame: &Frame) -> Bytes {
         if self.off.is_some() {
-            self.fallback_frames += 1;
-            return frame.data.clone();
+            return self.restore_off(frame);
         }
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let verdict = {
                 let mut st = self.shared.state.lock().expect("tap lock");
-                let total = st.bufs[0].len() + st.bufs[1].len();
+                let total = st.buffered();
                 let complete = st.ended.is_some();
                 let buf = &mut st.bufs[idx(frame.source)];
                 match align(&frame.data, buf, complete) {
@@ -317,10 +325,7 @@ impl Tap {
 async fn pump(mut stream: RawStream, shared: Arc<Shared>) {
     loop {
         loop {
-            let total = {
-                let st = shared.state.lock().expect("tap lock");
-                st.bufs[0].len() + st.bufs[1].len()
-            };
+            let total = shared.state.lock().expect("tap lock").buffered();
             if total < TAP_CAP {
                 break;
             }
@@ -330,24 +335,22 @@ async fn pump(mut stream: RawStream, shared: Arc<Shared>) {
             shared.consumed.notified().await;
         }
         let item = stream.next().await;
-        let mut st = shared.state.lock().expect("tap lock");
-        match item {
-            Some(Ok((source, bytes))) => st.bufs[idx(source)].extend_from_slice(&bytes),
-            Some(Err(e)) => {
-                st.ended = Some(Some(e.to_string()));
-                drop(st);
-                shared.produced.notify_one();
-                return;
-            }
-            None => {
-                st.ended = Some(None);
-                drop(st);
-                shared.produced.notify_one();
-                return;
-            }
-        }
-        drop(st);
+        let ended = {
+            let mut st = shared.state.lock().expect("tap lock");
+            st.ended = match item {
+                Some(Ok((source, bytes))) => {
+                    st.bufs[idx(source)].extend_from_slice(&bytes);
+                    None
+                }
+                Some(Err(e)) => Some(Some(e.to_string())),
+                None => Some(None),
+            };
+            st.ended.is_some()
+        };
         shared.produced.notify_one();
+        if ended {
+            return;
+        }
     }
 }
 

@@ -461,14 +461,26 @@ fn read_fault(s: &mut State) -> Option<Response<Full<Bytes>>> {
     }
     s.stats.read_faults += 1;
     Some(match s.stats.read_faults % 3 {
-        0 => error(400, "ThrottlingException", "Rate exceeded"),
-        1 => error(500, "InternalFailure", "internal failure"),
-        _ => error(
+        0 => throttled(),
+        n => server_error(n == 2),
+    })
+}
+
+fn throttled() -> Response<Full<Bytes>> {
+    error(400, "ThrottlingException", "Rate exceeded")
+}
+
+/// A 503 (`unavailable`) or a 500.
+fn server_error(unavailable: bool) -> Response<Full<Bytes>> {
+    if unavailable {
+        error(
             503,
             "ServiceUnavailableException",
             "The service is unavailable",
-        ),
-    })
+        )
+    } else {
+        error(500, "InternalFailure", "internal failure")
+    }
 }
 
 fn put(s: &mut State, input: PutInput<'_>) -> Response<Full<Bytes>> {
@@ -476,19 +488,11 @@ fn put(s: &mut State, input: PutInput<'_>) -> Response<Full<Bytes>> {
     let roll = roll(s);
     if roll < s.faults.throttle {
         s.stats.throttled += 1;
-        return error(400, "ThrottlingException", "Rate exceeded");
+        return throttled();
     }
     if roll < s.faults.throttle + s.faults.server_error {
         s.stats.server_errors += 1;
-        return if s.stats.server_errors.is_multiple_of(2) {
-            error(
-                503,
-                "ServiceUnavailableException",
-                "The service is unavailable",
-            )
-        } else {
-            error(500, "InternalFailure", "internal failure")
-        };
+        return server_error(s.stats.server_errors.is_multiple_of(2));
     }
     let (g, st) = (
         input.log_group_name.as_str(),
