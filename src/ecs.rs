@@ -13,85 +13,77 @@
 
 use std::time::Duration;
 
+use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
     KeyValuePair, LaunchType, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode,
     TaskOverride,
 };
-use tokio::sync::watch;
 
-use crate::cli::{EcsArgs, Engine, RunArgs};
-use crate::config::AwsOptions;
-use crate::run::Interrupts;
-use crate::trigger::{Clients, sdk_error};
+use crate::aws::retry::chain;
+use crate::aws::{AwsError, AwsOptions, Clients};
+use crate::config::{EcsConfig, RunConfig};
+use crate::shutdown::Shutdown;
+
+/// Why a task could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "ECS cluster '{cluster}' not found (or not active) in {region}; create it or check --ecs-cluster and the region"
+    )]
+    ClusterNotFound { cluster: String, region: String },
+    #[error(
+        "RunTask refused its parameters: {message}; check --ecs-subnets, --ecs-security-groups, --ecs-cpu and --ecs-memory"
+    )]
+    InvalidParameters { message: String },
+    #[error(
+        "RunTask was refused: {message}; check --ecs-execution-role, --ecs-task-role and the caller's permissions"
+    )]
+    Refused { message: String },
+    #[error("could not {call}: {detail}")]
+    Call { call: &'static str, detail: String },
+    #[error("RunTask failed: {reason} {detail}")]
+    TaskFailure { reason: String, detail: String },
+    #[error("RunTask started no task")]
+    NoTask,
+    #[error("ECS task {0} stopped by a signal")]
+    Stopped(String),
+    #[error("ECS task {task} stopped without an exit code: {reason}")]
+    NoExitCode { task: String, reason: String },
+}
+
+impl EcsError {
+    fn call(call: &'static str, e: &(dyn std::error::Error + 'static)) -> Self {
+        EcsError::Call {
+            call,
+            detail: chain(e),
+        }
+    }
+
+    /// A RunTask error by its typed variant.
+    fn run_task(cluster: &str, e: aws_sdk_ecs::error::SdkError<RunTaskError>) -> Self {
+        use aws_sdk_ecs::error::ProvideErrorMetadata;
+        let message = e.message().map_or_else(|| chain(&e), str::to_string);
+        match e.as_service_error() {
+            Some(RunTaskError::ClusterNotFoundException(_)) => EcsError::ClusterNotFound {
+                cluster: cluster.to_string(),
+                region: "this region".into(),
+            },
+            Some(RunTaskError::InvalidParameterException(_)) => {
+                EcsError::InvalidParameters { message }
+            }
+            Some(RunTaskError::AccessDeniedException(_) | RunTaskError::ClientException(_)) => {
+                EcsError::Refused { message }
+            }
+            _ => EcsError::call("run the ECS task", &e),
+        }
+    }
+}
 
 /// The container's name in the task definition.
 const CONTAINER: &str = "main";
-
-/// Validated `--ecs-*` options.
-#[derive(Debug, Clone)]
-pub struct EcsConfig {
-    pub cluster: String,
-    pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
-    pub execution_role: String,
-    pub task_role: Option<String>,
-    pub cpu: String,
-    pub memory: String,
-    pub public_ip: bool,
-}
-
-impl EcsConfig {
-    /// Each missing or malformed option is its own message.
-    pub fn from_args(a: &EcsArgs) -> Result<Self, String> {
-        let cluster = a
-            .ecs_cluster
-            .clone()
-            .filter(|c| !c.is_empty())
-            .ok_or("--on ecs needs --ecs-cluster NAME (an existing ECS cluster)")?;
-        if a.ecs_subnets.iter().all(|s| s.is_empty()) {
-            return Err(
-                "--on ecs needs --ecs-subnets subnet-...: Fargate tasks run in your VPC's subnets"
-                    .into(),
-            );
-        }
-        let role = a
-            .ecs_execution_role
-            .clone()
-            .filter(|r| !r.is_empty())
-            .ok_or("--on ecs needs --ecs-execution-role ARN: Fargate needs it to pull the image and send logs to CloudWatch")?;
-        if !role.starts_with("arn:") {
-            return Err(format!(
-                "--ecs-execution-role {role:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-            ));
-        }
-        for (flag, v) in [("--ecs-cpu", &a.ecs_cpu), ("--ecs-memory", &a.ecs_memory)] {
-            if v.parse::<u32>().map_or(true, |n| n == 0) {
-                return Err(format!("{flag} {v:?} is not a positive number"));
-            }
-        }
-        Ok(EcsConfig {
-            cluster,
-            subnets: a
-                .ecs_subnets
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect(),
-            security_groups: a
-                .ecs_security_groups
-                .iter()
-                .filter(|s| !s.is_empty())
-                .cloned()
-                .collect(),
-            execution_role: role,
-            task_role: a.ecs_task_role.clone().filter(|r| !r.is_empty()),
-            cpu: a.ecs_cpu.clone(),
-            memory: a.ecs_memory.clone(),
-            public_ip: a.ecs_assign_public_ip,
-        })
-    }
-}
 
 /// One container to run.
 #[derive(Debug, Clone)]
@@ -149,7 +141,7 @@ async fn task_definition(
     cfg: &EcsConfig,
     job: &EcsJob,
     region: &str,
-) -> Result<String, String> {
+) -> Result<String, EcsError> {
     let fam = family(&job.image);
     let want = container_definition(cfg, job, region);
     if let Ok(r) = c
@@ -186,16 +178,14 @@ async fn task_definition(
         .container_definitions(want)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "cannot register the task definition {fam}: {}",
-                sdk_error(&e)
-            )
-        })?;
+        .map_err(|e| EcsError::call("register the task definition", &e))?;
     r.task_definition()
         .and_then(|t| t.task_definition_arn())
         .map(str::to_string)
-        .ok_or_else(|| "RegisterTaskDefinition returned no ARN".to_string())
+        .ok_or(EcsError::Call {
+            call: "register the task definition",
+            detail: format!("the answer for {fam} has no ARN"),
+        })
 }
 
 /// Runs the job to its end; the container's exit code.
@@ -204,8 +194,8 @@ pub async fn run_task(
     cfg: &EcsConfig,
     job: &EcsJob,
     aws: &AwsOptions,
-    mut stop: watch::Receiver<Interrupts>,
-) -> Result<i64, String> {
+    mut stop: Shutdown,
+) -> Result<i64, EcsError> {
     let region = c
         .ecs
         .config()
@@ -220,15 +210,15 @@ pub async fn run_task(
         .clusters(&cfg.cluster)
         .send()
         .await
-        .map_err(|e| format!("cannot look up the ECS cluster: {}", sdk_error(&e)))?;
+        .map_err(|e| EcsError::call("look up the ECS cluster", &e))?;
     let active = cl.clusters().iter().any(|k| k.status() == Some("ACTIVE"));
     if !active {
-        return Err(format!(
-            "ECS cluster '{}' not found (or not active) in {region}; create it or check --ecs-cluster and the region",
-            cfg.cluster
-        ));
+        return Err(EcsError::ClusterNotFound {
+            cluster: cfg.cluster.clone(),
+            region,
+        });
     }
-    let _ = crate::sink::client::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3).await;
+    let _ = crate::aws::logs::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3).await;
     let td = task_definition(c, cfg, job, &region).await?;
     let net = AwsVpcConfiguration::builder()
         .set_subnets(Some(cfg.subnets.clone()))
@@ -264,45 +254,27 @@ pub async fn run_task(
         .started_by("dockwatch")
         .network_configuration(
             NetworkConfiguration::builder()
-                .awsvpc_configuration(net.build().map_err(|e| e.to_string())?)
+                .awsvpc_configuration(
+                    net.build()
+                        .map_err(|e| EcsError::call("build the network configuration", &e))?,
+                )
                 .build(),
         )
         .overrides(overrides)
         .send()
         .await
-        .map_err(|e| {
-            use aws_sdk_ecs::error::ProvideErrorMetadata;
-            let code = e.code().unwrap_or_default().to_string();
-            let msg = e.message().map_or_else(|| sdk_error(&e), str::to_string);
-            if code.contains("ClusterNotFound") {
-                format!(
-                    "ECS cluster '{}' not found; check --ecs-cluster and the region",
-                    cfg.cluster
-                )
-            } else if code.contains("Subnet") {
-                format!("RunTask refused the subnets: {msg}; check --ecs-subnets")
-            } else if code.contains("SecurityGroup") {
-                format!("RunTask refused the security groups: {msg}; check --ecs-security-groups")
-            } else if msg.to_lowercase().contains("role") {
-                format!(
-                    "RunTask refused a role: {msg}; check --ecs-execution-role and --ecs-task-role"
-                )
-            } else {
-                format!("RunTask failed: {code} {msg}")
-            }
-        })?;
+        .map_err(|e| EcsError::run_task(&cfg.cluster, e))?;
     if let Some(f) = r.failures().first() {
-        return Err(format!(
-            "RunTask failed: {} {}",
-            f.reason().unwrap_or("?"),
-            f.detail().unwrap_or("")
-        ));
+        return Err(EcsError::TaskFailure {
+            reason: f.reason().unwrap_or("?").to_string(),
+            detail: f.detail().unwrap_or("").to_string(),
+        });
     }
     let task_arn = r
         .tasks()
         .first()
         .and_then(|t| t.task_arn())
-        .ok_or("RunTask started no task")?
+        .ok_or(EcsError::NoTask)?
         .to_string();
     let task_id = task_arn.rsplit('/').next().unwrap_or(&task_arn).to_string();
     eprintln!(
@@ -313,7 +285,7 @@ pub async fn run_task(
     let mut token: Option<String> = None;
     let mut stop_sent = false;
     loop {
-        if stop.borrow().count > 0 && !stop_sent {
+        if stop.is_requested() && !stop_sent {
             stop_sent = true;
             eprintln!("dockwatch: stopping ECS task {task_id}");
             c.ecs
@@ -323,7 +295,7 @@ pub async fn run_task(
                 .reason("dockwatch: interrupted")
                 .send()
                 .await
-                .map_err(|e| format!("StopTask failed: {}", sdk_error(&e)))?;
+                .map_err(|e| EcsError::call("stop the ECS task", &e))?;
         }
         let d = c
             .ecs
@@ -332,7 +304,7 @@ pub async fn run_task(
             .tasks(&task_arn)
             .send()
             .await
-            .map_err(|e| format!("DescribeTasks failed: {}", sdk_error(&e)))?;
+            .map_err(|e| EcsError::call("describe the ECS task", &e))?;
         let task = d.tasks().first().cloned();
         echo_logs(c, job, &stream, &mut token).await;
         if let Some(t) = &task
@@ -345,13 +317,11 @@ pub async fn run_task(
                 .find(|k| k.name() == Some(CONTAINER))
                 .and_then(|k| k.exit_code());
             if stop_sent {
-                return Err(format!("ECS task {task_id} stopped by a signal"));
+                return Err(EcsError::Stopped(task_id));
             }
-            return code.map(i64::from).ok_or_else(|| {
-                format!(
-                    "ECS task {task_id} stopped without an exit code: {}",
-                    t.stopped_reason().unwrap_or("no reason given")
-                )
+            return code.map(i64::from).ok_or_else(|| EcsError::NoExitCode {
+                task: task_id.clone(),
+                reason: t.stopped_reason().unwrap_or("no reason given").to_string(),
             });
         }
         tokio::select! {
@@ -390,17 +360,10 @@ async fn echo_logs(c: &Clients, job: &EcsJob, stream: &str, token: &mut Option<S
 }
 
 /// `dockwatch run --on ecs`: the main job on Fargate; returns the exit code.
-pub async fn run_main(
-    a: RunArgs,
-    interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, crate::trigger::TriggerError> {
-    use crate::trigger::TriggerError;
-    debug_assert_eq!(a.ecs.on, Engine::Ecs);
-    let cfg = EcsConfig::from_args(&a.ecs).map_err(TriggerError::Usage)?;
-    let run = crate::config::RunConfig::from_args(a.clone())
-        .map_err(|e| TriggerError::Usage(e.to_string()))?;
+pub async fn run_main(run: RunConfig, cfg: EcsConfig, shutdown: Shutdown) -> Result<i32, EcsError> {
     let clients = Clients::build(&run.aws).await?;
-    let env = a
+    let env = run
+        .container
         .env
         .iter()
         .filter_map(|e| {
@@ -417,69 +380,19 @@ pub async fn run_main(
         env,
         echo: run.echo,
     };
-    match run_task(&clients, &cfg, &job, &run.aws, interrupts.clone()).await {
+    match run_task(&clients, &cfg, &job, &run.aws, shutdown.clone()).await {
         Ok(code) => Ok(crate::exit_codes::from_container(code)),
-        Err(e) if interrupts.borrow().count > 0 => {
+        Err(e) if shutdown.is_requested() => {
             eprintln!("dockwatch: {e}");
-            Ok(interrupts
-                .borrow()
-                .first
-                .map_or(crate::exit_codes::SIGINT, |s| s.exit_code()))
+            Ok(shutdown.exit_code().unwrap_or(crate::exit_codes::SIGINT))
         }
-        Err(e) => Err(TriggerError::Failed(e)),
+        Err(e) => Err(e),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        e: EcsArgs,
-    }
-
-    fn cfg(extra: &[&str]) -> Result<EcsConfig, String> {
-        let mut v = vec!["t", "--on", "ecs"];
-        v.extend_from_slice(extra);
-        EcsConfig::from_args(&T::parse_from(v).e)
-    }
-
-    #[test]
-    fn each_missing_option_has_its_message() {
-        assert!(cfg(&[]).unwrap_err().contains("--ecs-cluster"));
-        assert!(
-            cfg(&["--ecs-cluster", "c"])
-                .unwrap_err()
-                .contains("--ecs-subnets")
-        );
-        assert!(
-            cfg(&["--ecs-cluster", "c", "--ecs-subnets", "s"])
-                .unwrap_err()
-                .contains("--ecs-execution-role")
-        );
-        let role = [
-            "--ecs-cluster",
-            "c",
-            "--ecs-subnets",
-            "s",
-            "--ecs-execution-role",
-        ];
-        let mut bad = role.to_vec();
-        bad.push("admin");
-        assert!(cfg(&bad).unwrap_err().contains("not a role ARN"));
-        let mut ok = role.to_vec();
-        ok.extend(["arn:aws:iam::123456789012:role/x", "--ecs-cpu", "zero"]);
-        assert!(cfg(&ok).unwrap_err().contains("--ecs-cpu"));
-        ok.truncate(ok.len() - 2);
-        let c = cfg(&ok).unwrap();
-        assert_eq!(
-            (c.cpu.as_str(), c.memory.as_str(), c.public_ip),
-            ("256", "512", false)
-        );
-    }
 
     #[test]
     fn families_are_valid_names() {

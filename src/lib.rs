@@ -1,31 +1,34 @@
 //! dockwatch: run a Docker container and ship everything it writes to AWS CloudWatch Logs,
-//! without losing a line.
+//! without losing a line; read it back; run containers for an agent's clients and for S3
+//! uploads.
 //!
-//! The pipeline, one module per stage:
+//! The tree, lower modules first (a module imports only those above it in this list):
 //!
 //! ```text
-//! docker (source: container, logs endpoint) -> framing (bytes -> events)
-//!   -> batcher (events -> PutLogEvents batches) -> sink (CloudWatch client, request, retry)
+//! util      time as users write it, backoff, durable writes, a stable hash
+//! cli       the raw command line (clap), nothing else
+//! shutdown  what a signal asks for (graceful stop, kill, abandon), passed in
+//! aws       SDK configuration, clients, retry policy, CloudWatch limits and calls
+//! config    the validated configuration, built once from cli
+//! docker    the engine: connection, container life cycle, log and attach streams
+//! ship      the main job's pipeline: reader → framing → transform → batcher → sink
+//! follow    the way back: tail, download
+//! ecs       the main job on ECS/Fargate
+//! trigger   on-upload: a container per S3 upload
+//! agent     the gRPC agent and its CLI
 //! ```
 //!
-//! [`run`] wires the stages together for the main job, with shutdown passed in.
-//!
-//! [`follow`] is the way back: `tail` prints CloudWatch log groups, `download` keeps local
-//! files of their streams up to date.
+//! `main` parses, runs, and maps errors to exit codes ([`exit_codes`]) in one place.
 
 pub mod agent;
-pub mod batcher;
-pub mod checkpoint;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod ecs;
 pub mod exit_codes;
 pub mod follow;
-pub mod framing;
-pub mod reader;
-pub mod run;
-pub mod sink;
-pub mod spool;
-pub mod transform;
+pub mod ship;
+pub mod shutdown;
 pub mod trigger;
+pub mod util;

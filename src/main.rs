@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dockwatch::agent::{AgentError, remote, server};
-use dockwatch::cli::{Cli, Command, Engine};
-use dockwatch::config::RunConfig;
+use dockwatch::cli::{Cli, Command};
+use dockwatch::config::{ConfigError, OnUploadConfig, RunConfig};
+use dockwatch::ecs::EcsError;
 use dockwatch::exit_codes;
 use dockwatch::follow::{FollowError, download, tail};
-use dockwatch::run::{self, Interrupts, Signal};
-use dockwatch::{ecs, trigger};
-use tokio::sync::watch;
+use dockwatch::ship::job::{self, RunError};
+use dockwatch::shutdown::{self, Shutdown, Signal};
+use dockwatch::trigger::{self, TriggerError};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -21,27 +22,37 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     // One TLS crypto provider for the process (the agent's TLS and the AWS SDK share it).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let args = match cli.command {
-        Some(Command::Run(a)) => *a,
-        Some(Command::Resume(a)) => return to_exit(block_on(|i| run::resume(*a, i))),
-        Some(Command::Tail(a)) => return to_exit(block_on(|i| tail::tail(*a, i))),
-        Some(Command::Download(a)) => return to_exit(block_on(|i| download::download(*a, i))),
-        Some(Command::Agent(a)) => return to_exit(block_on(|i| server::serve(*a, i))),
-        Some(Command::Remote(a)) => return to_exit(block_on(|i| remote::remote(*a, i))),
-        Some(Command::OnUpload(a)) => return to_exit(block_on(|i| trigger::on_upload(*a, i))),
-        None => cli.run,
-    };
-    if args.ecs.on == Engine::Ecs {
-        return to_exit(block_on(|i| ecs::run_main(args, i)));
-    }
-    let code = match RunConfig::from_args(args) {
-        Err(e) => {
-            eprintln!("dockwatch: error: {e}");
-            exit_codes::USAGE
-        }
-        Ok(cfg) => block_on(|i| run::run(cfg, i)),
+    let code = match cli.command {
+        Some(Command::Run(a)) => run_main(*a),
+        Some(Command::Resume(a)) => block_on(|s| job::resume(*a, s)),
+        Some(Command::Tail(a)) => block_on(|s| tail::tail(*a, s)),
+        Some(Command::Download(a)) => block_on(|s| download::download(*a, s)),
+        Some(Command::Agent(a)) => block_on(|s| server::serve(*a, s)),
+        Some(Command::Remote(a)) => block_on(|s| remote::remote(*a, s)),
+        Some(Command::OnUpload(a)) => match OnUploadConfig::from_args(*a) {
+            Ok(cfg) => block_on(|s| trigger::on_upload(cfg, s)),
+            Err(e) => usage(e),
+        },
+        None => run_main(cli.run),
     };
     to_exit(code)
+}
+
+/// The main job, here or on ECS.
+fn run_main(args: dockwatch::cli::RunArgs) -> i32 {
+    match RunConfig::from_args(args) {
+        Err(e) => usage(e),
+        Ok(mut cfg) => match cfg.ecs.take() {
+            Some(ecs) => block_on(|s| dockwatch::ecs::run_main(cfg, ecs, s)),
+            None => block_on(|s| job::run(cfg, s)),
+        },
+    }
+}
+
+/// An invalid argument: one line, exit code 2.
+fn usage(e: ConfigError) -> i32 {
+    eprintln!("dockwatch: error: {e}");
+    exit_codes::USAGE
 }
 
 fn to_exit(code: i32) -> ExitCode {
@@ -51,7 +62,7 @@ fn to_exit(code: i32) -> ExitCode {
 /// Runs a job on a new runtime with signals wired in; errors become their exit codes.
 fn block_on<F, Fut, E>(job: F) -> i32
 where
-    F: FnOnce(watch::Receiver<Interrupts>) -> Fut,
+    F: FnOnce(Shutdown) -> Fut,
     Fut: std::future::Future<Output = Result<i32, E>>,
     E: ExitStatus + std::error::Error + Send + Sync + 'static,
 {
@@ -105,15 +116,24 @@ impl ExitStatus for remote::RemoteError {
     }
 }
 
-impl ExitStatus for run::RunError {
+impl ExitStatus for RunError {
     fn exit_code(&self) -> i32 {
-        run::RunError::exit_code(self)
+        RunError::exit_code(self)
     }
 }
 
-impl ExitStatus for trigger::TriggerError {
+impl ExitStatus for TriggerError {
     fn exit_code(&self) -> i32 {
-        trigger::TriggerError::exit_code(self)
+        TriggerError::exit_code(self)
+    }
+}
+
+impl ExitStatus for EcsError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            EcsError::Aws(e) if e.is_usage() => exit_codes::USAGE,
+            _ => exit_codes::ERROR,
+        }
     }
 }
 
@@ -123,9 +143,9 @@ impl ExitStatus for FollowError {
     }
 }
 
-/// SIGINT and SIGTERM, counted, for [`run::run`].
-fn listen_for_signals() -> watch::Receiver<Interrupts> {
-    let (tx, rx) = watch::channel(Interrupts::default());
+/// SIGINT and SIGTERM, each one more step of [`Shutdown`].
+fn listen_for_signals() -> Shutdown {
+    let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
@@ -139,13 +159,10 @@ fn listen_for_signals() -> watch::Receiver<Interrupts> {
                 _ = int.recv() => Signal::Interrupt,
                 _ = term.recv() => Signal::Terminate,
             };
-            tx.send_modify(|i| {
-                i.count += 1;
-                i.first.get_or_insert(s);
-            });
+            trigger.signal(s);
         }
     });
-    rx
+    shutdown
 }
 
 fn init_tracing(verbose: u8) {

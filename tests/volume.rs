@@ -92,7 +92,7 @@ fn twenty_mib_of_random_bytes() {
     // The json-file driver replaced invalid bytes with U+FFFD (3 bytes each) already.
     assert!(raw.len() >= 20_971_520, "{}", raw.len());
     let got = server.messages(&job.group, &job.stream);
-    let want = dockwatch::framing::reference(1_048_576 - 26, &raw);
+    let want = dockwatch::ship::framing::reference(1_048_576 - 26, &raw);
     assert_eq!(got.len(), want.len());
     assert!(got == want, "content differs");
     assert_clean(&server);
@@ -337,7 +337,7 @@ fn escape_mode_ships_every_byte_of_both_streams() {
     let max = 1_048_576 - 26;
     for (name, raw) in [("stdout", &out_bytes), ("stderr", &err_bytes)] {
         let got = server.messages(&job.group, &format!("{}/{name}", job.stream));
-        let want = dockwatch::framing::reference_escaped(max, raw);
+        let want = dockwatch::ship::framing::reference_escaped(max, raw);
         assert_eq!(got.len(), want.len(), "{name}");
         assert!(got == want, "{name}: content differs");
         // And the escapes decode to exactly what was written, line ends aside.
@@ -346,7 +346,10 @@ fn escape_mode_ships_every_byte_of_both_streams() {
             .flatten()
             .copied()
             .collect();
-        assert_eq!(dockwatch::framing::unescape_line(&got.concat()), lines);
+        assert_eq!(
+            dockwatch::ship::framing::unescape_line(&got.concat()),
+            lines
+        );
     }
     let err = stderr(&out);
     assert!(err.contains("invalid UTF-8 bytes escaped"), "{err}");

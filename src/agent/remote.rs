@@ -19,12 +19,11 @@ use dockwatch_proto::v1::{
     self as pb, ExecRequest, GetLogsRequest, LaunchContainerRequest, ListContainersRequest,
     StopContainerRequest, exec_request, exec_response, get_logs_response, log_status,
 };
-use tokio::sync::watch;
 
 use super::read_token;
 use crate::cli::{ExecArgs, LaunchArgs, LogsArgs, RemoteArgs, RemoteCommand};
 use crate::exit_codes;
-use crate::run::Interrupts;
+use crate::shutdown::Shutdown;
 
 /// A failed remote command: its message (printed after `Error: `) and exit code.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +149,7 @@ pub async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
         RemoteError::failed(format!(
             "cannot reach the agent at {}: {}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there",
             a.host,
-            crate::sink::retry::chain(&e)
+            crate::aws::retry::chain(&e)
         ))
     })?;
     Ok(AgentClient::with_interceptor(channel, Bearer(bearer)))
@@ -184,10 +183,7 @@ impl tower_service::Service<tonic::transport::Uri> for UnixConnector {
 }
 
 /// Runs `dockwatch remote ...`; returns the exit code.
-pub async fn remote(
-    a: RemoteArgs,
-    interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, RemoteError> {
+pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteError> {
     // Arguments first: a bad one needs no agent.
     if let RemoteCommand::Logs(l) = &a.command {
         validate_logs(l)?;
@@ -227,8 +223,8 @@ pub async fn remote(
             print_table(&r.containers);
             Ok(0)
         }
-        RemoteCommand::Logs(l) => logs(&mut client, l, interrupts, &host).await,
-        RemoteCommand::Exec(e) => exec(&mut client, e, interrupts, &host).await,
+        RemoteCommand::Logs(l) => logs(&mut client, l, shutdown, &host).await,
+        RemoteCommand::Exec(e) => exec(&mut client, e, shutdown, &host).await,
     }
 }
 
@@ -312,10 +308,10 @@ fn validate_logs(l: &LogsArgs) -> Result<(), RemoteError> {
             "--no-stdout and --no-stderr together leave nothing to show",
         ));
     }
-    let now = crate::follow::time::now_ms();
+    let now = crate::util::time::now_ms();
     for (flag, v) in [("--since", &l.since), ("--until", &l.until)] {
         if let Some(v) = v {
-            crate::follow::time::parse_time(v, now)
+            crate::util::time::parse_time(v, now)
                 .map_err(|e| RemoteError::usage(format!("{flag}: {e}")))?;
         }
     }
@@ -325,7 +321,7 @@ fn validate_logs(l: &LogsArgs) -> Result<(), RemoteError> {
 async fn logs(
     client: &mut Client,
     l: LogsArgs,
-    mut interrupts: watch::Receiver<Interrupts>,
+    mut shutdown: Shutdown,
     host: &str,
 ) -> Result<i32, RemoteError> {
     let req = GetLogsRequest {
@@ -349,9 +345,9 @@ async fn logs(
     loop {
         let msg = tokio::select! {
             m = stream.message() => m,
-            r = interrupts.wait_for(|i| i.count > 0) => {
+            () = shutdown.requested() => {
                 let _ = out.flush();
-                return Ok(interrupted(r.ok().and_then(|i| i.first)));
+                return Ok(interrupted(&shutdown));
             }
         };
         let msg = match msg {
@@ -394,7 +390,7 @@ async fn logs(
 async fn exec(
     client: &mut Client,
     e: ExecArgs,
-    mut interrupts: watch::Receiver<Interrupts>,
+    mut shutdown: Shutdown,
     host: &str,
 ) -> Result<i32, RemoteError> {
     use std::io::IsTerminal;
@@ -460,8 +456,8 @@ async fn exec(
     loop {
         let msg = tokio::select! {
             m = inbound.message() => m,
-            r = interrupts.wait_for(|i| i.count > 0) => {
-                return Ok(interrupted(r.ok().and_then(|i| i.first)));
+            () = shutdown.requested() => {
+                return Ok(interrupted(&shutdown));
             }
         };
         match msg {
@@ -487,8 +483,8 @@ async fn exec(
 }
 
 /// The exit code after a stop signal.
-fn interrupted(first: Option<crate::run::Signal>) -> i32 {
-    first.map_or(exit_codes::SIGINT, |s| s.exit_code())
+fn interrupted(shutdown: &Shutdown) -> i32 {
+    shutdown.exit_code().unwrap_or(exit_codes::SIGINT)
 }
 
 /// The local terminal's size, when stdout is one.

@@ -14,13 +14,12 @@ use dockwatch_proto::tonic::transport::{
 use dockwatch_proto::tonic::{Request, Status};
 use dockwatch_proto::v1::agent_server::AgentServer;
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::service::{AgentService, Identity};
 use super::{AgentError, Exposure, Listen, listen_policy, read_token};
 use crate::cli::AgentArgs;
-use crate::run::Interrupts;
+use crate::shutdown::Shutdown;
 
 /// PEM certificate chain, key, and the client CA for mutual TLS.
 pub type TlsFiles = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
@@ -35,7 +34,7 @@ pub struct AgentConfig {
     pub exposure: Exposure,
     pub state_dir: std::path::PathBuf,
     /// AWS settings for shipping launched containers.
-    pub aws: crate::config::AwsOptions,
+    pub aws: crate::aws::AwsOptions,
 }
 
 impl AgentConfig {
@@ -65,8 +64,8 @@ impl AgentConfig {
             _ => None,
         };
         let exposure = listen_policy(&listen, tls.is_some(), token.is_some(), a.insecure)?;
-        let aws = crate::config::AwsOptions::from_args(a.aws)
-            .map_err(|e| AgentError::Usage(e.to_string()))?;
+        let aws =
+            crate::config::aws_options(a.aws).map_err(|e| AgentError::Usage(e.to_string()))?;
         Ok(AgentConfig {
             listen,
             tls,
@@ -87,11 +86,9 @@ pub struct TokenCheck {
 
 impl Interceptor for TokenCheck {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let cert = req.peer_certs().and_then(|certs| {
-            certs
-                .first()
-                .map(|c| crate::follow::tail::fnv1a(c.as_ref()))
-        });
+        let cert = req
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| crate::util::fnv1a(c.as_ref())));
         let Some(expected) = &self.token else {
             let who = cert.map_or("local".to_string(), |h| format!("client-cert:{h:016x}"));
             req.extensions_mut().insert(Identity(who));
@@ -120,10 +117,7 @@ impl Interceptor for TokenCheck {
 }
 
 /// Runs the agent until a stop signal; returns the exit code.
-pub async fn serve(
-    args: AgentArgs,
-    mut interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, AgentError> {
+pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, AgentError> {
     let cfg = AgentConfig::from_args(args)?;
     if cfg.exposure == Exposure::Insecure {
         eprintln!(
@@ -168,7 +162,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(agent);
     let stop = async move {
-        let _ = interrupts.wait_for(|i| i.count > 0).await;
+        shutdown.requested().await;
     };
     let result = match &cfg.listen {
         Listen::Tcp(addr) => {

@@ -1,7 +1,7 @@
 //! The agent's gRPC service: each call turned into engine calls.
 //!
 //! - LaunchContainer: with a CloudWatch target, the container is created and started by
-//!   [`crate::run::launch`] and shipped by [`crate::run::Launched::ship`] in a task the agent
+//!   [`crate::ship::job::launch`] and shipped by [`crate::ship::job::Launched::ship`] in a task the agent
 //!   tracks — the main job's own pipeline (checkpoint and spool in `--state-dir`); the
 //!   container is kept after it exits so its logs stay readable. Without one, just created
 //!   and started.
@@ -24,7 +24,6 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::ContainerInspectResponse;
 use bytes::Bytes;
-use clap::ValueEnum;
 use dockwatch_proto::tonic::{self, Request, Response, Status, Streaming};
 use dockwatch_proto::v1::agent_server::Agent;
 use dockwatch_proto::v1::{
@@ -38,11 +37,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::PullPolicy;
-use crate::config::{ContainerSpec, MANAGED_LABEL};
+use crate::config::{ConfigError, ContainerSpec, PullPolicy, RunConfig, ShipConfig};
 use crate::docker::{self, DockerError, container, logs, status_of};
-use crate::framing::Source;
-use crate::run::Interrupts;
+use crate::ship::framing::Source;
+use crate::ship::job::{self, RunError};
+use crate::shutdown::Shutdown;
 
 /// Label on every container the agent launches.
 pub const AGENT_LABEL: &str = "dockwatch.agent";
@@ -60,17 +59,13 @@ pub struct AgentService {
     /// The engine.
     docker: Docker,
     /// AWS settings for shipping launched containers.
-    aws: crate::config::AwsOptions,
+    aws: crate::aws::AwsOptions,
     /// Checkpoints and spools of shipped containers.
     state_dir: PathBuf,
     /// Shipping tasks, so shutdown can say what it leaves.
     tracker: TaskTracker,
     /// Per shipped container id: turns true when its shipping task ended.
     shipping: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
-    /// Never signalled: a shipped container ends by exiting (StopContainer), not by the agent.
-    no_interrupts: watch::Receiver<Interrupts>,
-    /// Keeps `no_interrupts` open.
-    _interrupts_tx: watch::Sender<Interrupts>,
     /// GetLogs streams open now (the drop of a stream is logged).
     pub open_log_streams: Arc<AtomicUsize>,
 }
@@ -78,19 +73,16 @@ pub struct AgentService {
 impl AgentService {
     pub fn new(
         docker: Docker,
-        aws: crate::config::AwsOptions,
+        aws: crate::aws::AwsOptions,
         state_dir: PathBuf,
         tracker: TaskTracker,
     ) -> Self {
-        let (tx, rx) = watch::channel(Interrupts::default());
         AgentService {
             docker,
             aws,
             state_dir,
             tracker,
             shipping: Arc::default(),
-            no_interrupts: rx,
-            _interrupts_tx: tx,
             open_log_streams: Arc::default(),
         }
     }
@@ -107,6 +99,46 @@ impl AgentService {
             }
             Err(e) => Err(engine_status(DockerError::api("inspect container", &e))),
         }
+    }
+}
+
+impl AgentService {
+    /// Launches `spec` with the main job's pipeline shipping it to `ship` in a tracked task;
+    /// the container is kept after it exits so its logs stay readable.
+    async fn launch_shipped(
+        &self,
+        spec: ContainerSpec,
+        ship: ShipConfig,
+    ) -> Result<String, Status> {
+        let target = format!("{}/{}", ship.group, ship.stream);
+        let mut cfg = RunConfig::managed(spec, self.aws.clone(), ship, &self.state_dir);
+        cfg.keep_container = true;
+        let launched = job::launch(&cfg, &Shutdown::never())
+            .await
+            .map_err(|e| match e {
+                RunError::Docker(d) => engine_status(d),
+                other => Status::failed_precondition(format!("{:#}", anyhow::Error::from(other))),
+            })?;
+        let id = launched.id.clone();
+        let (done_tx, done_rx) = watch::channel(false);
+        self.shipping
+            .lock()
+            .expect("shipping lock")
+            .insert(id.clone(), done_rx);
+        let sid = short(&id).to_string();
+        self.tracker.spawn(async move {
+            match launched.ship(Shutdown::never()).await {
+                Ok(code) => eprintln!(
+                    "dockwatch agent: container {sid} exited with code {code}; its output is in {target}"
+                ),
+                Err(e) => eprintln!(
+                    "dockwatch agent: shipping container {sid} to {target} failed: {:#}",
+                    anyhow::Error::from(e)
+                ),
+            }
+            let _ = done_tx.send(true);
+        });
+        Ok(id)
     }
 }
 
@@ -137,7 +169,7 @@ fn audit_line(peer: Option<SocketAddr>, who: Option<&Identity>, call: &str, deta
     let who = who.map_or("anonymous", |i| i.0.as_str());
     eprintln!(
         "dockwatch agent: audit {} peer={peer} identity={who} call={call} {detail}",
-        crate::follow::time::format_rfc3339_ms(crate::follow::time::now_ms())
+        crate::util::time::format_rfc3339_ms(crate::util::time::now_ms())
     );
 }
 
@@ -161,12 +193,9 @@ impl Agent for AgentService {
         let pull = if r.pull.is_empty() {
             PullPolicy::Missing
         } else {
-            PullPolicy::from_str(&r.pull, true).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "pull '{}' is not one of missing, always, never",
-                    r.pull
-                ))
-            })?
+            r.pull
+                .parse()
+                .map_err(|e: ConfigError| Status::invalid_argument(e.to_string()))?
         };
         let shell = if r.shell.is_empty() { "bash" } else { &r.shell };
         let mut env: Vec<String> = r.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -188,98 +217,27 @@ impl Agent for AgentService {
                 target.map_or("-".into(), |c| format!("{}/{}", c.group, c.stream))
             ),
         );
+        let invalid = |e: ConfigError| Status::invalid_argument(e.to_string());
+        let mut spec = ContainerSpec::new(r.image.clone(), shell.to_string(), r.command.clone())
+            .and_then(|s| s.with_env(env))
+            .map_err(invalid)?
+            .with_label(AGENT_LABEL, "true");
+        for (k, v) in &r.labels {
+            spec = spec.with_label(k, v);
+        }
+        spec.name = (!r.name.is_empty()).then(|| r.name.clone());
+        spec.tty = r.tty;
+        spec.pull = pull;
         let id = match target {
             Some(cw) => {
-                let mut argv: Vec<String> = vec![
-                    "dockwatch".into(),
-                    "run".into(),
-                    "--docker-image".into(),
-                    r.image.clone(),
-                    "--bash-command".into(),
-                    r.command.clone(),
-                    "--aws-cloudwatch-group".into(),
-                    cw.group.clone(),
-                    "--aws-cloudwatch-stream".into(),
-                    cw.stream.clone(),
-                    "--shell".into(),
-                    shell.into(),
-                    "--quiet".into(),
-                    "--keep-container".into(),
-                    "--pull".into(),
-                    format!("{pull:?}").to_lowercase(),
-                    "--state-dir".into(),
-                    self.state_dir.join("checkpoints").display().to_string(),
-                    "--spool-dir".into(),
-                    self.state_dir.join("spool").display().to_string(),
-                    "--label".into(),
-                    format!("{AGENT_LABEL}=1"),
-                    "--label".into(),
-                    format!("{SHIPPING_LABEL}={}/{}", cw.group, cw.stream),
-                ];
-                for (k, v) in &r.labels {
-                    argv.extend(["--label".into(), format!("{k}={v}")]);
-                }
-                if !r.name.is_empty() {
-                    argv.extend(["--name".into(), r.name.clone()]);
-                }
-                if r.tty {
-                    argv.push("--tty".into());
-                }
-                for e in &env {
-                    argv.extend(["--env".into(), e.clone()]);
-                }
-                let mut cfg =
-                    crate::config::RunConfig::from_argv(argv).map_err(Status::invalid_argument)?;
-                cfg.aws = self.aws.clone();
-                let launched = crate::run::launch(&cfg, &self.no_interrupts)
-                    .await
-                    .map_err(|e| match e {
-                        crate::run::RunError::Docker(d) => engine_status(d),
-                        other => {
-                            Status::failed_precondition(format!("{:#}", anyhow::Error::from(other)))
-                        }
-                    })?;
-                let id = launched.id.clone();
-                let (done_tx, done_rx) = watch::channel(false);
-                self.shipping
-                    .lock()
-                    .expect("shipping lock")
-                    .insert(id.clone(), done_rx);
-                let rx = self.no_interrupts.clone();
-                let target = format!("{}/{}", cw.group, cw.stream);
-                let sid = short(&id).to_string();
-                self.tracker.spawn(async move {
-                    match launched.ship(rx).await {
-                        Ok(code) => eprintln!(
-                            "dockwatch agent: container {sid} exited with code {code}; its output is in {target}"
-                        ),
-                        Err(e) => eprintln!(
-                            "dockwatch agent: shipping container {sid} to {target} failed: {:#}",
-                            anyhow::Error::from(e)
-                        ),
-                    }
-                    let _ = done_tx.send(true);
-                });
-                id
+                let ship = ShipConfig::new(cw.group.clone(), cw.stream.clone()).map_err(invalid)?;
+                self.launch_shipped(
+                    spec.with_label(SHIPPING_LABEL, format!("{}/{}", cw.group, cw.stream)),
+                    ship,
+                )
+                .await?
             }
             None => {
-                let spec = ContainerSpec {
-                    image: r.image.clone(),
-                    shell: shell.to_string(),
-                    command: r.command.clone(),
-                    name: (!r.name.is_empty()).then(|| r.name.clone()),
-                    env,
-                    labels: [
-                        (MANAGED_LABEL.to_string(), "1".to_string()),
-                        (AGENT_LABEL.to_string(), "1".to_string()),
-                    ]
-                    .into_iter()
-                    .chain(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
-                    .collect(),
-                    tty: r.tty,
-                    pull,
-                    binds: Vec::new(),
-                };
                 container::ensure_image(&self.docker, &spec)
                     .await
                     .map_err(engine_status)?;
@@ -540,7 +498,7 @@ impl Agent for AgentService {
         request: Request<GetLogsRequest>,
     ) -> Result<Response<Self::GetLogsStream>, Status> {
         let r = request.into_inner();
-        let q = log_query(&r, crate::follow::time::now_ms())?;
+        let q = log_query(&r, crate::util::time::now_ms())?;
         let info = self.resolve(&r.container).await?;
         let id = info.id.unwrap_or_default();
         let frames = logs::open_query(&self.docker, &id, &q);
@@ -622,7 +580,7 @@ pub fn log_query(r: &GetLogsRequest, now_ms: i64) -> Result<logs::LogQuery, Stat
         if s.is_empty() {
             return Ok(None);
         }
-        crate::follow::time::parse_time(s, now_ms)
+        crate::util::time::parse_time(s, now_ms)
             .map(|ms| Some(ms.saturating_mul(1_000_000)))
             .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
     };

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use super::DockerError;
 use super::logs::Frame;
-use crate::framing::Source;
+use crate::docker::Source;
 
 /// Raw bytes held at most (both sources together) before the tap waits for the log reader.
 pub const TAP_CAP: usize = 16 * 1024 * 1024;

@@ -22,8 +22,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::{DockerError, describe, status_of};
-use crate::cli::PullPolicy;
-use crate::config::ContainerSpec;
+
+use crate::config::{ContainerSpec, PullPolicy};
 
 /// Splits `name[:tag]` / `name@digest` into what the engine's create-image call wants.
 pub fn split_image_ref(image: &str) -> (&str, &str) {

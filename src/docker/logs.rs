@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::DockerError;
-use crate::framing::Source;
+use crate::docker::Source;
 
 /// One log message of the container.
 #[derive(Debug, Clone, PartialEq, Eq)]

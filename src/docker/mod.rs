@@ -13,6 +13,22 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+/// Which output of the container a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Stdout,
+    Stderr,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Stdout => "stdout",
+            Source::Stderr => "stderr",
+        }
+    }
+}
+
 /// Something went wrong talking to Docker.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

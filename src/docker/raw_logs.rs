@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::DockerError;
-use crate::framing::Source;
+use crate::docker::Source;
 
 /// A log stream being read.
 pub struct RawLogs {

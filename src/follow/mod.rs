@@ -10,17 +10,16 @@
 pub mod download;
 pub mod source;
 pub mod tail;
-pub mod time;
 
+use crate::aws::AwsError;
+use crate::aws::retry::{Failure, is_auth};
 use crate::exit_codes;
-use crate::sink::SinkError;
-use crate::sink::retry::{Failure, is_auth};
 
 /// What can stop `tail` or `download`.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Aws(#[from] AwsError),
     #[error(
         "log group '{0}' not found; check the name and region, or write '{0}*' to follow every group with that prefix"
     )]
@@ -30,7 +29,7 @@ pub enum FollowError {
     #[error("could not {call}: {failure}")]
     Call { call: String, failure: Failure },
     #[error(transparent)]
-    Time(#[from] time::InvalidTime),
+    Time(#[from] crate::util::time::InvalidTime),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -56,10 +55,10 @@ impl FollowError {
     /// A failed call, with the credentials case made plain.
     pub fn call(call: impl Into<String>, failure: Failure) -> Self {
         if matches!(failure, Failure::Credentials(_)) {
-            return FollowError::Sink(SinkError::NoCredentials);
+            return FollowError::Aws(AwsError::NoCredentials);
         }
         if is_auth(&failure) {
-            return FollowError::Sink(SinkError::Auth {
+            return FollowError::Aws(AwsError::Auth {
                 detail: failure.to_string(),
             });
         }
@@ -73,7 +72,7 @@ impl FollowError {
     /// configuration, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            FollowError::Sink(SinkError::NoRegion | SinkError::NoCredentials)
+            FollowError::Aws(AwsError::NoRegion | AwsError::NoCredentials)
             | FollowError::Time(_)
             | FollowError::Usage(_)
             | FollowError::Config(_) => exit_codes::USAGE,

@@ -1,6 +1,6 @@
 //! Reading CloudWatch Logs back: which groups and streams match, and their events, page by
 //! page, with throttling and transient failures retried under one policy
-//! ([`crate::sink::retry::classify`], the same pure function the shipper uses).
+//! ([`crate::aws::retry::classify`], the same pure function the shipper uses).
 //!
 //! Calls used: DescribeLogGroups (by prefix), DescribeLogStreams (by prefix), FilterLogEvents
 //! (`tail`: interleaved across streams, filter patterns) and GetLogEvents (`download`: one
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::Client;
 
-use crate::sink::retry::{Action, Backoff, Failure, classify, failure_of};
+use crate::aws::retry::{Action, Failure, classify, failure_of};
+use crate::util::backoff::Backoff;
 
 /// A group named on the command line or in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,15 +17,13 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::FollowError;
 use super::source::{Event, FilterQuery, GroupSpec, Patience, Reader};
-use super::time::{format_rfc3339_ms, now_ms, parse_time};
+use crate::aws::AwsOptions;
+use crate::aws::logs;
 use crate::cli::{ColorWhen, TailArgs, TailFormat};
-use crate::config::AwsOptions;
-use crate::run::Interrupts;
-use crate::sink::client;
+use crate::shutdown::Shutdown;
+use crate::util::time::{format_rfc3339_ms, now_ms, parse_time};
 
 /// FilterLogEvents takes at most this many stream names.
 const MAX_STREAM_NAMES: usize = 100;
@@ -54,7 +52,8 @@ pub struct TailConfig {
 impl TailConfig {
     /// Checks the arguments; `now` anchors relative times.
     pub fn from_args(a: TailArgs, now: i64, stdout_is_tty: bool) -> Result<Self, FollowError> {
-        let aws = AwsOptions::from_args(a.aws).map_err(|e| FollowError::Usage(e.to_string()))?;
+        let aws =
+            crate::config::aws_options(a.aws).map_err(|e| FollowError::Usage(e.to_string()))?;
         let since = parse_time(&a.since, now)?;
         let until = a.until.as_deref().map(|u| parse_time(u, now)).transpose()?;
         if let Some(u) = until
@@ -102,15 +101,12 @@ impl TailConfig {
 }
 
 /// Runs `dockwatch tail`; returns the exit code.
-pub async fn tail(
-    args: TailArgs,
-    interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, FollowError> {
+pub async fn tail(args: TailArgs, shutdown: Shutdown) -> Result<i32, FollowError> {
     let cfg = TailConfig::from_args(args, now_ms(), std::io::stdout().is_terminal())?;
-    let sdk = client::build(&cfg.aws).await?;
+    let sdk = logs::build(&cfg.aws).await?;
     let reader = Reader::new(sdk, Patience::Tries(4));
     let mut out = Printer::new(cfg.format, cfg.color);
-    let r = Tail::new(&cfg, &reader).run(&mut out, interrupts).await;
+    let r = Tail::new(&cfg, &reader).run(&mut out, shutdown).await;
     match r {
         Ok(code) => {
             out.flush_quietly();
@@ -256,11 +252,7 @@ impl<'a> Tail<'a> {
         Ok(queries)
     }
 
-    async fn run(
-        &mut self,
-        out: &mut Printer,
-        mut interrupts: watch::Receiver<Interrupts>,
-    ) -> Result<i32, TailStop> {
+    async fn run(&mut self, out: &mut Printer, mut shutdown: Shutdown) -> Result<i32, TailStop> {
         let started = now_ms();
         let window = i64::try_from(self.cfg.late_window.as_millis()).unwrap_or(i64::MAX);
         let mut queries = self.discover(true).await?;
@@ -281,7 +273,7 @@ impl<'a> Tail<'a> {
             })
             .collect();
         loop {
-            let stop = stop_signal(&interrupts);
+            let stop = shutdown.exit_code();
             if let Some(code) = stop {
                 return Ok(code);
             }
@@ -310,11 +302,9 @@ impl<'a> Tail<'a> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                r = interrupts.changed() => {
-                    if r.is_err() { return Ok(0); }
-                }
+                _ = shutdown.changed() => {}
             }
-            if let Some(code) = stop_signal(&interrupts) {
+            if let Some(code) = shutdown.exit_code() {
                 return Ok(code);
             }
             polls += 1;
@@ -377,11 +367,6 @@ impl<'a> Tail<'a> {
     }
 }
 
-/// The exit code when a stop signal has arrived.
-fn stop_signal(rx: &watch::Receiver<Interrupts>) -> Option<i32> {
-    rx.borrow().first.map(|s| s.exit_code())
-}
-
 /// What identifies an event: CloudWatch's id, or its content when an endpoint gives none.
 fn event_key(e: &Event) -> String {
     if e.id.is_empty() {
@@ -433,7 +418,8 @@ pub fn render(format: TailFormat, color: bool, group: &str, e: &Event) -> String
             s.to_string()
         }
     };
-    let stream_color = PALETTE[(fnv1a(e.stream.as_bytes()) % PALETTE.len() as u64) as usize];
+    let stream_color =
+        PALETTE[(crate::util::fnv1a(e.stream.as_bytes()) % PALETTE.len() as u64) as usize];
     match format {
         TailFormat::Short => {
             let t = format_rfc3339_ms(e.timestamp);
@@ -463,16 +449,6 @@ pub fn render(format: TailFormat, color: bool, group: &str, e: &Event) -> String
             format!("{v}\n")
         }
     }
-}
-
-/// FNV-1a, 64 bits: a stable hash for colours and file names.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
@@ -513,11 +489,5 @@ mod tests {
         let coloured = render(TailFormat::Short, true, "/g", &ev("x"));
         assert!(!plain.contains('\x1b'));
         assert!(coloured.contains("\x1b[2m10:00:00.123\x1b[0m"));
-    }
-
-    #[test]
-    fn fnv1a_is_the_published_function() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

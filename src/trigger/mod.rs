@@ -27,135 +27,146 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use self::event::{Notice, Upload};
 use self::store::{Outcome, Store, object_id};
-use crate::cli::{Engine, OnUploadArgs};
-use crate::config::AwsOptions;
+use crate::aws::retry::chain;
+use crate::aws::{AwsError, Clients};
+use crate::config::{ConfigError, ContainerSpec, OnUploadConfig, RunConfig, ShipConfig};
+use crate::ecs::EcsError;
 use crate::exit_codes;
-use crate::run::{Interrupts, Signal};
+use crate::ship::job::RunError;
+use crate::shutdown::{self, Shutdown, Stop};
+use crate::util::backoff::Backoff;
 
 /// Why `on-upload` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
-    #[error("{0}")]
-    Usage(String),
     #[error(transparent)]
-    Sink(#[from] crate::sink::SinkError),
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("--setup: cannot {what}: {detail}")]
+    Setup { what: String, detail: String },
     #[error("{0}")]
-    Failed(String),
+    Store(String),
 }
 
 impl TriggerError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            TriggerError::Usage(_)
-            | TriggerError::Sink(
-                crate::sink::SinkError::NoRegion | crate::sink::SinkError::NoCredentials,
-            ) => exit_codes::USAGE,
+            TriggerError::Config(_) => exit_codes::USAGE,
+            TriggerError::Aws(e) if e.is_usage() => exit_codes::USAGE,
             _ => exit_codes::ERROR,
         }
     }
 }
 
-/// The service clients, built once from one AWS configuration.
-#[derive(Clone)]
-pub struct Clients {
-    pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub ecs: aws_sdk_ecs::Client,
-    pub logs: aws_sdk_cloudwatchlogs::Client,
+/// Why one object's task did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error("cannot download s3://{bucket}/{key}: {detail}")]
+    Download {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Ecs(#[from] EcsError),
+    #[error("the container exited with code {0}")]
+    Exit(i64),
+    #[error("stopped by a signal before it finished")]
+    Stopped,
+    #[error("cannot upload s3://{bucket}/{key}: {detail}")]
+    Upload {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
 }
 
-impl Clients {
-    pub async fn build(aws: &AwsOptions) -> Result<Self, crate::sink::SinkError> {
-        let conf = crate::sink::client::sdk_config(aws).await?;
-        // AWS-compatible endpoints serve buckets by path, not by host name.
-        let s3 = aws_sdk_s3::config::Builder::from(&conf)
-            .force_path_style(aws.endpoint_url.is_some())
-            .build();
-        Ok(Clients {
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(&conf),
-            ecs: aws_sdk_ecs::Client::new(&conf),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
-        })
+impl TaskError {
+    /// The task's exit code, when it got as far as having one.
+    fn exit_code(&self) -> Option<i64> {
+        match self {
+            TaskError::Exit(c) => Some(*c),
+            TaskError::Upload { .. } => Some(0),
+            _ => None,
+        }
     }
-}
 
-/// The whole error chain of an SDK error, one line.
-pub fn sdk_error(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::sink::retry::chain(e)
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TaskError {
+        let path = path.to_path_buf();
+        move |source| TaskError::Io { what, path, source }
+    }
 }
 
 /// Everything a task needs.
 struct Ctx {
-    args: OnUploadArgs,
-    aws: AwsOptions,
+    cfg: OnUploadConfig,
     clients: Clients,
     queue_url: String,
     store: Mutex<Store>,
-    /// Interrupts passed to running containers (after the grace period).
-    task_stop: watch::Receiver<Interrupts>,
-    /// ECS settings with `--on ecs`.
-    ecs: Option<crate::ecs::EcsConfig>,
+    /// Stop steps passed to running containers (after the grace period).
+    task_stop: Shutdown,
 }
 
 /// Runs `dockwatch on-upload`; returns the exit code.
-pub async fn on_upload(
-    args: OnUploadArgs,
-    mut interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, TriggerError> {
-    validate(&args)?;
-    let aws =
-        AwsOptions::from_args(args.aws.clone()).map_err(|e| TriggerError::Usage(e.to_string()))?;
-    let ecs = match args.ecs.on {
-        Engine::Ecs => {
-            Some(crate::ecs::EcsConfig::from_args(&args.ecs).map_err(TriggerError::Usage)?)
-        }
-        Engine::Local => None,
-    };
-    let clients = Clients::build(&aws).await?;
-    let queue_url = match &args.queue_url {
+pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i32, TriggerError> {
+    let clients = Clients::build(&cfg.aws).await?;
+    let queue_url = match &cfg.queue_url {
         Some(u) => u.clone(),
-        None => setup::setup(&clients, &args, &aws).await?,
+        None => setup::setup(&clients, &cfg).await?,
     };
-    let store = Store::open(&args.state_dir).map_err(TriggerError::Failed)?;
-    let (task_stop_tx, task_stop) = watch::channel(Interrupts::default());
+    let store = {
+        let dir = cfg.state_dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| TriggerError::Store(e.to_string()))?
+            .map_err(TriggerError::Store)?
+    };
+    let (task_trigger, task_stop) = shutdown::channel();
     let ctx = Arc::new(Ctx {
-        args,
-        aws,
+        cfg,
         clients,
         queue_url,
         store: Mutex::new(store),
         task_stop,
-        ecs,
     });
     log(&format!(
         "watching s3://{}/{} through {} ({} task(s) at once, on {})",
-        ctx.args.bucket,
-        ctx.args.prefix,
+        ctx.cfg.bucket,
+        ctx.cfg.prefix,
         ctx.queue_url,
-        ctx.args.concurrency,
-        if ctx.ecs.is_some() {
+        ctx.cfg.concurrency,
+        if ctx.cfg.ecs.is_some() {
             "ECS"
         } else {
             "this Docker engine"
         }
     ));
-    let slots = Arc::new(Semaphore::new(ctx.args.concurrency));
+    let slots = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let tracker = TaskTracker::new();
-    let mut backoff =
-        crate::sink::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        if interrupts.borrow().count > 0 {
+        if shutdown.is_requested() {
             break;
         }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore open"),
-            _ = interrupts.changed() => break,
+            () = shutdown.requested() => break,
         };
         let free = 1 + slots.available_permits();
         let recv = ctx
@@ -164,20 +175,17 @@ pub async fn on_upload(
             .receive_message()
             .queue_url(&ctx.queue_url)
             .max_number_of_messages(free.min(10) as i32)
-            .wait_time_seconds(ctx.args.wait.as_secs().min(20) as i32)
-            .visibility_timeout(ctx.args.visibility_timeout.as_secs().max(1) as i32)
+            .wait_time_seconds(ctx.cfg.wait.as_secs().min(20) as i32)
+            .visibility_timeout(ctx.cfg.visibility_timeout.as_secs().max(1) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send();
         let r = tokio::select! {
             r = recv => r,
-            _ = interrupts.changed() => break,
+            () = shutdown.requested() => break,
         };
         let messages = match r {
             Ok(r) => {
-                backoff = crate::sink::retry::Backoff::new(
-                    Duration::from_millis(500),
-                    Duration::from_secs(30),
-                );
+                backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
                 r.messages.unwrap_or_default()
             }
             Err(e) => {
@@ -185,12 +193,12 @@ pub async fn on_upload(
                 log(&format!(
                     "cannot receive from {}: {}; trying again in {wait:.1?}",
                     ctx.queue_url,
-                    sdk_error(&e)
+                    chain(&e)
                 ));
                 drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
-                    _ = interrupts.changed() => break,
+                    () = shutdown.requested() => break,
                 }
             }
         };
@@ -212,67 +220,49 @@ pub async fn on_upload(
     }
     // Stopping: no new messages; running tasks get the grace period, then are stopped.
     tracker.close();
-    let first = interrupts.borrow().first.unwrap_or(Signal::Terminate);
-    if !tracker.is_empty() {
-        log(&format!(
-            "stopping: {} task(s) running; waiting up to {:?} for them",
-            tracker.len(),
-            ctx.args.grace
-        ));
-        let finished = tokio::select! {
-            _ = tracker.wait() => true,
-            _ = tokio::time::sleep(ctx.args.grace) => false,
-            _ = interrupts.wait_for(|i| i.count > 1) => false,
-        };
-        if !finished {
-            let count = interrupts.borrow().count.max(1);
-            log("stopping the running containers; their messages will be received again");
-            task_stop_tx.send_replace(Interrupts {
-                count,
-                first: Some(first),
-            });
-            tokio::select! {
-                _ = tracker.wait() => {}
-                _ = interrupts.wait_for(|i| i.count > count) => {
-                    task_stop_tx.send_replace(Interrupts { count: 3, first: Some(first) });
-                    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
-                }
-            }
-        }
-    }
+    stop_tasks(&tracker, &task_trigger, &mut shutdown, ctx.cfg.grace).await;
     log("stopped");
     Ok(0)
 }
 
-fn validate(a: &OnUploadArgs) -> Result<(), TriggerError> {
-    let u = |m: &str| Err(TriggerError::Usage(m.to_string()));
-    if a.bucket.is_empty() {
-        return u("--bucket is empty");
+/// Running tasks get `grace` to finish (a second signal cuts it short); then their
+/// containers are stopped the main job's way, with the step the user asked for so far; one
+/// signal more abandons them (5 s to save what they hold).
+async fn stop_tasks(
+    tracker: &TaskTracker,
+    tasks: &shutdown::Trigger,
+    shutdown: &mut Shutdown,
+    grace: Duration,
+) {
+    if tracker.is_empty() {
+        return;
     }
-    if a.concurrency == 0 || a.concurrency > 64 {
-        return u("--concurrency must be 1 to 64");
+    log(&format!(
+        "stopping: {} task(s) running; waiting up to {grace:?} for them",
+        tracker.len()
+    ));
+    let finished = tokio::select! {
+        _ = tracker.wait() => true,
+        _ = tokio::time::sleep(grace) => false,
+        () = shutdown.reached(Stop::Kill) => false,
+    };
+    if finished {
+        return;
     }
-    if a.max_attempts == 0 {
-        return u("--max-attempts must be at least 1");
+    let now = shutdown.stop().unwrap_or(Stop::Graceful);
+    log("stopping the running containers; their messages will be received again");
+    tasks.request(now, shutdown.signal());
+    let more = match now {
+        Stop::Graceful => Stop::Kill,
+        _ => Stop::Abandon,
+    };
+    tokio::select! {
+        _ = tracker.wait() => {}
+        () = shutdown.reached(more) => {
+            tasks.request(Stop::Abandon, shutdown.signal());
+            let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        }
     }
-    if a.wait > Duration::from_secs(20) {
-        return u("--wait must be at most 20s (SQS long polling)");
-    }
-    if a.visibility_timeout < Duration::from_secs(2)
-        || a.visibility_timeout > Duration::from_secs(43_200)
-    {
-        return u("--visibility-timeout must be between 2s and 12h");
-    }
-    if a.output_prefix.is_empty()
-        || (!a.prefix.is_empty() && a.output_prefix.starts_with(&a.prefix))
-    {
-        return u(
-            "--output-prefix must be set and outside --prefix, or the outputs would trigger new tasks",
-        );
-    }
-    crate::config::validate_group_name(&a.aws_cloudwatch_group)
-        .map_err(|e| TriggerError::Usage(e.to_string()))?;
-    Ok(())
 }
 
 fn log(msg: &str) {
@@ -280,7 +270,7 @@ fn log(msg: &str) {
 }
 
 /// One SQS message: every upload in it, then delete (all succeeded) or release it.
-async fn handle_message(ctx: &Ctx, m: aws_sdk_sqs::types::Message) {
+async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
     let Some(receipt) = m.receipt_handle().map(str::to_string) else {
         return;
     };
@@ -289,8 +279,7 @@ async fn handle_message(ctx: &Ctx, m: aws_sdk_sqs::types::Message) {
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let body = m.body().unwrap_or_default();
-    let uploads = match event::parse(body) {
+    let uploads = match event::parse(m.body().unwrap_or_default()) {
         Ok(Notice::Test) => {
             log("S3 test event received: the notification works");
             delete(ctx, &receipt).await;
@@ -307,9 +296,9 @@ async fn handle_message(ctx: &Ctx, m: aws_sdk_sqs::types::Message) {
     };
     let ours: Vec<Upload> = uploads
         .into_iter()
-        .filter(|u| u.bucket == ctx.args.bucket && u.key.starts_with(&ctx.args.prefix))
+        .filter(|u| u.bucket == ctx.cfg.bucket && u.key.starts_with(&ctx.cfg.prefix))
         .collect();
-    if attempts > ctx.args.max_attempts {
+    if attempts > ctx.cfg.max_attempts {
         for u in &ours {
             log(&format!(
                 "giving up on s3://{}/{} after {} attempts; the message is left for the queue's dead-letter policy",
@@ -320,108 +309,129 @@ async fn handle_message(ctx: &Ctx, m: aws_sdk_sqs::types::Message) {
         }
         return;
     }
-    // Keep the message hidden while the work goes on.
-    let heartbeat = {
-        let (sqs, url, r, vis) = (
-            ctx.clients.sqs.clone(),
-            ctx.queue_url.clone(),
-            receipt.clone(),
-            ctx.args.visibility_timeout,
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(vis / 2).await;
-                let _ = sqs
-                    .change_message_visibility()
-                    .queue_url(&url)
-                    .receipt_handle(&r)
-                    .visibility_timeout(vis.as_secs().max(1) as i32)
-                    .send()
-                    .await;
-            }
-        })
-    };
+    let heartbeat = keep_hidden(ctx, &receipt);
     let mut all_ok = true;
     for u in &ours {
-        let id = object_id(&u.bucket, &u.key, &u.etag);
-        if ctx.store.lock().expect("store").succeeded(&id) {
-            log(&format!(
-                "s3://{}/{} ({}) was already processed: skipped",
-                u.bucket, u.key, u.etag
-            ));
-            continue;
-        }
-        log(&format!(
-            "s3://{}/{}: starting (attempt {attempts})",
-            u.bucket, u.key
-        ));
-        let r = process(ctx, u).await;
-        let (outcome, ok) = match r {
-            Ok((code, outputs)) => {
-                log(&format!(
-                    "s3://{}/{}: done, {} output file(s) under s3://{}/{}",
-                    u.bucket,
-                    u.key,
-                    outputs.len(),
-                    ctx.args.bucket,
-                    output_base(&ctx.args, &u.key)
-                ));
-                (
-                    Outcome {
-                        status: "succeeded".into(),
-                        attempts,
-                        exit_code: Some(code),
-                        outputs,
-                        error: None,
-                        at: crate::follow::time::now_ms(),
-                    },
-                    true,
-                )
-            }
-            Err((code, why)) => {
-                log(&format!(
-                    "s3://{}/{}: failed (attempt {attempts} of {}): {why}",
-                    u.bucket, u.key, ctx.args.max_attempts
-                ));
-                (
-                    Outcome {
-                        status: "failed".into(),
-                        attempts,
-                        exit_code: code,
-                        outputs: Vec::new(),
-                        error: Some(why),
-                        at: crate::follow::time::now_ms(),
-                    },
-                    false,
-                )
-            }
-        };
-        if let Err(e) = ctx.store.lock().expect("store").record(&id, outcome) {
-            log(&e);
-            all_ok = false;
-        }
-        all_ok &= ok;
+        all_ok &= run_upload(ctx, u, attempts).await;
     }
     heartbeat.abort();
     if all_ok {
         delete(ctx, &receipt).await;
     } else {
-        // Visible again soon (a stop makes it visible at once, for another worker).
-        let delay = if ctx.task_stop.borrow().count > 0 {
-            0
-        } else {
-            (5 * attempts).min(ctx.args.visibility_timeout.as_secs() as u32)
-        };
-        let _ = ctx
-            .clients
-            .sqs
-            .change_message_visibility()
-            .queue_url(&ctx.queue_url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(delay as i32)
-            .send()
-            .await;
+        release(ctx, &receipt, attempts).await;
     }
+}
+
+/// Keeps a message hidden while its work goes on: its visibility is extended every half
+/// timeout, until the returned task is aborted.
+fn keep_hidden(ctx: &Ctx, receipt: &str) -> tokio::task::JoinHandle<()> {
+    let (sqs, url, r, vis) = (
+        ctx.clients.sqs.clone(),
+        ctx.queue_url.clone(),
+        receipt.to_string(),
+        ctx.cfg.visibility_timeout,
+    );
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(vis / 2).await;
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(&r)
+                .visibility_timeout(vis.as_secs().max(1) as i32)
+                .send()
+                .await;
+        }
+    })
+}
+
+/// One upload of a message, unless already done: runs it and records the outcome. True when
+/// it succeeded (now or before).
+async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
+    let id = object_id(&u.bucket, &u.key, &u.etag);
+    if ctx.store.lock().expect("store").succeeded(&id) {
+        log(&format!(
+            "s3://{}/{} ({}) was already processed: skipped",
+            u.bucket, u.key, u.etag
+        ));
+        return true;
+    }
+    log(&format!(
+        "s3://{}/{}: starting (attempt {attempts})",
+        u.bucket, u.key
+    ));
+    let outcome = match process(ctx, u).await {
+        Ok((code, outputs)) => {
+            log(&format!(
+                "s3://{}/{}: done, {} output file(s) under s3://{}/{}",
+                u.bucket,
+                u.key,
+                outputs.len(),
+                ctx.cfg.bucket,
+                ctx.cfg.output_base(&u.key)
+            ));
+            Outcome {
+                status: "succeeded".into(),
+                attempts,
+                exit_code: Some(code),
+                outputs,
+                error: None,
+                at: crate::util::time::now_ms(),
+            }
+        }
+        Err(e) => {
+            let exit_code = e.exit_code();
+            let why = format!("{:#}", anyhow::Error::from(e));
+            log(&format!(
+                "s3://{}/{}: failed (attempt {attempts} of {}): {why}",
+                u.bucket, u.key, ctx.cfg.max_attempts
+            ));
+            Outcome {
+                status: "failed".into(),
+                attempts,
+                exit_code,
+                outputs: Vec::new(),
+                error: Some(why),
+                at: crate::util::time::now_ms(),
+            }
+        }
+    };
+    let ok = outcome.status == "succeeded";
+    record(ctx, id, outcome).await && ok
+}
+
+/// Saves an outcome durably, off the runtime (an fsync must not hold up the heartbeats).
+async fn record(ctx: &Arc<Ctx>, id: String, outcome: Outcome) -> bool {
+    let c = ctx.clone();
+    let saved =
+        tokio::task::spawn_blocking(move || c.store.lock().expect("store").record(&id, outcome))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+    match saved {
+        Ok(()) => true,
+        Err(e) => {
+            log(&e);
+            false
+        }
+    }
+}
+
+/// Makes a failed message visible again soon (at once when stopping, for another worker).
+async fn release(ctx: &Ctx, receipt: &str, attempts: u32) {
+    let delay = if ctx.task_stop.is_requested() {
+        0
+    } else {
+        (5 * attempts).min(ctx.cfg.visibility_timeout.as_secs() as u32)
+    };
+    let _ = ctx
+        .clients
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(delay as i32)
+        .send()
+        .await;
 }
 
 async fn delete(ctx: &Ctx, receipt: &str) {
@@ -436,63 +446,43 @@ async fn delete(ctx: &Ctx, receipt: &str) {
     {
         log(&format!(
             "cannot delete a finished message (it will come back and be skipped): {}",
-            sdk_error(&e)
+            chain(&e)
         ));
     }
 }
 
-/// Where a key's outputs go: OUTPUT_PREFIX + key without PREFIX + `/`.
-pub fn output_base(a: &OnUploadArgs, key: &str) -> String {
-    let rel = key.strip_prefix(a.prefix.as_str()).unwrap_or(key);
-    format!("{}{}/", a.output_prefix, rel)
-}
-
-/// One object: fetch, run, upload. `Err((exit code, why))`.
-async fn process(ctx: &Ctx, u: &Upload) -> Result<(i64, Vec<String>), (Option<i64>, String)> {
-    if let Some(ecs) = &ctx.ecs {
-        let env = vec![
-            ("S3_BUCKET".to_string(), u.bucket.clone()),
-            ("S3_KEY".to_string(), u.key.clone()),
-            (
-                "OUTPUT_S3_PREFIX".to_string(),
-                output_base(&ctx.args, &u.key),
-            ),
-        ];
-        let job = crate::ecs::EcsJob {
-            image: ctx.args.docker_image.clone(),
-            shell: ctx.args.shell.clone(),
-            command: ctx.args.bash_command.clone(),
-            group: ctx.args.aws_cloudwatch_group.clone(),
-            stream_prefix: "dockwatch".into(),
-            env,
-            echo: false,
-        };
-        let code = crate::ecs::run_task(&ctx.clients, ecs, &job, &ctx.aws, ctx.task_stop.clone())
-            .await
-            .map_err(|e| (None, e))?;
-        return if code == 0 {
-            Ok((0, Vec::new()))
-        } else {
-            Err((Some(code), format!("the task exited with code {code}")))
-        };
+/// One object: fetch, run, upload; the exit code and the output keys.
+async fn process(ctx: &Ctx, u: &Upload) -> Result<(i64, Vec<String>), TaskError> {
+    if let Some(ecs) = &ctx.cfg.ecs {
+        return process_on_ecs(ctx, ecs, u).await;
     }
     let work =
-        ctx.args
+        ctx.cfg
             .state_dir
             .join("work")
             .join(crate::follow::download::files::encode_component(&format!(
                 "{}@{}",
                 u.key, u.etag
             )));
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let result = process_in(ctx, u, &work).await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    result
+}
+
+/// [`process`] in its work directory `work` (removed by the caller).
+async fn process_in(ctx: &Ctx, u: &Upload, work: &Path) -> Result<(i64, Vec<String>), TaskError> {
     let (input_dir, output_dir) = (work.join("input"), work.join("output"));
-    let io = |what: &str, e: std::io::Error| (None, format!("{what}: {e}"));
-    std::fs::create_dir_all(&input_dir).map_err(|e| io("cannot create the work directory", e))?;
-    std::fs::create_dir_all(&output_dir).map_err(|e| io("cannot create the work directory", e))?;
+    for d in [&input_dir, &output_dir] {
+        tokio::fs::create_dir_all(d)
+            .await
+            .map_err(TaskError::io("cannot create the work directory", d))?;
+    }
     // Any user in the container may write its outputs.
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&output_dir, std::fs::Permissions::from_mode(0o777));
+        let _ =
+            tokio::fs::set_permissions(&output_dir, std::fs::Permissions::from_mode(0o777)).await;
     }
     let file_name = u
         .key
@@ -500,48 +490,62 @@ async fn process(ctx: &Ctx, u: &Upload) -> Result<(i64, Vec<String>), (Option<i6
         .next()
         .filter(|n| !n.is_empty())
         .unwrap_or("input");
-    let input_file = input_dir.join(file_name);
-    download(ctx, u, &input_file).await.map_err(|e| (None, e))?;
-
-    let result = run_container(ctx, u, &input_dir, &output_dir, file_name).await;
-    let code = match result {
-        Ok(0) => 0,
-        Ok(c) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err((Some(c), format!("the container exited with code {c}")));
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err((None, e));
-        }
-    };
-    let outputs = upload_dir(ctx, &output_dir, &output_base(&ctx.args, &u.key))
-        .await
-        .map_err(|e| (Some(code), e))?;
-    let _ = std::fs::remove_dir_all(&work);
-    Ok((code, outputs))
+    download(ctx, u, &input_dir.join(file_name)).await?;
+    match run_container(ctx, u, &input_dir, &output_dir, file_name).await? {
+        0 => {}
+        c => return Err(TaskError::Exit(c)),
+    }
+    let outputs = upload_dir(ctx, &output_dir, &ctx.cfg.output_base(&u.key)).await?;
+    Ok((0, outputs))
 }
 
-async fn download(ctx: &Ctx, u: &Upload, to: &Path) -> Result<(), String> {
+/// `--on ecs`: the task fetches and stores its own data.
+async fn process_on_ecs(
+    ctx: &Ctx,
+    ecs: &crate::config::EcsConfig,
+    u: &Upload,
+) -> Result<(i64, Vec<String>), TaskError> {
+    let env = vec![
+        ("S3_BUCKET".to_string(), u.bucket.clone()),
+        ("S3_KEY".to_string(), u.key.clone()),
+        ("OUTPUT_S3_PREFIX".to_string(), ctx.cfg.output_base(&u.key)),
+    ];
+    let job = crate::ecs::EcsJob {
+        image: ctx.cfg.image.clone(),
+        shell: ctx.cfg.shell.clone(),
+        command: ctx.cfg.command.clone(),
+        group: ctx.cfg.group.clone(),
+        stream_prefix: "dockwatch".into(),
+        env,
+        echo: false,
+    };
+    let code =
+        crate::ecs::run_task(&ctx.clients, ecs, &job, &ctx.cfg.aws, ctx.task_stop.clone()).await?;
+    if code == 0 {
+        Ok((0, Vec::new()))
+    } else {
+        Err(TaskError::Exit(code))
+    }
+}
+
+async fn download(ctx: &Ctx, u: &Upload, to: &Path) -> Result<(), TaskError> {
+    let fail = |detail: String| TaskError::Download {
+        bucket: u.bucket.clone(),
+        key: u.key.clone(),
+        detail,
+    };
     let mut req = ctx.clients.s3.get_object().bucket(&u.bucket).key(&u.key);
     if !u.etag.is_empty() {
         req = req.if_match(format!("\"{}\"", u.etag));
     }
-    let obj = req.send().await.map_err(|e| {
-        format!(
-            "cannot download s3://{}/{}: {}",
-            u.bucket,
-            u.key,
-            sdk_error(&e)
-        )
-    })?;
+    let obj = req.send().await.map_err(|e| fail(chain(&e)))?;
     let mut reader = obj.body.into_async_read();
     let mut f = tokio::fs::File::create(to)
         .await
-        .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+        .map_err(TaskError::io("cannot write", to))?;
     tokio::io::copy(&mut reader, &mut f)
         .await
-        .map_err(|e| format!("cannot download s3://{}/{}: {e}", u.bucket, u.key))?;
+        .map_err(|e| fail(e.to_string()))?;
     Ok(())
 }
 
@@ -552,72 +556,45 @@ async fn run_container(
     input_dir: &Path,
     output_dir: &Path,
     file_name: &str,
-) -> Result<i64, String> {
-    let a = &ctx.args;
-    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut argv: Vec<String> = vec![
-        "dockwatch".into(),
-        "run".into(),
-        "--docker-image".into(),
-        a.docker_image.clone(),
-        "--bash-command".into(),
-        a.bash_command.clone(),
-        "--aws-cloudwatch-group".into(),
-        a.aws_cloudwatch_group.clone(),
-        "--aws-cloudwatch-stream".into(),
-        event::stream_name(&u.key),
-        "--shell".into(),
-        a.shell.clone(),
-        "--quiet".into(),
-        "--pull".into(),
-        format!("{:?}", a.pull).to_lowercase(),
-        "--volume".into(),
-        format!("{}:/input:ro", abs(input_dir).display()),
-        "--volume".into(),
-        format!("{}:/output", abs(output_dir).display()),
-        "--env".into(),
-        format!("INPUT_FILE=/input/{file_name}"),
-        "--env".into(),
-        "OUTPUT_DIR=/output".into(),
-        "--env".into(),
-        format!("S3_BUCKET={}", u.bucket),
-        "--env".into(),
-        format!("S3_KEY={}", u.key),
-        "--state-dir".into(),
-        a.state_dir.join("checkpoints").display().to_string(),
-        "--spool-dir".into(),
-        a.state_dir.join("spool").display().to_string(),
-        "--label".into(),
-        "dockwatch.on-upload=1".into(),
+) -> Result<i64, TaskError> {
+    let c = &ctx.cfg;
+    let abs = |p: &Path| {
+        let p = p.to_path_buf();
+        async move { tokio::fs::canonicalize(&p).await.unwrap_or(p) }
+    };
+    let mut container = ContainerSpec::new(c.image.clone(), c.shell.clone(), c.command.clone())?
+        .with_env(vec![
+            format!("INPUT_FILE=/input/{file_name}"),
+            "OUTPUT_DIR=/output".into(),
+            format!("S3_BUCKET={}", u.bucket),
+            format!("S3_KEY={}", u.key),
+        ])?
+        .with_env(c.env.clone())?
+        .with_label("dockwatch.on-upload", "true");
+    for (k, v) in &c.labels {
+        container = container.with_label(k, v);
+    }
+    container.pull = c.pull;
+    container.binds = vec![
+        format!("{}:/input:ro", abs(input_dir).await.display()),
+        format!("{}:/output", abs(output_dir).await.display()),
     ];
-    for e in &a.env {
-        argv.extend(["--env".into(), e.clone()]);
-    }
-    for l in &a.labels {
-        argv.extend(["--label".into(), l.clone()]);
-    }
-    let mut cfg = crate::config::RunConfig::from_argv(argv)?;
-    cfg.aws = ctx.aws.clone();
-    let launched = crate::run::launch(&cfg, &ctx.task_stop)
-        .await
-        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-    let code = launched
-        .ship(ctx.task_stop.clone())
-        .await
-        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-    if ctx.task_stop.borrow().count > 0 {
-        return Err("stopped by a signal before it finished".into());
+    let ship = ShipConfig::new(c.group.clone(), event::stream_name(&u.key))?;
+    let cfg = RunConfig::managed(container, c.aws.clone(), ship, &c.state_dir);
+    let launched = crate::ship::job::launch(&cfg, &ctx.task_stop).await?;
+    let code = launched.ship(ctx.task_stop.clone()).await?;
+    if ctx.task_stop.is_requested() {
+        return Err(TaskError::Stopped);
     }
     Ok(i64::from(code))
 }
 
-/// Uploads every file under `dir` to `prefix` + its relative path; returns the keys.
-async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, String> {
+/// Every file under `dir`, sorted (blocking: run off the runtime).
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, TaskError> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| format!("cannot list {}: {e}", d.display()))?;
+        let entries = std::fs::read_dir(&d).map_err(TaskError::io("cannot list", &d))?;
         for e in entries.flatten() {
             let p = e.path();
             match e.file_type() {
@@ -628,6 +605,19 @@ async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, 
         }
     }
     files.sort();
+    Ok(files)
+}
+
+/// Uploads every file under `dir` to `prefix` + its relative path; returns the keys.
+async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, TaskError> {
+    let listed = dir.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || list_files(&listed))
+        .await
+        .map_err(|e| TaskError::Io {
+            what: "cannot list",
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e),
+        })??;
     let mut keys = Vec::new();
     for f in files {
         let rel = f
@@ -636,74 +626,24 @@ async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, 
             .to_string_lossy()
             .replace('\\', "/");
         let key = format!("{prefix}{rel}");
+        let fail = |detail: String| TaskError::Upload {
+            bucket: ctx.cfg.bucket.clone(),
+            key: key.clone(),
+            detail,
+        };
         let body = ByteStream::from_path(&f)
             .await
-            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            .map_err(|e| fail(format!("cannot read {}: {e}", f.display())))?;
         ctx.clients
             .s3
             .put_object()
-            .bucket(&ctx.args.bucket)
+            .bucket(&ctx.cfg.bucket)
             .key(&key)
             .body(body)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot upload s3://{}/{key}: {}",
-                    ctx.args.bucket,
-                    sdk_error(&e)
-                )
-            })?;
+            .map_err(|e| fail(chain(&e)))?;
         keys.push(key);
     }
     Ok(keys)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        a: OnUploadArgs,
-    }
-
-    fn args(extra: &[&str]) -> OnUploadArgs {
-        let mut v = vec![
-            "t",
-            "--bucket",
-            "b",
-            "--prefix",
-            "input/",
-            "--output-prefix",
-            "output/",
-            "--docker-image",
-            "i",
-            "--bash-command",
-            "c",
-            "--aws-cloudwatch-group",
-            "g",
-            "--setup",
-        ];
-        v.extend_from_slice(extra);
-        T::parse_from(v).a
-    }
-
-    #[test]
-    fn outputs_go_under_the_key() {
-        assert_eq!(output_base(&args(&[]), "input/a/b.csv"), "output/a/b.csv/");
-    }
-
-    #[test]
-    fn validation() {
-        assert!(validate(&args(&[])).is_ok());
-        assert!(validate(&args(&["--concurrency", "0"])).is_err());
-        assert!(validate(&args(&["--wait", "30s"])).is_err());
-        let mut a = args(&[]);
-        a.output_prefix = "input/out/".into();
-        let e = validate(&a).unwrap_err().to_string();
-        assert!(e.contains("outside --prefix"), "{e}");
-    }
 }

@@ -10,9 +10,10 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{Clients, TriggerError, log, sdk_error};
-use crate::cli::OnUploadArgs;
-use crate::config::AwsOptions;
+use super::{TriggerError, log};
+use crate::aws::Clients;
+use crate::aws::retry::chain;
+use crate::config::OnUploadConfig;
 
 /// The id of dockwatch's notification on the bucket.
 const NOTIFICATION_ID: &str = "dockwatch-on-upload";
@@ -37,12 +38,12 @@ pub fn queue_names(bucket: &str) -> (String, String) {
 }
 
 /// Makes everything; returns the queue URL.
-pub async fn setup(
-    c: &Clients,
-    a: &OnUploadArgs,
-    aws: &AwsOptions,
-) -> Result<String, TriggerError> {
-    let fail = |what: &str, e: String| TriggerError::Failed(format!("--setup: cannot {what}: {e}"));
+pub async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, TriggerError> {
+    let aws = &a.aws;
+    let fail = |what: &str, detail: String| TriggerError::Setup {
+        what: what.to_string(),
+        detail,
+    };
     // The bucket.
     if c.s3.head_bucket().bucket(&a.bucket).send().await.is_err() {
         let mut req = c.s3.create_bucket().bucket(&a.bucket);
@@ -61,12 +62,10 @@ pub async fn setup(
         }
         match req.send().await {
             Ok(_) => log(&format!("created bucket {}", a.bucket)),
-            Err(e) => {
-                let text = sdk_error(&e);
-                if !text.contains("BucketAlreadyOwnedByYou") {
-                    return Err(fail(&format!("create bucket {}", a.bucket), text));
-                }
-            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
+            Err(e) => return Err(fail(&format!("create bucket {}", a.bucket), chain(&e))),
         }
     }
     // The queues (CreateQueue returns the existing queue when the attributes match).
@@ -77,7 +76,7 @@ pub async fn setup(
         .queue_name(&dlq_name)
         .send()
         .await
-        .map_err(|e| fail("create the dead-letter queue", sdk_error(&e)))?
+        .map_err(|e| fail("create the dead-letter queue", chain(&e)))?
         .queue_url
         .unwrap_or_default();
     let dlq_arn = queue_arn(c, &dlq_url).await?;
@@ -92,7 +91,7 @@ pub async fn setup(
         .queue_name(&name)
         .send()
         .await
-        .map_err(|e| fail("create the queue", sdk_error(&e)))?
+        .map_err(|e| fail("create the queue", chain(&e)))?
         .queue_url
         .unwrap_or_default();
     let arn = queue_arn(c, &url).await?;
@@ -119,7 +118,7 @@ pub async fn setup(
         )
         .send()
         .await
-        .map_err(|e| fail("configure the queue", sdk_error(&e)))?;
+        .map_err(|e| fail("configure the queue", chain(&e)))?;
     // The notification, keeping the bucket's others.
     // Some AWS-compatible servers answer an empty configuration in a form the SDK cannot
     // parse; then there is nothing to keep.
@@ -132,7 +131,7 @@ pub async fn setup(
     {
         Ok(cur) => cur,
         Err(e) => {
-            let text = sdk_error(&e);
+            let text = chain(&e);
             if !text.contains("error parsing XML") {
                 return Err(fail("read the bucket's notifications", text));
             }
@@ -181,7 +180,7 @@ pub async fn setup(
         .notification_configuration(conf)
         .send()
         .await
-        .map_err(|e| fail("set the bucket notification", sdk_error(&e)))?;
+        .map_err(|e| fail("set the bucket notification", chain(&e)))?;
     log(&format!(
         "set up: s3://{}/{}* -> {url} (dead letters after {} receives: {dlq_url})",
         a.bucket, a.prefix, a.max_attempts
@@ -197,16 +196,17 @@ async fn queue_arn(c: &Clients, url: &str) -> Result<String, TriggerError> {
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| {
-            TriggerError::Failed(format!(
-                "--setup: cannot read the queue's ARN: {}",
-                sdk_error(&e)
-            ))
+        .map_err(|e| TriggerError::Setup {
+            what: "read the queue's ARN".into(),
+            detail: chain(&e),
         })?;
     r.attributes()
         .and_then(|m| m.get(&QueueAttributeName::QueueArn))
         .cloned()
-        .ok_or_else(|| TriggerError::Failed("--setup: the queue has no ARN".into()))
+        .ok_or_else(|| TriggerError::Setup {
+            what: "read the queue's ARN".into(),
+            detail: "the answer has none".into(),
+        })
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@
 //! Nothing to repair: the file is replaced atomically, so it is the old or the new version.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -93,18 +92,8 @@ impl Store {
             objects: self.objects.clone(),
         })
         .expect("serialises");
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(d) = self.path.parent() {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| format!("cannot save {}: {e}", self.path.display()))
+        crate::util::durable::replace(&self.path, &bytes)
+            .map_err(|e| format!("cannot save {}: {e}", self.path.display()))
     }
 }
 

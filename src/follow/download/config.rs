@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::aws::AwsOptions;
 use crate::cli::{AwsArgs, DownloadArgs, LineFormat};
-use crate::config::AwsOptions;
 use crate::follow::FollowError;
 
 /// The file's contents; every key optional.
@@ -192,7 +192,8 @@ impl DownloadConfig {
             aws_endpoint_url: args.aws.aws_endpoint_url.clone().or(file.aws.endpoint_url),
             ..args.aws.clone()
         };
-        let aws = AwsOptions::from_args(aws_args).map_err(|e| FollowError::Usage(e.to_string()))?;
+        let aws =
+            crate::config::aws_options(aws_args).map_err(|e| FollowError::Usage(e.to_string()))?;
         Ok(DownloadConfig {
             file: args.config.clone(),
             output_dir,

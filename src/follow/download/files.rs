@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::LineFormat;
 use crate::follow::source::Event;
-use crate::follow::tail::fnv1a;
-use crate::follow::time::format_rfc3339_ms;
+use crate::util::fnv1a;
+use crate::util::time::format_rfc3339_ms;
 
 /// Longest encoded component before it is shortened.
 const MAX_COMPONENT: usize = 200;
@@ -105,7 +105,7 @@ pub fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
     f.sync_data()?;
     let len = f.metadata()?.len();
     if created && let Some(parent) = path.parent() {
-        super::state::sync_dir(parent)?;
+        crate::util::durable::sync_dir(parent)?;
     }
     Ok(len)
 }

@@ -175,7 +175,7 @@ fn answer(req: &Request<Incoming>, m: &Shared) -> Response<Full<Bytes>> {
             m.render(),
         ),
         "/healthz" => {
-            if m.healthy(crate::follow::time::now_ms()) {
+            if m.healthy(crate::util::time::now_ms()) {
                 reply(StatusCode::OK, "text/plain", "ok\n".into())
             } else {
                 reply(

@@ -22,7 +22,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::config::DownloadConfig;
@@ -30,11 +29,11 @@ use self::metrics::{Metrics, StreamMetrics};
 use self::state::{DirLock, State, StreamState};
 use super::FollowError;
 use super::source::{Patience, Reader};
-use super::time::{format_rfc3339_ms, now_ms};
+use crate::aws::logs;
+use crate::aws::retry::{Action, Failure, classify};
 use crate::cli::DownloadArgs;
-use crate::run::Interrupts;
-use crate::sink::client;
-use crate::sink::retry::{Action, Failure, classify};
+use crate::shutdown::Shutdown;
+use crate::util::time::{format_rfc3339_ms, now_ms};
 
 /// At most this many pages of one stream per round, so one busy stream does not starve the
 /// others.
@@ -43,10 +42,7 @@ const MAX_PAGES_PER_ROUND: usize = 50;
 type Key = (String, String);
 
 /// Runs `dockwatch download` (or `--status`); returns the exit code.
-pub async fn download(
-    args: DownloadArgs,
-    mut interrupts: watch::Receiver<Interrupts>,
-) -> Result<i32, FollowError> {
+pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32, FollowError> {
     if args.status {
         return status(&args);
     }
@@ -62,15 +58,15 @@ pub async fn download(
         log(&note);
     }
     state.save()?;
-    let sdk = client::build(&cfg.aws).await?;
+    let sdk = logs::build(&cfg.aws).await?;
     let reader = Reader::new(sdk, Patience::Forever);
     let metrics: metrics::Shared = Arc::new(Mutex::new(Metrics {
         poll_interval_ms: cfg.poll_interval.as_millis() as i64,
         ..Default::default()
     }));
-    let shutdown = CancellationToken::new();
+    let stop_metrics = CancellationToken::new();
     if let Some(addr) = cfg.metrics_addr {
-        metrics::serve(addr, metrics.clone(), shutdown.clone())
+        metrics::serve(addr, metrics.clone(), stop_metrics.clone())
             .await
             .map_err(|source| FollowError::Io {
                 what: "cannot listen for metrics on",
@@ -108,8 +104,8 @@ pub async fn download(
     };
     // Fail fast, before running for good, when AWS refuses us outright.
     if let Err(e) = d.discover().await {
-        if matches!(e, FollowError::Sink(_)) {
-            shutdown.cancel();
+        if matches!(e, FollowError::Aws(_)) {
+            stop_metrics.cancel();
             return Err(e);
         }
         log(&format!("{e:#}; trying again"));
@@ -121,20 +117,20 @@ pub async fn download(
         Reload,
     }
     let stop_code = loop {
-        if interrupts.borrow().count > 0 {
+        if shutdown.is_requested() {
             break 0;
         }
         let w = {
             let round = d.round();
             tokio::select! {
                 r = round => Wake::Done(r),
-                _ = interrupts.changed() => Wake::Stop,
+                _ = shutdown.changed() => Wake::Stop,
                 _ = hup.recv() => Wake::Reload,
             }
         };
         match w {
             Wake::Done(Err(e)) => {
-                shutdown.cancel();
+                stop_metrics.cancel();
                 d.state.save()?;
                 return Err(e);
             }
@@ -147,7 +143,7 @@ pub async fn download(
         }
         let w = tokio::select! {
             _ = tokio::time::sleep(d.cfg.poll_interval) => Wake::Done(Ok(())),
-            _ = interrupts.changed() => Wake::Stop,
+            _ = shutdown.changed() => Wake::Stop,
             _ = hup.recv() => Wake::Reload,
         };
         match w {
@@ -156,7 +152,7 @@ pub async fn download(
             Wake::Done(_) => {}
         }
     };
-    shutdown.cancel();
+    stop_metrics.cancel();
     d.state.save()?;
     log(&format!(
         "stopped: {} stream(s), state saved in {}",

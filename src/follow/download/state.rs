@@ -30,7 +30,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -171,7 +170,7 @@ impl State {
                 let aside = path.with_file_name(format!(
                     "{}.damaged-{}",
                     path.file_name().unwrap_or_default().to_string_lossy(),
-                    crate::follow::time::now_ms()
+                    crate::util::time::now_ms()
                 ));
                 std::fs::rename(&path, &aside).map_err(|source| FollowError::Io {
                     what: "cannot set aside",
@@ -195,8 +194,7 @@ impl State {
     /// Saves atomically (invariant 2). Synchronous on purpose: see the module doc.
     pub fn save(&mut self) -> Result<(), FollowError> {
         let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
-        self.saved_at = crate::follow::time::now_ms();
+        self.saved_at = crate::util::time::now_ms();
         let d = OnDisk {
             version: 1,
             saved_at: self.saved_at,
@@ -211,13 +209,8 @@ impl State {
                 source,
             }
         };
-        let mut f = File::create(&tmp).map_err(io("cannot write the state file", &tmp))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(io("cannot write the state file", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("cannot replace the state file", &path))?;
-        sync_dir(&self.dir).map_err(io("cannot sync", &self.dir))?;
-        Ok(())
+        crate::util::durable::replace(&path, &bytes)
+            .map_err(io("cannot write the state file", &path))
     }
 }
 
@@ -229,11 +222,6 @@ fn restart(s: &mut StreamState) {
     s.bytes = 0;
     s.last_timestamp = None;
     s.at_last_timestamp = 0;
-}
-
-/// Makes a rename or a new file in `dir` durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// The daemon's exclusive hold on an output directory (invariant 3); released on drop.

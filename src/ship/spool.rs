@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::framing::{Event, Source};
+use crate::ship::framing::{Event, Source};
 
 /// Where the spooled events were going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,15 +46,13 @@ pub fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<P
     let short = &container[..container.len().min(12)];
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let path = dir.join(format!("{short}-{stamp}.jsonl"));
-    let tmp = dir.join(format!(".{short}-{stamp}.jsonl.tmp"));
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    crate::util::durable::replace_with(&path, |f| {
         let header = Header {
             dockwatch_spool: 1,
             events: events.len(),
             ..header.clone()
         };
-        serde_json::to_writer(&mut f, &header)?;
+        serde_json::to_writer(&mut *f, &header)?;
         f.write_all(b"\n")?;
         for e in events {
             let line = Line {
@@ -62,16 +60,11 @@ pub fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<P
                 source: e.source.as_str().to_string(),
                 message: e.message.clone(),
             };
-            serde_json::to_writer(&mut f, &line)?;
+            serde_json::to_writer(&mut *f, &line)?;
             f.write_all(b"\n")?;
         }
-        f.flush()?;
-        f.get_ref().sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+        Ok(())
+    })?;
     Ok(path)
 }
 
@@ -120,7 +113,7 @@ pub fn files_of(dir: &Path, container: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Source;
+    use crate::ship::framing::Source;
 
     #[test]
     fn writes_header_and_events() {

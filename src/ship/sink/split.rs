@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{OnDelivered, ShipReport, Shipper};
 use crate::config::ShipConfig;
 use crate::docker::logs::Cursor;
-use crate::framing::Source;
-use crate::reader::Chunk;
+use crate::ship::framing::Source;
+use crate::ship::reader::Chunk;
 
 /// The stream names events go to: `[STREAM]`, or `[STREAM/stdout, STREAM/stderr]`.
 pub fn stream_names(stream: &str, split: bool) -> Vec<String> {

@@ -5,8 +5,8 @@ use aws_smithy_types::body::SdkBody;
 
 const CONTENT_LENGTH: &str = "content-length";
 
-use super::retry::{Failure, failure_of};
-use crate::batcher::Batch;
+use crate::aws::retry::{Failure, failure_of};
+use crate::ship::batcher::Batch;
 
 /// Events CloudWatch refused, by reason (from `rejectedLogEventsInfo`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

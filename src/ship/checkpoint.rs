@@ -22,13 +22,13 @@
 //!   resume reads the stream's newest 100,000 events first and skips those of its own first
 //!   events that are already there.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::docker::logs::Cursor;
-use crate::framing::Source;
+use crate::ship::framing::Source;
 
 /// Version of the file format.
 const VERSION: u32 = 1;
@@ -129,7 +129,7 @@ impl Checkpoint {
     }
 
     /// Records the run's transforms.
-    pub fn with_transforms(mut self, t: &crate::transform::TransformConfig) -> Self {
+    pub fn with_transforms(mut self, t: &crate::config::TransformConfig) -> Self {
         self.strip_ansi = t.strip_ansi;
         self.multiline_pattern = t.multiline.as_ref().map(|(re, _)| re.as_str().to_string());
         self.multiline_timeout_ms = t
@@ -148,10 +148,8 @@ impl Checkpoint {
     }
 
     /// The run's transforms, for resume.
-    pub fn transforms(
-        &self,
-    ) -> Result<crate::transform::TransformConfig, crate::config::ConfigError> {
-        Ok(crate::transform::TransformConfig {
+    pub fn transforms(&self) -> Result<crate::config::TransformConfig, crate::config::ConfigError> {
+        Ok(crate::config::TransformConfig {
             strip_ansi: self.strip_ansi,
             multiline: crate::config::multiline(
                 self.multiline_pattern.as_deref(),
@@ -172,17 +170,7 @@ impl Checkpoint {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = Self::path(dir, &self.container_id);
-        let tmp = dir.join(format!(".{}.json.tmp", self.container_id));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(self)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            d.sync_all()?;
-        }
-        Ok(())
+        crate::util::durable::replace(&path, &serde_json::to_vec(self)?)
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -223,6 +211,65 @@ impl Checkpoint {
             .collect();
         v.sort();
         v
+    }
+}
+
+/// The checkpoint is saved at most this often...
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+/// ...unless this many delivered events are not in it yet.
+const SAVE_EVENTS: u64 = 40_000;
+
+/// Keeps the checkpoint up to date without an fsync per request: a save when [`SAVE_EVERY`]
+/// passed or [`SAVE_EVENTS`] events are unsaved, and a last one when shipping ends
+/// ([`Saver::flush`]). A crash in between leaves an older position, which resume corrects by
+/// skipping events CloudWatch already has.
+pub(crate) struct Saver {
+    /// Events delivered before this run (resume).
+    base: u64,
+    checkpoint: Checkpoint,
+    dir: PathBuf,
+    last_save: Instant,
+    /// Delivered events not in the saved checkpoint yet.
+    unsaved: u64,
+    /// The position moved since the last save.
+    dirty: bool,
+}
+
+impl Saver {
+    pub(crate) fn new(checkpoint: Checkpoint, dir: PathBuf) -> Self {
+        Saver {
+            base: checkpoint.events_delivered,
+            checkpoint,
+            dir,
+            last_save: Instant::now(),
+            unsaved: 0,
+            dirty: false,
+        }
+    }
+
+    /// Everything up to `cursor` is acknowledged, `events` in this run.
+    pub(crate) fn delivered(&mut self, cursor: Cursor, events: u64) {
+        let before = self.checkpoint.events_delivered;
+        self.checkpoint.cursor = Some(cursor.into());
+        self.checkpoint.events_delivered = self.base + events;
+        self.unsaved += self.checkpoint.events_delivered.saturating_sub(before);
+        self.dirty = true;
+        if self.last_save.elapsed() >= SAVE_EVERY || self.unsaved >= SAVE_EVENTS {
+            self.flush();
+        }
+    }
+
+    /// Saves the newest position if it moved since the last save.
+    pub(crate) fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if let Err(e) = self.checkpoint.save(&self.dir) {
+            tracing::warn!("cannot update the checkpoint: {e}");
+        }
+        self.last_save = Instant::now();
+        self.unsaved = 0;
+        self.dirty = false;
     }
 }
 

@@ -1,62 +1,22 @@
-//! The CloudWatch Logs client: built from the flags and the standard AWS chain, and the calls
-//! that make sure the destination exists.
+//! CloudWatch Logs calls shared by the commands: the client, the calls that make sure a
+//! destination exists, a stream's newest events (resume), and start-up failures in the words
+//! the user sees.
 //!
-//! The SDK's own retries are off: every failure goes through [`super::retry`], so that the
-//! policy is one pure function and the shipper decides how long to keep trying.
+//! The SDK's own retries are off (see [`super::sdk_config`]): every failure goes through
+//! [`super::retry`], so that the policy is one pure function and each caller decides how long
+//! to keep trying.
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatchlogs::Client;
-use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
 
-use super::SinkError;
-use super::retry::{Action, Backoff, Failure, classify, failure_of, is_auth};
-use crate::config::AwsOptions;
+use super::retry::{Action, Failure, classify, failure_of, is_auth};
+use super::{AwsError, AwsOptions};
+use crate::util::backoff::Backoff;
 
 /// Builds the client. Flags win over the chain; a region must come from somewhere.
-pub async fn build(opts: &AwsOptions) -> Result<Client, SinkError> {
-    Ok(Client::new(&sdk_config(opts).await?))
-}
-
-/// The shared AWS configuration (credentials, region, endpoint; SDK retries off) for every
-/// service client dockwatch builds.
-pub async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, SinkError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(30))
-                .operation_attempt_timeout(Duration::from_secs(40))
-                .build(),
-        );
-    if let Some(p) = &opts.profile {
-        loader = loader.profile_name(p);
-    }
-    if let Some(r) = &opts.region {
-        loader = loader.region(Region::new(r.clone()));
-    }
-    if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
-        let creds = Credentials::new(
-            id.clone(),
-            secret.expose().to_string(),
-            opts.session_token.as_ref().map(|t| t.expose().to_string()),
-            None,
-            "dockwatch-command-line",
-        );
-        loader = loader.credentials_provider(creds);
-    }
-    if let Some(u) = &opts.endpoint_url {
-        loader = loader.endpoint_url(u.clone());
-    }
-    let conf = loader.load().await;
-    if conf.region().is_none() {
-        return Err(SinkError::NoRegion);
-    }
-    Ok(conf)
+pub async fn build(opts: &AwsOptions) -> Result<Client, AwsError> {
+    Ok(Client::new(&super::sdk_config(opts).await?))
 }
 
 /// The endpoint the client talks to, for messages.
@@ -129,20 +89,20 @@ where
 }
 
 /// Turns a start-up failure into the error the user sees.
-pub fn preflight_error(f: Failure, endpoint: String) -> SinkError {
+pub fn preflight_error(f: Failure, endpoint: String) -> AwsError {
     if matches!(f, Failure::Credentials(_)) {
-        SinkError::NoCredentials
+        AwsError::NoCredentials
     } else if is_auth(&f) {
-        SinkError::Auth {
+        AwsError::Auth {
             detail: f.to_string(),
         }
     } else {
         match f {
-            Failure::Timeout(_) | Failure::Transport(_) => SinkError::Unreachable {
+            Failure::Timeout(_) | Failure::Transport(_) => AwsError::Unreachable {
                 endpoint,
                 detail: f.to_string(),
             },
-            other => SinkError::Call {
+            other => AwsError::Call {
                 call: "create the log group and stream",
                 detail: other.to_string(),
             },

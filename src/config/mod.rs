@@ -1,34 +1,27 @@
-//! Validated configuration: the raw [`crate::cli::RunArgs`] turned into values the rest of the
-//! program can trust (CloudWatch names checked against AWS's rules, key/value pairs split,
-//! limits in range, secrets wrapped so they never print).
+//! Validated configuration: the raw [`crate::cli`] arguments turned, once, into values the rest
+//! of the program can trust (CloudWatch names checked against AWS's rules, key/value pairs
+//! split, limits in range, secrets wrapped so they never print). Nothing below this module
+//! sees a clap type.
+//!
+//! Commands that launch the main job for someone else (the agent's LaunchContainer,
+//! on-upload's tasks) build a [`RunConfig`] directly with [`RunConfig::managed`], from the
+//! same defaults the command line has ([`ShipConfig::new`]); a test checks the two agree.
+//!
+//! [`ecs`] holds the `--on ecs` options, [`on_upload`] the `on-upload` command's.
 
-use std::fmt;
+use regex::Regex;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::batcher::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
-use crate::cli::{AwsArgs, Format, PullPolicy, RunArgs};
-use crate::transform::TransformConfig;
+use crate::aws::limits::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
+use crate::aws::{AwsOptions, Secret};
+use crate::cli::{self, AwsArgs, Format, RunArgs};
 
-/// A credential that must never be printed: `Debug` and `Display` show `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub mod ecs;
+pub mod on_upload;
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself; only for handing to the AWS SDK.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use ecs::EcsConfig;
+pub use on_upload::OnUploadConfig;
 
 /// An invalid argument: exit code 2, one line saying what is wrong and what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,56 +58,73 @@ pub enum ConfigError {
     FlushInterval,
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("pull policy {0:?} is not one of missing, always, never")]
+    Pull(String),
+    #[error("{0}")]
+    Ecs(String),
+    #[error("{0}")]
+    OnUpload(String),
     #[error("invalid --multiline-pattern {pattern:?}: {reason}")]
     Multiline { pattern: String, reason: String },
 }
 
-/// How dockwatch reaches CloudWatch Logs. Fields left `None` fall back to the AWS chain.
-#[derive(Debug, Clone, Default)]
-pub struct AwsOptions {
-    /// Static key id from `--aws-access-key-id` (with `secret_access_key`).
-    pub access_key_id: Option<String>,
-    /// Static secret from `--aws-secret-access-key`.
-    pub secret_access_key: Option<Secret>,
-    /// Session token for temporary static credentials.
-    pub session_token: Option<Secret>,
-    /// Region from `--aws-region`; otherwise the chain's.
-    pub region: Option<String>,
-    /// Profile name from `--aws-profile`.
-    pub profile: Option<String>,
-    /// Endpoint override from `--aws-endpoint-url`.
-    pub endpoint_url: Option<String>,
+/// Validates the AWS flags.
+pub fn aws_options(a: AwsArgs) -> Result<AwsOptions, ConfigError> {
+    match (&a.aws_access_key_id, &a.aws_secret_access_key) {
+        (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
+        (None, None) if a.aws_session_token.is_some() => {
+            return Err(ConfigError::TokenWithoutKeys);
+        }
+        _ => {}
+    }
+    if let Some(r) = &a.aws_region {
+        validate_region(r)?;
+    }
+    if let Some(u) = &a.aws_endpoint_url {
+        validate_endpoint(u)?;
+    }
+    Ok(AwsOptions {
+        access_key_id: a.aws_access_key_id,
+        secret_access_key: a.aws_secret_access_key.map(Secret::new),
+        session_token: a.aws_session_token.map(Secret::new),
+        region: a.aws_region,
+        profile: a.aws_profile,
+        endpoint_url: a.aws_endpoint_url,
+    })
 }
 
-impl AwsOptions {
-    /// Validates the AWS flags.
-    pub fn from_args(a: AwsArgs) -> Result<Self, ConfigError> {
-        match (&a.aws_access_key_id, &a.aws_secret_access_key) {
-            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
-            (None, None) if a.aws_session_token.is_some() => {
-                return Err(ConfigError::TokenWithoutKeys);
-            }
-            _ => {}
-        }
-        if let Some(r) = &a.aws_region {
-            validate_region(r)?;
-        }
-        if let Some(u) = &a.aws_endpoint_url {
-            validate_endpoint(u)?;
-        }
-        Ok(AwsOptions {
-            access_key_id: a.aws_access_key_id,
-            secret_access_key: a.aws_secret_access_key.map(Secret::new),
-            session_token: a.aws_session_token.map(Secret::new),
-            region: a.aws_region,
-            profile: a.aws_profile,
-            endpoint_url: a.aws_endpoint_url,
-        })
-    }
+/// When to pull the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Only when the image is not present locally.
+    #[default]
+    Missing,
+    /// Always, before running.
+    Always,
+    /// Never; fail when the image is not present.
+    Never,
+}
 
-    /// True when a secret was typed on the command line (and so is visible in `ps`).
-    pub fn secret_on_command_line(&self) -> bool {
-        self.secret_access_key.is_some()
+impl From<cli::PullPolicy> for PullPolicy {
+    fn from(p: cli::PullPolicy) -> Self {
+        match p {
+            cli::PullPolicy::Missing => PullPolicy::Missing,
+            cli::PullPolicy::Always => PullPolicy::Always,
+            cli::PullPolicy::Never => PullPolicy::Never,
+        }
+    }
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = ConfigError;
+    /// The names the command line uses: `missing`, `always`, `never` (any case).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.to_ascii_lowercase().as_str() {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err(ConfigError::Pull(s.to_string())),
+        }
     }
 }
 
@@ -158,10 +168,52 @@ pub struct ShipConfig {
     pub split_streams: bool,
 }
 
+/// The command line's defaults for shipping (`--max-event-size`, `--flush-interval`,
+/// `--max-in-flight`), for configurations built without one.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1_048_576;
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// `--stop-timeout` and `--flush-timeout` defaults.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl ShipConfig {
+    /// Shipping to `group`/`stream` with the command line's defaults; the names are checked.
+    pub fn new(group: String, stream: String) -> Result<Self, ConfigError> {
+        validate_group_name(&group)?;
+        validate_stream_name(&stream)?;
+        Ok(ShipConfig {
+            group,
+            stream,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            split_streams: false,
+        })
+    }
+
     /// Largest message body in bytes.
     pub fn max_message_bytes(&self) -> usize {
         self.max_event_size - EVENT_OVERHEAD
+    }
+}
+
+/// Settings of the transforms.
+#[derive(Debug, Clone, Default)]
+pub struct TransformConfig {
+    pub strip_ansi: bool,
+    pub multiline: Option<(Regex, Duration)>,
+    pub json: bool,
+    /// Container id shown in JSON events.
+    pub container: String,
+    /// Framing escapes invalid UTF-8 (and backslashes) instead of replacing it, and the run
+    /// reads the raw bytes from the attach stream (`--invalid-utf8 escape`).
+    pub escape_invalid_utf8: bool,
+}
+
+impl TransformConfig {
+    pub fn is_noop(&self) -> bool {
+        !self.strip_ansi && self.multiline.is_none() && !self.json
     }
 }
 
@@ -185,23 +237,78 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     /// Optional transforms between framing and batching.
     pub transforms: TransformConfig,
+    /// `--on ecs`: run on this ECS cluster instead of the local engine.
+    pub ecs: Option<EcsConfig>,
 }
 
 /// Label put on every container dockwatch creates.
 pub const MANAGED_LABEL: &str = "dockwatch.managed";
 
+impl ContainerSpec {
+    /// `SHELL -c COMMAND` in a container from `image`, labelled as dockwatch's; no name, no
+    /// environment, no mounts, no TTY, pulled when missing.
+    pub fn new(image: String, shell: String, command: String) -> Result<Self, ConfigError> {
+        if image.is_empty() {
+            return Err(ConfigError::Empty("the image"));
+        }
+        if command.is_empty() {
+            return Err(ConfigError::Empty("the command"));
+        }
+        if shell.trim().is_empty() {
+            return Err(ConfigError::Empty("the shell"));
+        }
+        Ok(ContainerSpec {
+            image,
+            shell,
+            command,
+            name: None,
+            env: Vec::new(),
+            labels: vec![(MANAGED_LABEL.to_string(), "true".to_string())],
+            tty: false,
+            pull: PullPolicy::Missing,
+            binds: Vec::new(),
+        })
+    }
+
+    /// Adds `KEY=VALUE` environment entries, checked.
+    pub fn with_env(mut self, env: Vec<String>) -> Result<Self, ConfigError> {
+        for e in &env {
+            split_kv(e, "--env")?;
+        }
+        self.env.extend(env);
+        Ok(self)
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+}
+
 impl RunConfig {
-    /// The main job's configuration from a `dockwatch run ...` command line: how the agent and
-    /// `on-upload` describe their containers, with the same defaults and validation as a user's
-    /// command line. Errors are one line.
-    pub fn from_argv(argv: Vec<String>) -> Result<Self, String> {
-        use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from(argv)
-            .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())?;
-        let Some(crate::cli::Command::Run(args)) = cli.command else {
-            return Err("internal: not a `run` command line".into());
-        };
-        Self::from_args(*args).map_err(|e| e.to_string())
+    /// The main job for a container that another command launches (the agent, on-upload):
+    /// the command line's defaults, output not echoed, checkpoints in `STATE/checkpoints` and
+    /// spools in `STATE/spool`.
+    pub fn managed(
+        container: ContainerSpec,
+        aws: AwsOptions,
+        ship: ShipConfig,
+        state: &std::path::Path,
+    ) -> Self {
+        RunConfig {
+            container,
+            aws,
+            ship,
+            echo: false,
+            keep_container: false,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            spool_dir: state.join("spool"),
+            state_dir: state.join("checkpoints"),
+            transforms: TransformConfig::default(),
+            ecs: None,
+        }
     }
 
     pub fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
@@ -218,7 +325,7 @@ impl RunConfig {
             return Err(ConfigError::Empty("--shell"));
         }
 
-        let aws = AwsOptions::from_args(a.aws)?;
+        let aws = aws_options(a.aws)?;
         for v in &a.volumes {
             validate_bind(v)?;
         }
@@ -253,7 +360,7 @@ impl RunConfig {
                 env: a.env,
                 labels,
                 tty: a.tty,
-                pull: a.pull,
+                pull: a.pull.into(),
                 binds: a.volumes,
             },
             aws,
@@ -277,6 +384,10 @@ impl RunConfig {
                 json: a.format == Format::Json,
                 container: String::new(),
                 escape_invalid_utf8: a.invalid_utf8 == crate::cli::InvalidUtf8::Escape,
+            },
+            ecs: match a.ecs.on {
+                cli::Engine::Ecs => Some(ecs::ecs_config(&a.ecs)?),
+                cli::Engine::Local => None,
             },
         })
     }

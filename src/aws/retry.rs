@@ -2,7 +2,6 @@
 //! long to wait before the next try ([`Backoff`], capped exponential with full jitter).
 
 use std::error::Error as StdError;
-use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 
@@ -174,52 +173,6 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
     }
 }
 
-/// Capped exponential backoff with full jitter: try `n` waits a random time in
-/// `[0, min(cap, base * 2^n)]`, never less than `floor`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// First ceiling.
-    base: Duration,
-    /// Largest ceiling.
-    cap: Duration,
-    /// Shortest wait.
-    floor: Duration,
-    /// Tries so far.
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            floor: Duration::from_millis(10),
-            attempt: 0,
-        }
-    }
-
-    /// The wait before the next try.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        let jittered = ceiling.mul_f64(rand::random::<f64>());
-        jittered.max(self.floor)
-    }
-
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(200), Duration::from_secs(10))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,16 +227,5 @@ mod tests {
         }
         assert!(is_auth(&svc("UnrecognizedClientException", 400)));
         assert!(!is_auth(&svc("InvalidParameterException", 400)));
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..50).map(|_| b.next_delay()).collect();
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
-        assert!(delays.iter().all(|d| *d >= Duration::from_millis(10)));
-        // Jitter: not all the late delays are the same.
-        assert!(delays[10..].windows(2).any(|w| w[0] != w[1]));
-        assert_eq!(b.attempts(), 50);
     }
 }

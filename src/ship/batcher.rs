@@ -15,16 +15,10 @@
 //! next batch (when that keeps the current one non-empty), and the shipper never sends a batch
 //! whose first millisecond equals the last millisecond of a batch still in flight.
 
-use crate::framing::Event;
-
-/// CloudWatch's per-event overhead in the batch size.
-pub const EVENT_OVERHEAD: usize = 26;
-/// CloudWatch's largest PutLogEvents request, in counted bytes.
-pub const MAX_BATCH_BYTES: usize = 1_048_576;
-/// CloudWatch's largest number of events in one request.
-pub const MAX_BATCH_EVENTS: usize = 10_000;
-/// CloudWatch's largest time span of one request.
-pub const MAX_BATCH_SPAN_MS: i64 = 24 * 3600 * 1000;
+pub use crate::aws::limits::{
+    EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_SPAN_MS,
+};
+use crate::ship::framing::Event;
 
 /// The counted size of an event.
 pub fn event_size(e: &Event) -> usize {
@@ -192,7 +186,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Source;
+    use crate::ship::framing::Source;
     use proptest::prelude::*;
 
     fn ev(ts: i64, msg: &str) -> Event {

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::batcher::Batch;
+use crate::ship::batcher::Batch;
 
 /// The JSON body of PutLogEvents for `batch`.
 pub fn put_log_events(group: &str, stream: &str, batch: &Batch) -> Bytes {
@@ -107,7 +107,7 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::{Event, Source};
+    use crate::ship::framing::{Event, Source};
     use proptest::prelude::*;
 
     fn escaped(s: &str) -> String {
@@ -160,7 +160,7 @@ mod tests {
                 source: Source::Stderr,
             },
         ];
-        let bytes = events.iter().map(crate::batcher::event_size).sum();
+        let bytes = events.iter().map(crate::ship::batcher::event_size).sum();
         let batch = Batch {
             seq: 0,
             events,

@@ -24,21 +24,7 @@
 
 use memchr::memchr2;
 
-/// Which output of the container a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    Stdout,
-    Stderr,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Stdout => "stdout",
-            Source::Stderr => "stderr",
-        }
-    }
-}
+pub use crate::docker::Source;
 
 /// One CloudWatch event in the making.
 #[derive(Debug, Clone, PartialEq, Eq)]

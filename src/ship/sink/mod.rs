@@ -10,10 +10,8 @@
 //! then everything not acknowledged is handed back, in order, as undelivered.
 
 pub mod body;
-pub mod client;
 pub mod dedupe;
 pub mod request;
-pub mod retry;
 pub mod split;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,32 +26,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{Batch, Batcher, Limits};
+use crate::aws::retry::{Action, Failure, classify};
 use crate::config::ShipConfig;
 use crate::docker::logs::Cursor;
-use crate::framing::Event;
-use crate::reader::Chunk;
+use crate::ship::batcher::{Batch, Batcher, Limits};
+use crate::ship::framing::Event;
+use crate::ship::reader::Chunk;
+use crate::util::backoff::Backoff;
 use request::Rejected;
-use retry::{Action, Backoff, Failure, classify};
-
-/// Errors reaching CloudWatch before anything is shipped.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("no AWS region: pass --aws-region, set AWS_REGION, or give the profile a region")]
-    NoRegion,
-    #[error(
-        "no AWS credentials found; pass --aws-access-key-id and --aws-secret-access-key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --aws-profile"
-    )]
-    NoCredentials,
-    #[error(
-        "AWS refused the credentials: {detail}; check the access key id, secret and session token, or the profile"
-    )]
-    Auth { detail: String },
-    #[error("cannot reach {endpoint}: {detail}; check --aws-endpoint-url and the network")]
-    Unreachable { endpoint: String, detail: String },
-    #[error("could not {call}: {detail}")]
-    Call { call: &'static str, detail: String },
-}
 
 /// What the shipper did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -371,7 +351,7 @@ impl Shipper {
                             "log group or stream missing ({failure}); creating it again"
                         );
                         if let Err(e) =
-                            client::ensure_destination(&client, &group, &stream, 1).await
+                            crate::aws::logs::ensure_destination(&client, &group, &stream, 1).await
                         {
                             tracing::warn!("creating the destination failed: {e}");
                         }
@@ -404,7 +384,7 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Source;
+    use crate::ship::framing::Source;
 
     fn cur(n: i64) -> Cursor {
         Cursor {

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::docker::DockerError;
 use crate::docker::attach::Tap;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
-use crate::framing::{Event, Framer, FramingStats, Source};
-use crate::sink::retry::Backoff;
-use crate::transform::{TransformConfig, Transforms};
+use crate::ship::framing::{Event, Framer, FramingStats, Source};
+use crate::ship::transform::{TransformConfig, Transforms};
+use crate::util::backoff::Backoff;
 
 /// Events per message on the channel, at most.
 const SEND_EVENTS: usize = 512;

@@ -8,7 +8,7 @@
 //! predecessor's). Only a run of events that reaches the end of the tail counts; the longest
 //! such run wins.
 
-use crate::framing::Event;
+use crate::ship::framing::Event;
 
 /// Filters the first events of a resumed run.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Source;
+    use crate::ship::framing::Source;
 
     fn ev(ts: i64, m: &str) -> Event {
         Event {

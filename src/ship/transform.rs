@@ -14,11 +14,10 @@
 //! not matter). While a multi-line event is held, the log position is not "clean": the
 //! checkpoint only moves past it once it is sent.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use regex::Regex;
-
-use crate::framing::{Event, Source};
+pub use crate::config::TransformConfig;
+use crate::ship::framing::{Event, Source};
 
 /// Removes ANSI escape sequences: CSI (`ESC [` params final), OSC (`ESC ]` .. BEL or `ESC \`),
 /// and two-character escapes (`ESC` + one byte).
@@ -57,25 +56,6 @@ pub fn strip_ansi(s: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// Settings of the transforms.
-#[derive(Debug, Clone, Default)]
-pub struct TransformConfig {
-    pub strip_ansi: bool,
-    pub multiline: Option<(Regex, Duration)>,
-    pub json: bool,
-    /// Container id shown in JSON events.
-    pub container: String,
-    /// Framing escapes invalid UTF-8 (and backslashes) instead of replacing it, and the run
-    /// reads the raw bytes from the attach stream (`--invalid-utf8 escape`).
-    pub escape_invalid_utf8: bool,
-}
-
-impl TransformConfig {
-    pub fn is_noop(&self) -> bool {
-        !self.strip_ansi && self.multiline.is_none() && !self.json
-    }
 }
 
 /// The transforms with their state.
@@ -228,6 +208,8 @@ impl Transforms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use regex::Regex;
+    use std::time::Duration;
 
     fn ev(ts: i64, source: Source, m: &str) -> Event {
         Event {

@@ -1,0 +1,152 @@
+//! AWS plumbing beneath every command: the options that say how to reach AWS, one SDK
+//! configuration for every service client ([`sdk_config`], [`Clients`]), the retry policy
+//! ([`retry`]: what a failure means), CloudWatch Logs' limits ([`limits`]) and the CloudWatch
+//! Logs calls several commands share ([`logs`]).
+//!
+//! Credentials come from the flags when given, otherwise from the standard chain; a secret is
+//! a [`Secret`] from the moment it is read, so it never prints.
+
+pub mod limits;
+pub mod logs;
+pub mod retry;
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
+
+/// A credential that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; only for handing to the AWS SDK.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How dockwatch reaches CloudWatch Logs. Fields left `None` fall back to the AWS chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Static key id from `--aws-access-key-id` (with `secret_access_key`).
+    pub access_key_id: Option<String>,
+    /// Static secret from `--aws-secret-access-key`.
+    pub secret_access_key: Option<Secret>,
+    /// Session token for temporary static credentials.
+    pub session_token: Option<Secret>,
+    /// Region from `--aws-region`; otherwise the chain's.
+    pub region: Option<String>,
+    /// Profile name from `--aws-profile`.
+    pub profile: Option<String>,
+    /// Endpoint override from `--aws-endpoint-url`.
+    pub endpoint_url: Option<String>,
+}
+
+/// Errors reaching AWS before any work is done: the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("no AWS region: pass --aws-region, set AWS_REGION, or give the profile a region")]
+    NoRegion,
+    #[error(
+        "no AWS credentials found; pass --aws-access-key-id and --aws-secret-access-key, set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --aws-profile"
+    )]
+    NoCredentials,
+    #[error(
+        "AWS refused the credentials: {detail}; check the access key id, secret and session token, or the profile"
+    )]
+    Auth { detail: String },
+    #[error("cannot reach {endpoint}: {detail}; check --aws-endpoint-url and the network")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("could not {call}: {detail}")]
+    Call { call: &'static str, detail: String },
+}
+
+impl AwsError {
+    /// The user can fix it in the arguments or the environment (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AwsError::NoRegion | AwsError::NoCredentials)
+    }
+}
+
+impl AwsOptions {
+    /// True when a secret was typed on the command line (and so is visible in `ps`).
+    pub fn secret_on_command_line(&self) -> bool {
+        self.secret_access_key.is_some()
+    }
+}
+
+/// The shared AWS configuration (credentials, region, endpoint; SDK retries off) for every
+/// service client dockwatch builds.
+pub async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, AwsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(Duration::from_secs(40))
+                .build(),
+        );
+    if let Some(p) = &opts.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &opts.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
+        let creds = Credentials::new(
+            id.clone(),
+            secret.expose().to_string(),
+            opts.session_token.as_ref().map(|t| t.expose().to_string()),
+            None,
+            "dockwatch-command-line",
+        );
+        loader = loader.credentials_provider(creds);
+    }
+    if let Some(u) = &opts.endpoint_url {
+        loader = loader.endpoint_url(u.clone());
+    }
+    let conf = loader.load().await;
+    if conf.region().is_none() {
+        return Err(AwsError::NoRegion);
+    }
+    Ok(conf)
+}
+
+/// The service clients, built once from one AWS configuration.
+#[derive(Clone)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Clients {
+    pub async fn build(aws: &AwsOptions) -> Result<Self, AwsError> {
+        let conf = sdk_config(aws).await?;
+        // AWS-compatible endpoints serve buckets by path, not by host name.
+        let s3 = aws_sdk_s3::config::Builder::from(&conf)
+            .force_path_style(aws.endpoint_url.is_some())
+            .build();
+        Ok(Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(&conf),
+            ecs: aws_sdk_ecs::Client::new(&conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+        })
+    }
+}

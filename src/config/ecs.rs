@@ -1,0 +1,123 @@
+//! `--on ecs`: the validated ECS/Fargate options.
+
+use super::ConfigError;
+use crate::cli::EcsArgs;
+
+/// Validated `--ecs-*` options.
+#[derive(Debug, Clone)]
+pub struct EcsConfig {
+    pub cluster: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub execution_role: String,
+    pub task_role: Option<String>,
+    pub cpu: String,
+    pub memory: String,
+    pub public_ip: bool,
+}
+
+/// Validates the `--ecs-*` flags; each missing or malformed option is its own message.
+pub fn ecs_config(a: &EcsArgs) -> Result<EcsConfig, ConfigError> {
+    check(a).map_err(ConfigError::Ecs)
+}
+
+fn check(a: &EcsArgs) -> Result<EcsConfig, String> {
+    let cluster = a
+        .ecs_cluster
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or("--on ecs needs --ecs-cluster NAME (an existing ECS cluster)")?;
+    if a.ecs_subnets.iter().all(|s| s.is_empty()) {
+        return Err(
+            "--on ecs needs --ecs-subnets subnet-...: Fargate tasks run in your VPC's subnets"
+                .into(),
+        );
+    }
+    let role = a
+        .ecs_execution_role
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or("--on ecs needs --ecs-execution-role ARN: Fargate needs it to pull the image and send logs to CloudWatch")?;
+    if !role.starts_with("arn:") {
+        return Err(format!(
+            "--ecs-execution-role {role:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ));
+    }
+    for (flag, v) in [("--ecs-cpu", &a.ecs_cpu), ("--ecs-memory", &a.ecs_memory)] {
+        if v.parse::<u32>().map_or(true, |n| n == 0) {
+            return Err(format!("{flag} {v:?} is not a positive number"));
+        }
+    }
+    Ok(EcsConfig {
+        cluster,
+        subnets: a
+            .ecs_subnets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        security_groups: a
+            .ecs_security_groups
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        execution_role: role,
+        task_role: a.ecs_task_role.clone().filter(|r| !r.is_empty()),
+        cpu: a.ecs_cpu.clone(),
+        memory: a.ecs_memory.clone(),
+        public_ip: a.ecs_assign_public_ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        e: EcsArgs,
+    }
+
+    fn cfg(extra: &[&str]) -> Result<EcsConfig, String> {
+        let mut v = vec!["t", "--on", "ecs"];
+        v.extend_from_slice(extra);
+        check(&T::parse_from(v).e)
+    }
+
+    #[test]
+    fn each_missing_option_has_its_message() {
+        assert!(cfg(&[]).unwrap_err().contains("--ecs-cluster"));
+        assert!(
+            cfg(&["--ecs-cluster", "c"])
+                .unwrap_err()
+                .contains("--ecs-subnets")
+        );
+        assert!(
+            cfg(&["--ecs-cluster", "c", "--ecs-subnets", "s"])
+                .unwrap_err()
+                .contains("--ecs-execution-role")
+        );
+        let role = [
+            "--ecs-cluster",
+            "c",
+            "--ecs-subnets",
+            "s",
+            "--ecs-execution-role",
+        ];
+        let mut bad = role.to_vec();
+        bad.push("admin");
+        assert!(cfg(&bad).unwrap_err().contains("not a role ARN"));
+        let mut ok = role.to_vec();
+        ok.extend(["arn:aws:iam::123456789012:role/x", "--ecs-cpu", "zero"]);
+        assert!(cfg(&ok).unwrap_err().contains("--ecs-cpu"));
+        ok.truncate(ok.len() - 2);
+        let c = cfg(&ok).unwrap();
+        assert_eq!(
+            (c.cpu.as_str(), c.memory.as_str(), c.public_ip),
+            ("256", "512", false)
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! `dockwatch on-upload`: the validated options, built once from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{
+    ConfigError, ContainerSpec, EcsConfig, PullPolicy, aws_options, ecs, split_kv,
+    validate_group_name,
+};
+use crate::aws::AwsOptions;
+use crate::cli::{Engine, OnUploadArgs};
+
+/// What `on-upload` watches and what it runs for each object.
+#[derive(Debug, Clone)]
+pub struct OnUploadConfig {
+    pub bucket: String,
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Where each task's outputs go: PREFIX + the key without `prefix` + `/`.
+    pub output_prefix: String,
+    pub image: String,
+    pub shell: String,
+    pub command: String,
+    /// `KEY=VALUE` entries for every task, checked.
+    pub env: Vec<String>,
+    /// The user's labels for every task's container.
+    pub labels: Vec<(String, String)>,
+    pub pull: PullPolicy,
+    /// Each task logs to a stream of this group named after its key.
+    pub group: String,
+    /// The queue; `None` with `--setup` (created then).
+    pub queue_url: Option<String>,
+    pub setup: bool,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub visibility_timeout: Duration,
+    pub wait: Duration,
+    pub grace: Duration,
+    pub state_dir: PathBuf,
+    /// `--on ecs`: tasks on Fargate instead of this engine.
+    pub ecs: Option<EcsConfig>,
+    pub aws: AwsOptions,
+}
+
+impl OnUploadConfig {
+    pub fn from_args(a: OnUploadArgs) -> Result<Self, ConfigError> {
+        check_limits(&a).map_err(|m| ConfigError::OnUpload(m.to_string()))?;
+        validate_group_name(&a.aws_cloudwatch_group)?;
+        // The same checks as the main job's, once, before the first message arrives.
+        ContainerSpec::new(
+            a.docker_image.clone(),
+            a.shell.clone(),
+            a.bash_command.clone(),
+        )?
+        .with_env(a.env.clone())?;
+        let labels = a
+            .labels
+            .iter()
+            .map(|l| split_kv(l, "--label"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OnUploadConfig {
+            ecs: match a.ecs.on {
+                Engine::Ecs => Some(ecs::ecs_config(&a.ecs)?),
+                Engine::Local => None,
+            },
+            aws: aws_options(a.aws)?,
+            bucket: a.bucket,
+            prefix: a.prefix,
+            output_prefix: a.output_prefix,
+            image: a.docker_image,
+            shell: a.shell,
+            command: a.bash_command,
+            env: a.env,
+            labels,
+            pull: a.pull.into(),
+            group: a.aws_cloudwatch_group,
+            queue_url: a.queue_url,
+            setup: a.setup,
+            concurrency: a.concurrency,
+            max_attempts: a.max_attempts,
+            visibility_timeout: a.visibility_timeout,
+            wait: a.wait,
+            grace: a.grace,
+            state_dir: a.state_dir,
+        })
+    }
+
+    /// Where a key's outputs go: OUTPUT_PREFIX + key without PREFIX + `/`.
+    pub fn output_base(&self, key: &str) -> String {
+        let rel = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+        format!("{}{}/", self.output_prefix, rel)
+    }
+}
+
+/// The numeric and prefix rules, each with its own message.
+fn check_limits(a: &OnUploadArgs) -> Result<(), &'static str> {
+    if a.bucket.is_empty() {
+        return Err("--bucket is empty");
+    }
+    if a.concurrency == 0 || a.concurrency > 64 {
+        return Err("--concurrency must be 1 to 64");
+    }
+    if a.max_attempts == 0 {
+        return Err("--max-attempts must be at least 1");
+    }
+    if a.wait > Duration::from_secs(20) {
+        return Err("--wait must be at most 20s (SQS long polling)");
+    }
+    if a.visibility_timeout < Duration::from_secs(2)
+        || a.visibility_timeout > Duration::from_secs(43_200)
+    {
+        return Err("--visibility-timeout must be between 2s and 12h");
+    }
+    if a.output_prefix.is_empty()
+        || (!a.prefix.is_empty() && a.output_prefix.starts_with(&a.prefix))
+    {
+        return Err(
+            "--output-prefix must be set and outside --prefix, or the outputs would trigger new tasks",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: OnUploadArgs,
+    }
+
+    fn args(extra: &[&str]) -> OnUploadArgs {
+        let mut v = vec![
+            "t",
+            "--bucket",
+            "b",
+            "--prefix",
+            "input/",
+            "--output-prefix",
+            "output/",
+            "--docker-image",
+            "i",
+            "--bash-command",
+            "c",
+            "--aws-cloudwatch-group",
+            "g",
+            "--setup",
+        ];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn outputs_go_under_the_key() {
+        let c = OnUploadConfig::from_args(args(&[])).unwrap();
+        assert_eq!(c.output_base("input/a/b.csv"), "output/a/b.csv/");
+    }
+
+    #[test]
+    fn validation() {
+        assert!(OnUploadConfig::from_args(args(&["--concurrency", "0"])).is_err());
+        assert!(OnUploadConfig::from_args(args(&["--wait", "30s"])).is_err());
+        assert!(matches!(
+            OnUploadConfig::from_args(args(&["-e", "NOEQUALS"])),
+            Err(ConfigError::KeyValue { .. })
+        ));
+        let mut a = args(&[]);
+        a.output_prefix = "input/out/".into();
+        let e = OnUploadConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("outside --prefix"), "{e}");
+    }
+}

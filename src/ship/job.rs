@@ -1,0 +1,435 @@
+//! The main job: check the destination, run the container, ship its output, clean up.
+//!
+//! ```text
+//!  preflight: AWS client + group/stream, Docker engine, image
+//!  create container ──► start ──► reader task ──(bounded channel)──► shipper task
+//!                                   (docker logs → framing)            (batcher → PutLogEvents)
+//!  interrupts: 1st signal: docker stop (grace), delivery deadline starts
+//!              2nd: kill the container      3rd: stop now, spool what is left
+//!  end: exit code, spool of anything undelivered, summary, container removed
+//! ```
+//!
+//! Shutdown is passed in: [`run`] reads a [`Shutdown`], so tests and other callers (the agent,
+//! on-upload) drive it without process signals. The shipping itself is watched by
+//! [`super::supervisor`].
+//!
+//! A run that could not deliver everything (dockwatch killed, delivery failed for good, the
+//! deadline passed) keeps its container and its checkpoint, and [`resume`] ships the rest.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint::Checkpoint;
+use super::reader::Chunk;
+use super::sink::split;
+use super::spool;
+use super::supervisor::{self, Start};
+use crate::aws::AwsError;
+use crate::aws::logs::{self as cw, preflight_error};
+use crate::aws::retry::Failure;
+use crate::cli::ResumeArgs;
+use crate::config::{ConfigError, RunConfig, ShipConfig};
+use crate::docker::attach::Tap;
+use crate::docker::logs::Cursor;
+use crate::docker::{self, DockerError, container};
+use crate::exit_codes;
+use crate::shutdown::{Shutdown, Signal};
+
+/// Why the main job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "delivery to CloudWatch failed: {failure}; {undelivered} event(s) not delivered{saved}"
+    )]
+    Delivery {
+        failure: Failure,
+        undelivered: usize,
+        saved: String,
+    },
+    #[error("interrupted before the container started")]
+    InterruptedEarly(Signal),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Resume(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Docker(DockerError::NoShell { .. }) => exit_codes::NO_SHELL,
+            RunError::Aws(e) if e.is_usage() => exit_codes::USAGE,
+            RunError::Config(_) => exit_codes::USAGE,
+            RunError::InterruptedEarly(s) => s.exit_code(),
+            _ => exit_codes::FAILURE,
+        }
+    }
+}
+
+/// Runs the main job and returns the exit code.
+pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> Result<i32, RunError> {
+    let launched = launch(&cfg, &shutdown).await?;
+    launched.ship(shutdown).await
+}
+
+/// A container created and started by [`launch`], whose output is not shipped yet.
+pub struct Launched {
+    /// The container's id.
+    pub id: String,
+    /// How to ship it.
+    session: Session,
+    /// The engine.
+    docker: bollard::Docker,
+    /// CloudWatch Logs.
+    client: aws_sdk_cloudwatchlogs::Client,
+    /// When the job began, for the summary.
+    started: Instant,
+    /// The attach stream, for `--invalid-utf8 escape`.
+    tap: Option<Tap>,
+}
+
+impl Launched {
+    /// Ships the container's output until it exits (or an interruption), then cleans up.
+    pub async fn ship(self, shutdown: Shutdown) -> Result<i32, RunError> {
+        let start = Start {
+            tap: self.tap,
+            ..Start::default()
+        };
+        finish(
+            &self.session,
+            &self.docker,
+            &self.id,
+            self.client,
+            shutdown,
+            self.started,
+            start,
+        )
+        .await
+    }
+}
+
+/// The main job up to a started container: CloudWatch destination, image, container,
+/// checkpoint. Used by `dockwatch run` and by the agent's LaunchContainer.
+pub async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launched, RunError> {
+    let started = Instant::now();
+    if cfg.aws.secret_on_command_line() {
+        eprintln!(
+            "dockwatch: warning: a secret on the command line is visible to other local users; prefer AWS_SECRET_ACCESS_KEY or --aws-profile"
+        );
+    }
+    let client = cw::build(&cfg.aws).await?;
+    let endpoint = cw::endpoint_of(&client, &cfg.aws);
+    ensure_destinations(&client, &cfg.ship, &endpoint).await?;
+
+    let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
+    let docker = docker::connect(request_timeout).await?;
+    container::ensure_image(&docker, &cfg.container).await?;
+    if shutdown.is_requested() {
+        return Err(RunError::InterruptedEarly(
+            shutdown.signal().unwrap_or(Signal::Terminate),
+        ));
+    }
+
+    let id = container::create(&docker, &cfg.container).await?;
+    tracing::debug!("created container {id}");
+    let session = Session {
+        ship: cfg.ship.clone(),
+        echo: cfg.echo,
+        keep_container: cfg.keep_container,
+        stop_timeout: cfg.stop_timeout,
+        flush_timeout: cfg.flush_timeout,
+        spool_dir: cfg.spool_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        checkpoint: Checkpoint::new(
+            &id,
+            &cfg.ship.group,
+            &cfg.ship.stream,
+            client.config().region().map(|r| r.to_string()),
+            cfg.aws.endpoint_url.clone(),
+            cfg.keep_container,
+            cfg.ship.max_event_size,
+        )
+        .with_transforms(&cfg.transforms)
+        .with_split_streams(cfg.ship.split_streams),
+        transforms: crate::config::TransformConfig {
+            container: id[..12.min(id.len())].to_string(),
+            ..cfg.transforms.clone()
+        },
+    };
+    if let Err(e) = session.checkpoint.save(&session.state_dir) {
+        eprintln!(
+            "dockwatch: warning: cannot write the checkpoint in {}: {e}; a crash could not be resumed",
+            session.state_dir.display()
+        );
+    }
+    let attached_and_started = async {
+        // The raw bytes for `--invalid-utf8 escape`: attached before the start, so none is
+        // missed.
+        let tap = if cfg.transforms.escape_invalid_utf8 {
+            Some(Tap::attach(&docker, &id, cfg.container.tty).await?)
+        } else {
+            None
+        };
+        container::start(&docker, &id, &cfg.container).await?;
+        Ok::<_, DockerError>(tap)
+    };
+    let tap = match attached_and_started.await {
+        Ok(tap) => tap,
+        Err(e) => {
+            let _ = container::remove(&docker, &id).await;
+            let _ = Checkpoint::remove(&session.state_dir, &id);
+            return Err(e.into());
+        }
+    };
+    Ok(Launched {
+        id,
+        session,
+        docker,
+        client,
+        started,
+        tap,
+    })
+}
+
+/// Creates the group and every destination stream when missing (start-up: few retries).
+async fn ensure_destinations(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    ship: &ShipConfig,
+    endpoint: &str,
+) -> Result<(), RunError> {
+    for name in split::stream_names(&ship.stream, ship.split_streams) {
+        cw::ensure_destination(client, &ship.group, &name, 3)
+            .await
+            .map_err(|f| preflight_error(f, endpoint.to_string()))?;
+    }
+    Ok(())
+}
+
+/// What a run or a resume needs to ship a started container's output.
+pub struct Session {
+    pub ship: ShipConfig,
+    pub echo: bool,
+    pub keep_container: bool,
+    pub stop_timeout: Duration,
+    pub flush_timeout: Duration,
+    pub spool_dir: std::path::PathBuf,
+    pub state_dir: std::path::PathBuf,
+    /// The checkpoint, updated as delivery goes on.
+    pub checkpoint: Checkpoint,
+    /// Transforms between framing and batching.
+    pub transforms: crate::config::TransformConfig,
+}
+
+/// Supervises the shipping, prints the summary, then cleans up after a complete delivery
+/// (container removed unless kept, checkpoint and spools removed); keeps container and
+/// checkpoint otherwise, and says how to resume.
+async fn finish(
+    session: &Session,
+    docker: &bollard::Docker,
+    id: &str,
+    client: aws_sdk_cloudwatchlogs::Client,
+    shutdown: Shutdown,
+    started: Instant,
+    start: Start,
+) -> Result<i32, RunError> {
+    let report = supervisor::supervise(session, docker, id, client, shutdown, started, start).await;
+    eprintln!(
+        "{}",
+        supervisor::summary(&session.ship.group, &session.ship.stream, &report)
+    );
+    let outcome = supervisor::decide(report);
+    let short = &id[..12.min(id.len())];
+    if outcome.complete {
+        if session.keep_container {
+            eprintln!("dockwatch: kept container {short}");
+        } else if let Err(e) = container::remove(docker, id).await {
+            eprintln!("dockwatch: warning: could not remove container {short}: {e}");
+        }
+        let _ = Checkpoint::remove(&session.state_dir, id);
+        // Spools of this container are now delivered (resume read the same output again).
+        for f in spool::files_of(&session.spool_dir, id) {
+            let _ = std::fs::remove_file(f);
+        }
+    } else {
+        eprintln!(
+            "dockwatch: kept container {short} and its checkpoint in {}; ship the rest with: dockwatch resume {short}",
+            session.state_dir.display()
+        );
+    }
+    outcome.result
+}
+
+/// Resumes an interrupted run from its checkpoint, or delivers a spool file.
+pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunError> {
+    let started = Instant::now();
+    if let Some(path) = &args.spool {
+        return resume_spool(path, &args).await;
+    }
+    let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            args.container
+                .as_deref()
+                .is_none_or(|c| name.starts_with(c))
+        })
+        .collect();
+    let path = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(RunError::Resume(format!(
+                "no checkpoint{} in {}; nothing to resume",
+                args.container
+                    .as_deref()
+                    .map(|c| format!(" for {c}"))
+                    .unwrap_or_default(),
+                args.state_dir.display()
+            )));
+        }
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .filter_map(|p| {
+                    p.file_stem()
+                        .map(|n| n.to_string_lossy()[..12.min(n.len())].to_string())
+                })
+                .collect();
+            return Err(RunError::Resume(format!(
+                "several checkpoints in {}: name the container, one of {}",
+                args.state_dir.display(),
+                names.join(", ")
+            )));
+        }
+    };
+    let cp = Checkpoint::load(&path).map_err(RunError::Resume)?;
+    let mut aws = crate::config::aws_options(args.aws.clone())?;
+    aws.region = aws.region.or(cp.region.clone());
+    aws.endpoint_url = aws.endpoint_url.or(cp.endpoint_url.clone());
+    let client = cw::build(&aws).await?;
+    let endpoint = cw::endpoint_of(&client, &aws);
+    let ship = ShipConfig {
+        group: cp.group.clone(),
+        stream: cp.stream.clone(),
+        max_event_size: cp.max_event_size,
+        flush_interval: Duration::from_millis(200),
+        max_in_flight: 4,
+        split_streams: cp.split_streams,
+    };
+    ensure_destinations(&client, &ship, &endpoint).await?;
+    let docker =
+        docker::connect(Duration::from_secs(120).max(args.stop_timeout + Duration::from_secs(60)))
+            .await?;
+    let id = cp.container_id.clone();
+    if let Err(e) = container::exit_code(&docker, &id).await {
+        return Err(RunError::Resume(format!(
+            "container {} of the checkpoint {} cannot be read ({e}); its output is gone, remove the checkpoint",
+            &id[..12.min(id.len())],
+            path.display()
+        )));
+    }
+    let mut tails = Vec::new();
+    for name in split::stream_names(&cp.stream, cp.split_streams) {
+        let tail = cw::newest_events(&client, &cp.group, &name, RESUME_PAGES)
+            .await
+            .map_err(|f| preflight_error(f, endpoint.clone()))?;
+        tails.push(tail);
+    }
+    eprintln!(
+        "dockwatch: resuming container {} after {} delivered events",
+        &id[..12.min(id.len())],
+        cp.events_delivered
+    );
+    let session = Session {
+        ship,
+        echo: !args.quiet,
+        keep_container: cp.keep_container,
+        stop_timeout: args.stop_timeout,
+        flush_timeout: args.flush_timeout,
+        spool_dir: args.spool_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        transforms: cp.transforms()?,
+        checkpoint: cp.clone(),
+    };
+    if cp.escape_invalid_utf8 {
+        eprintln!(
+            "dockwatch: note: --invalid-utf8 escape: the rest is read from the engine's log, where invalid bytes are already replaced by U+FFFD"
+        );
+    }
+    let start = Start {
+        cursor: cp.cursor.map(Cursor::from),
+        tails: Some(tails),
+        tap: None,
+    };
+    finish(&session, &docker, &id, client, shutdown, started, start).await
+}
+
+/// Delivers the events of a spool file; removes it once they are all delivered.
+async fn resume_spool(path: &std::path::Path, args: &ResumeArgs) -> Result<i32, RunError> {
+    let started = Instant::now();
+    let (header, events) = spool::read(path).map_err(RunError::Resume)?;
+    let mut aws = crate::config::aws_options(args.aws.clone())?;
+    aws.region = aws.region.or(header.region.clone());
+    aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
+    let client = cw::build(&aws).await?;
+    let endpoint = cw::endpoint_of(&client, &aws);
+    let ship = ShipConfig {
+        group: header.group.clone(),
+        stream: header.stream.clone(),
+        max_event_size: crate::ship::batcher::MAX_BATCH_BYTES,
+        flush_interval: Duration::from_millis(200),
+        max_in_flight: 4,
+        split_streams: header.split_streams,
+    };
+    ensure_destinations(&client, &ship, &endpoint).await?;
+    let (tx, rx) = mpsc::channel(16);
+    let abort = CancellationToken::new();
+    let shipper =
+        tokio::spawn(async move { split::ship(client, &ship, rx, abort, None, None).await });
+    for chunk in events.chunks(512) {
+        if tx
+            .send(Chunk {
+                events: chunk.to_vec(),
+                boundary: None,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let report = shipper.await.unwrap_or_default();
+    let s = report.stats;
+    eprintln!(
+        "dockwatch: delivered {} events ({}) from {} to {}/{} in {:.1}s",
+        s.events,
+        supervisor::human_bytes(s.message_bytes),
+        path.display(),
+        header.group,
+        header.stream,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(failure) = report.fatal {
+        return Err(RunError::Delivery {
+            failure,
+            undelivered: report.undelivered.len(),
+            saved: format!(", still in {}", path.display()),
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(0)
+}
+
+/// Pages of a stream's newest events read by resume to skip what is already there: 100,000
+/// events, more than the requests in flight (4 x 10,000 by default) plus what a checkpoint
+/// may lag behind (the checkpoint's save interval and one batch).
+const RESUME_PAGES: usize = 10;

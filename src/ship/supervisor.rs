@@ -1,0 +1,502 @@
+//! Supervision of one container's shipping, from the spawned pipeline to a [`Report`].
+//!
+//! ```text
+//!  spawn: reader task ──(bounded channel, 16 chunks)──► shipper task ──► checkpoint saver
+//!  watch: until the shipper ends; stop steps from the Shutdown passed in:
+//!         Graceful → docker stop (grace) + delivery deadline (grace + --flush-timeout)
+//!         Kill     → docker kill; what the container wrote is still delivered
+//!         Abandon  → shipper and reader told to stop now (so is a passed deadline)
+//!  settle: the container's exit code (stopped first if it still runs)
+//!  spool:  everything not acknowledged, in order, to one spool file
+//!  decide: exit code or error, and whether delivery was complete ([`decide`], pure)
+//! ```
+//!
+//! Each step is its own function so that the no-loss rules sit in small pieces: the shipper
+//! hands back every unacknowledged event, the reader every event it made but did not send, and
+//! both lists go to the spool before anything is decided.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::checkpoint::Saver;
+use super::framing::Event;
+use super::job::{RunError, Session};
+use super::reader::{self, ReaderConfig, ReaderReport};
+use super::sink::{ShipReport, ShipStats, split};
+use super::spool;
+use crate::aws::retry::Failure;
+use crate::docker::attach::Tap;
+use crate::docker::logs::Cursor;
+use crate::docker::{DockerError, container};
+use crate::exit_codes;
+use crate::shutdown::{Shutdown, Signal, Stop};
+
+/// Where shipping starts.
+#[derive(Default)]
+pub(crate) struct Start {
+    /// After this log position (resume), or at the beginning.
+    pub cursor: Option<Cursor>,
+    /// On resume: each destination stream's newest events, to skip what is already there.
+    pub tails: Option<Vec<Vec<(i64, String)>>>,
+    /// The attach stream, for `--invalid-utf8 escape`.
+    pub tap: Option<Tap>,
+}
+
+/// What supervision saw, for the summary and the decision.
+pub(crate) struct Report {
+    pub ship: ShipReport,
+    pub reader: ReaderReport,
+    /// The container's exit code, when it could be read.
+    pub exit_code: Option<i64>,
+    /// The signal that stopped a running container, if one did.
+    pub interrupted: Option<Signal>,
+    /// Events not delivered (shipper's and reader's), all of them in the spool or not.
+    pub undelivered: usize,
+    /// Where those went: `", saved to PATH"` or why they could not be saved.
+    pub saved: String,
+    pub started: Instant,
+}
+
+/// How supervision ended.
+pub(crate) struct Outcome {
+    pub result: Result<i32, RunError>,
+    /// Everything the container wrote was delivered.
+    pub complete: bool,
+}
+
+/// Ships a started container's output until the shipper ends, then settles the container,
+/// spools what is left and reports.
+pub(crate) async fn supervise(
+    session: &Session,
+    docker: &bollard::Docker,
+    id: &str,
+    client: aws_sdk_cloudwatchlogs::Client,
+    mut shutdown: Shutdown,
+    started: Instant,
+    start: Start,
+) -> Report {
+    let mut pipeline = Pipeline::spawn(session, docker, id, client, start);
+    let (ship, reader, interrupted) = pipeline.watch(session, docker, id, &mut shutdown).await;
+    let exit_code = settle_container(docker, id, session.stop_timeout).await;
+    let mut undelivered = ship.undelivered;
+    let mut reader = reader;
+    undelivered.append(&mut reader.unsent);
+    let saved = spool_undelivered(session, id, &undelivered);
+    Report {
+        ship: ShipReport {
+            undelivered: Vec::new(),
+            ..ship
+        },
+        reader,
+        exit_code,
+        interrupted,
+        undelivered: undelivered.len(),
+        saved,
+        started,
+    }
+}
+
+/// The reader and shipper tasks, and how to stop them.
+struct Pipeline {
+    reader: JoinHandle<ReaderReport>,
+    shipper: JoinHandle<ShipReport>,
+    /// Tells the shipper to hand back what is not acknowledged.
+    abort: CancellationToken,
+    /// Tells the reader to stop reading.
+    stop_reading: CancellationToken,
+    saver: Arc<Mutex<Saver>>,
+}
+
+impl Pipeline {
+    fn spawn(
+        session: &Session,
+        docker: &bollard::Docker,
+        id: &str,
+        client: aws_sdk_cloudwatchlogs::Client,
+        start: Start,
+    ) -> Self {
+        let abort = CancellationToken::new();
+        let stop_reading = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(16);
+        let reader = tokio::spawn(reader::read(
+            ReaderConfig {
+                docker: docker.clone(),
+                container_id: id.to_string(),
+                echo: session.echo,
+                max_message_bytes: session.ship.max_message_bytes(),
+                start: start.cursor,
+                transforms: session.transforms.clone(),
+                tap: start.tap,
+            },
+            tx,
+            stop_reading.clone(),
+        ));
+        let saver = Arc::new(Mutex::new(Saver::new(
+            session.checkpoint.clone(),
+            session.state_dir.clone(),
+        )));
+        let on_saver = saver.clone();
+        let on_delivered: super::sink::OnDelivered = Box::new(move |cursor, events| {
+            on_saver.lock().expect("saver").delivered(cursor, events);
+        });
+        let (ship_cfg, ship_abort) = (session.ship.clone(), abort.clone());
+        let shipper = tokio::spawn(async move {
+            split::ship(
+                client,
+                &ship_cfg,
+                rx,
+                ship_abort,
+                Some(on_delivered),
+                start.tails,
+            )
+            .await
+        });
+        Pipeline {
+            reader,
+            shipper,
+            abort,
+            stop_reading,
+            saver,
+        }
+    }
+
+    /// Waits for the shipper, running the stop steps asked for meanwhile. Returns both
+    /// reports and the signal that interrupted a running container.
+    async fn watch(
+        &mut self,
+        session: &Session,
+        docker: &bollard::Docker,
+        id: &str,
+        shutdown: &mut Shutdown,
+    ) -> (ShipReport, ReaderReport, Option<Signal>) {
+        let mut interrupted = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut seen: Option<Stop> = None;
+        let mut reader_report: Option<ReaderReport> = None;
+        let ship = loop {
+            tokio::select! {
+                r = &mut self.reader, if reader_report.is_none() => {
+                    reader_report = Some(r.unwrap_or_else(|e| ReaderReport {
+                        error: Some(DockerError::Api {
+                            context: "read container logs".into(),
+                            reason: crate::docker::logs::describe_join(&e),
+                        }),
+                        ..ReaderReport::default()
+                    }));
+                }
+                s = &mut self.shipper => {
+                    break s.unwrap_or_else(|e| ShipReport {
+                        fatal: Some(Failure::Construction(format!("shipper task failed: {e}"))),
+                        ..ShipReport::default()
+                    });
+                }
+                now = shutdown.changed(), if seen < Some(Stop::Abandon) => {
+                    for step in Stop::steps(seen, now) {
+                        match step {
+                            Stop::Graceful => {
+                                interrupted = graceful_stop(session, docker, id, shutdown.signal()).await;
+                                deadline = Some(tokio::time::Instant::now() + session.stop_timeout + session.flush_timeout);
+                            }
+                            Stop::Kill => kill(docker, id),
+                            Stop::Abandon => {
+                                eprintln!("dockwatch: quitting now");
+                                self.stop_now();
+                            }
+                        }
+                    }
+                    seen = seen.max(now);
+                }
+                () = sleep_until(deadline), if deadline.is_some() && !self.abort.is_cancelled() => {
+                    eprintln!("dockwatch: --flush-timeout reached; saving what is left to the spool");
+                    self.stop_now();
+                }
+            }
+        };
+        // The shipper is done: the reader ends too (its channel is closed).
+        self.stop_reading.cancel();
+        self.saver.lock().expect("saver").flush();
+        let reader = match reader_report {
+            Some(r) => r,
+            None => (&mut self.reader).await.unwrap_or_default(),
+        };
+        (ship, reader, interrupted)
+    }
+
+    fn stop_now(&self) {
+        self.abort.cancel();
+        self.stop_reading.cancel();
+    }
+}
+
+/// The first stop step: `docker stop` with the grace period, in the background. Returns the
+/// signal when the container was still running (the exit code is then the signal's).
+async fn graceful_stop(
+    session: &Session,
+    docker: &bollard::Docker,
+    id: &str,
+    signal: Option<Signal>,
+) -> Option<Signal> {
+    let running = matches!(container::exit_code(docker, id).await, Ok(None));
+    eprintln!(
+        "dockwatch: stopping the container (grace {:?}); press Ctrl+C again to kill it",
+        session.stop_timeout
+    );
+    let (d, i, grace) = (docker.clone(), id.to_string(), session.stop_timeout);
+    tokio::spawn(async move {
+        if let Err(e) = container::stop(&d, &i, grace).await {
+            tracing::warn!("{e}");
+        }
+    });
+    if running { signal } else { None }
+}
+
+/// The second stop step: kill the container, in the background.
+fn kill(docker: &bollard::Docker, id: &str) {
+    eprintln!(
+        "dockwatch: killing the container; delivering what it wrote (Ctrl+C again to quit now)"
+    );
+    let (d, i) = (docker.clone(), id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = container::kill(&d, &i).await {
+            tracing::warn!("{e}");
+        }
+    });
+}
+
+/// The container's exit code; a container that still runs (delivery failed or was abandoned)
+/// is stopped first.
+async fn settle_container(docker: &bollard::Docker, id: &str, grace: Duration) -> Option<i64> {
+    let code = container::exit_code(docker, id).await.ok().flatten();
+    if code.is_some() {
+        return code;
+    }
+    if let Err(e) = container::stop(docker, id, grace).await {
+        tracing::warn!("{e}");
+    }
+    container::exit_code(docker, id).await.ok().flatten()
+}
+
+/// Writes what was not delivered to a spool file; returns the summary's words for it.
+fn spool_undelivered(session: &Session, id: &str, undelivered: &[Event]) -> String {
+    if undelivered.is_empty() {
+        return String::new();
+    }
+    let header = spool::Header {
+        dockwatch_spool: 1,
+        group: session.ship.group.clone(),
+        stream: session.ship.stream.clone(),
+        container: id.to_string(),
+        region: session.checkpoint.region.clone(),
+        endpoint_url: session.checkpoint.endpoint_url.clone(),
+        events: undelivered.len(),
+        split_streams: session.ship.split_streams,
+    };
+    match spool::write(&session.spool_dir, &header, undelivered) {
+        Ok(p) => format!(", saved to {}", p.display()),
+        Err(e) => format!(
+            " and could not be saved to {}: {e}",
+            session.spool_dir.display()
+        ),
+    }
+}
+
+/// The run's result from what supervision saw: a delivery failure first, then a reader
+/// failure, then the signal that interrupted the container, else the container's exit code.
+pub(crate) fn decide(r: Report) -> Outcome {
+    let complete = r.ship.fatal.is_none()
+        && r.undelivered == 0
+        && r.reader.error.is_none()
+        && !r.reader.stopped;
+    let result = if let Some(failure) = r.ship.fatal {
+        Err(RunError::Delivery {
+            failure,
+            undelivered: r.undelivered,
+            saved: r.saved,
+        })
+    } else if let Some(e) = r.reader.error {
+        Err(RunError::Docker(e))
+    } else if let Some(s) = r.interrupted {
+        Ok(s.exit_code())
+    } else {
+        Ok(r.exit_code
+            .map_or(exit_codes::FAILURE, exit_codes::from_container))
+    };
+    Outcome { result, complete }
+}
+
+/// The one summary line: what was shipped where, the container's end, and every note the
+/// user must know (retries, rejections, framing changes, what was NOT delivered).
+pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
+    let s = &r.ship.stats;
+    let mut line = format!(
+        "dockwatch: shipped {} events ({}) in {} requests to {group}/{stream} in {:.1}s",
+        s.events,
+        human_bytes(s.message_bytes),
+        s.requests,
+        r.started.elapsed().as_secs_f64()
+    );
+    match r.exit_code {
+        Some(c) => line.push_str(&format!("; container exited with code {c}")),
+        None => line.push_str("; container state unknown"),
+    }
+    let mut notes = ship_notes(s);
+    notes.extend(reader_notes(&r.reader));
+    if s.skipped_duplicates > 0 {
+        notes.push(format!(
+            "{} events already in CloudWatch not sent again",
+            s.skipped_duplicates
+        ));
+    }
+    if r.reader.framing.split_pieces > 0 {
+        notes.push(format!(
+            "{} extra events from splitting long lines",
+            r.reader.framing.split_pieces
+        ));
+    }
+    if r.undelivered > 0 {
+        notes.push(format!("{} events NOT delivered{}", r.undelivered, r.saved));
+    }
+    if !notes.is_empty() {
+        line.push_str(" (");
+        line.push_str(&notes.join("; "));
+        line.push(')');
+    }
+    line
+}
+
+fn ship_notes(s: &ShipStats) -> Vec<String> {
+    let mut notes = Vec::new();
+    if s.retries > 0 {
+        notes.push(format!("{} retries ({} throttled)", s.retries, s.throttled));
+    }
+    if s.recreated > 0 {
+        notes.push(format!("group/stream recreated {} times", s.recreated));
+    }
+    if s.rejected.total() > 0 {
+        notes.push(format!(
+            "CloudWatch rejected {} events (too old {}, too new {}, expired {})",
+            s.rejected.total(),
+            s.rejected.too_old,
+            s.rejected.too_new,
+            s.rejected.expired
+        ));
+    }
+    notes
+}
+
+fn reader_notes(r: &ReaderReport) -> Vec<String> {
+    let f = r.framing;
+    let mut notes = Vec::new();
+    if f.empty_lines > 0 {
+        notes.push(format!("{} empty lines skipped", f.empty_lines));
+    }
+    if f.invalid_sequences > 0 {
+        notes.push(format!(
+            "{} invalid UTF-8 sequences replaced",
+            f.invalid_sequences
+        ));
+    }
+    if f.escaped_bytes > 0 {
+        notes.push(format!("{} invalid UTF-8 bytes escaped", f.escaped_bytes));
+    }
+    if let Some((frames, why)) = &r.tap_fallback {
+        notes.push(format!(
+            "{frames} log messages shipped as the engine stored them, not escaped: {why}"
+        ));
+    }
+    notes
+}
+
+pub(crate) fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            ship: ShipReport::default(),
+            reader: ReaderReport::default(),
+            exit_code: Some(3),
+            interrupted: None,
+            undelivered: 0,
+            saved: String::new(),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_complete_run_exits_with_the_container_code() {
+        let o = decide(report());
+        assert!(o.complete);
+        assert_eq!(o.result.unwrap(), 3);
+    }
+
+    #[test]
+    fn a_signal_that_stopped_the_container_names_the_exit_code() {
+        let o = decide(Report {
+            interrupted: Some(Signal::Terminate),
+            ..report()
+        });
+        assert_eq!(o.result.unwrap(), exit_codes::SIGTERM);
+    }
+
+    #[test]
+    fn undelivered_events_make_a_run_incomplete_and_are_in_the_summary() {
+        let r = Report {
+            undelivered: 7,
+            saved: ", saved to /tmp/x.jsonl".into(),
+            ..report()
+        };
+        let line = summary("g", "s", &r);
+        assert!(
+            line.contains("7 events NOT delivered, saved to /tmp/x.jsonl"),
+            "{line}"
+        );
+        assert!(!decide(r).complete);
+    }
+
+    #[test]
+    fn a_delivery_failure_wins_over_the_exit_code() {
+        let mut r = report();
+        r.ship.fatal = Some(Failure::Construction("bad".into()));
+        r.undelivered = 2;
+        let o = decide(r);
+        assert!(!o.complete);
+        assert!(matches!(
+            o.result,
+            Err(RunError::Delivery { undelivered: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}
