@@ -62,10 +62,13 @@ impl EcsError {
         }
     }
 
-    /// A RunTask error by its typed variant.
+    /// A RunTask error by its typed variant, or, for EC2's codes that the ECS model does not
+    /// list (a subnet or security group that does not exist), by that code.
     fn run_task(cluster: &str, e: aws_sdk_ecs::error::SdkError<RunTaskError>) -> Self {
         use aws_sdk_ecs::error::ProvideErrorMetadata;
         let message = e.message().map_or_else(|| chain(&e), str::to_string);
+        let code = e.code().unwrap_or_default();
+        let ec2_network = code.starts_with("InvalidSubnetID") || code.starts_with("InvalidGroup");
         match e.as_service_error() {
             Some(RunTaskError::ClusterNotFoundException(_)) => EcsError::ClusterNotFound {
                 cluster: cluster.to_string(),
@@ -74,10 +77,15 @@ impl EcsError {
             Some(RunTaskError::InvalidParameterException(_)) => {
                 EcsError::InvalidParameters { message }
             }
+            _ if ec2_network => EcsError::InvalidParameters { message },
             Some(RunTaskError::AccessDeniedException(_) | RunTaskError::ClientException(_)) => {
                 EcsError::Refused { message }
             }
-            _ => EcsError::call("run the ECS task", &e),
+            Some(_) => EcsError::Call {
+                call: "run the ECS task",
+                detail: format!("{code}: {message}"),
+            },
+            None => EcsError::call("run the ECS task", &e),
         }
     }
 }

@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_cloudwatchlogs::Client;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -33,6 +32,7 @@ use crate::ship::batcher::{Batch, Batcher, Limits};
 use crate::ship::framing::Event;
 use crate::ship::reader::Chunk;
 use crate::util::backoff::Backoff;
+pub use request::LogService;
 use request::Rejected;
 
 /// What the shipper did.
@@ -127,10 +127,10 @@ impl Progress {
     }
 }
 
-/// Ships events to one log stream.
-pub struct Shipper {
-    /// The SDK client (cheap to clone).
-    client: Client,
+/// Ships events to one log stream through `S` (the SDK client, or a fake in tests).
+pub struct Shipper<S> {
+    /// The service (cheap to clone).
+    service: S,
     /// Destination group.
     group: Arc<str>,
     /// Destination stream.
@@ -147,10 +147,10 @@ pub struct Shipper {
     dedupe: Option<dedupe::Dedupe>,
 }
 
-impl Shipper {
-    pub fn new(client: Client, cfg: &ShipConfig) -> Self {
+impl<S: LogService> Shipper<S> {
+    pub fn new(service: S, cfg: &ShipConfig) -> Self {
         Self {
-            client,
+            service,
             group: cfg.group.as_str().into(),
             stream: cfg.stream.as_str().into(),
             limits: Limits::default(),
@@ -159,6 +159,13 @@ impl Shipper {
             on_delivered: None,
             dedupe: None,
         }
+    }
+
+    /// Smaller batches than CloudWatch's (tests).
+    #[cfg(test)]
+    fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Skips leading events that already stand at the end of `tail` (see [`dedupe`]).
@@ -323,14 +330,14 @@ impl Shipper {
 
     /// Sends one batch until it is acknowledged, a failure is fatal, or `stop` is cancelled.
     fn deliver(&self, batch: Batch, stop: CancellationToken) -> InFlight {
-        let client = self.client.clone();
+        let service = self.service.clone();
         let (group, stream) = (self.group.clone(), self.stream.clone());
         Box::pin(async move {
             let mut d = Delivery::default();
             let mut backoff = Backoff::default();
             loop {
                 let result = tokio::select! {
-                    r = request::put(&client, &group, &stream, &batch) => r,
+                    r = service.put(&group, &stream, &batch) => r,
                     () = stop.cancelled() => return (batch, Err(NotDelivered::Aborted), d),
                 };
                 let failure = match result {
@@ -350,9 +357,7 @@ impl Shipper {
                         tracing::warn!(
                             "log group or stream missing ({failure}); creating it again"
                         );
-                        if let Err(e) =
-                            crate::aws::logs::ensure_destination(&client, &group, &stream, 1).await
-                        {
+                        if let Err(e) = service.recreate(&group, &stream).await {
                             tracing::warn!("creating the destination failed: {e}");
                         }
                     }
@@ -409,5 +414,248 @@ mod tests {
         p.boundaries.push_back((5, cur(3)));
         assert_eq!(p.advance(), Some(cur(3)));
         assert_eq!(p.advance(), None);
+    }
+
+    /// The shipper in-process, against a fake CloudWatch, on paused time: request order, the
+    /// flush timer and the accounting of what was not delivered.
+    mod service {
+        use std::sync::Mutex;
+
+        use super::*;
+
+        /// How the fake answers one PutLogEvents.
+        #[derive(Clone)]
+        enum Answer {
+            Accept,
+            Fail(Failure),
+        }
+
+        #[derive(Default)]
+        struct State {
+            /// Answers for the next calls, in order; `Accept` when empty.
+            script: VecDeque<Answer>,
+            /// Wait before answering a batch, by its seq.
+            delay_of: Option<fn(u64) -> Duration>,
+            /// Accepted batches: (when, seq, messages).
+            accepted: Vec<(Instant, u64, Vec<String>)>,
+            calls: u64,
+            recreated: u64,
+        }
+
+        #[derive(Clone, Default)]
+        struct Fake(Arc<Mutex<State>>);
+
+        impl Fake {
+            fn scripted(answers: impl IntoIterator<Item = Answer>) -> Self {
+                let f = Fake::default();
+                f.0.lock().unwrap().script.extend(answers);
+                f
+            }
+            fn accepted_seqs(&self) -> Vec<u64> {
+                self.0.lock().unwrap().accepted.iter().map(|a| a.1).collect()
+            }
+            fn accepted_messages(&self) -> Vec<String> {
+                let st = self.0.lock().unwrap();
+                let mut by_seq: Vec<_> = st.accepted.iter().collect();
+                by_seq.sort_by_key(|a| a.1);
+                by_seq.iter().flat_map(|a| a.2.clone()).collect()
+            }
+        }
+
+        impl LogService for Fake {
+            fn put(
+                &self,
+                _group: &str,
+                _stream: &str,
+                batch: &Batch,
+            ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send {
+                let this = self.clone();
+                let seq = batch.seq;
+                let messages: Vec<String> = batch.events.iter().map(|e| e.message.clone()).collect();
+                async move {
+                    let (answer, delay) = {
+                        let mut st = this.0.lock().unwrap();
+                        st.calls += 1;
+                        let a = st.script.pop_front().unwrap_or(Answer::Accept);
+                        (a, st.delay_of.map_or(Duration::ZERO, |d| d(seq)))
+                    };
+                    tokio::time::sleep(delay).await;
+                    match answer {
+                        Answer::Accept => {
+                            this.0
+                                .lock()
+                                .unwrap()
+                                .accepted
+                                .push((Instant::now(), seq, messages));
+                            Ok(Rejected::default())
+                        }
+                        Answer::Fail(f) => Err(f),
+                    }
+                }
+            }
+
+            fn recreate(
+                &self,
+                _group: &str,
+                _stream: &str,
+            ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
+                self.0.lock().unwrap().recreated += 1;
+                std::future::ready(Ok(()))
+            }
+        }
+
+        fn service_error(code: &str, status: u16) -> Failure {
+            Failure::Service {
+                code: Some(code.into()),
+                status,
+                message: String::new(),
+            }
+        }
+
+        fn config(max_in_flight: usize) -> ShipConfig {
+            ShipConfig {
+                max_in_flight,
+                ..ShipConfig::new("g".into(), "s".into()).unwrap()
+            }
+        }
+
+        fn shipper(fake: &Fake, max_in_flight: usize) -> Shipper<Fake> {
+            Shipper::new(fake.clone(), &config(max_in_flight)).with_limits(Limits {
+                max_events: 10,
+                ..Limits::default()
+            })
+        }
+
+        /// `n` events, one millisecond apart, in chunks of ten with a clean position after
+        /// each chunk.
+        fn chunks(n: usize) -> Vec<Chunk> {
+            let events: Vec<Event> = (0..n)
+                .map(|i| Event {
+                    ts_ms: 1_000 + i as i64,
+                    message: format!("line {i}"),
+                    source: Source::Stdout,
+                })
+                .collect();
+            events
+                .chunks(10)
+                .enumerate()
+                .map(|(i, c)| Chunk {
+                    events: c.to_vec(),
+                    boundary: Some(cur(i as i64 + 1)),
+                })
+                .collect()
+        }
+
+        fn messages(n: usize) -> Vec<String> {
+            (0..n).map(|i| format!("line {i}")).collect()
+        }
+
+        /// Sends the chunks, then closes the channel unless `keep_open`.
+        fn feed(chunks: Vec<Chunk>, keep_open: bool) -> mpsc::Receiver<Chunk> {
+            let (tx, rx) = mpsc::channel(64);
+            for c in chunks {
+                tx.try_send(c).unwrap();
+            }
+            if keep_open {
+                std::mem::forget(tx);
+            }
+            rx
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_position_moves_only_over_batches_all_acknowledged() {
+            let fake = Fake::default();
+            // Later batches are answered sooner: acknowledgements arrive out of order.
+            fake.0.lock().unwrap().delay_of = Some(|seq| Duration::from_millis(500 - 100 * seq));
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (check, log) = (fake.clone(), seen.clone());
+            let s = shipper(&fake, 4).on_delivered(Box::new(move |c, events| {
+                // Everything up to the position is acknowledged, in order.
+                let mut acked = check.accepted_seqs();
+                acked.sort();
+                let whole = events / 10;
+                assert!(acked.len() as u64 >= whole);
+                assert_eq!(acked[..whole as usize], (0..whole).collect::<Vec<_>>()[..]);
+                log.lock().unwrap().push((c.ts_ns, events));
+            }));
+            let report = s.run(feed(chunks(40), false), CancellationToken::new()).await;
+            assert_ne!(fake.accepted_seqs(), [0, 1, 2, 3], "answers came out of order");
+            assert_eq!(fake.accepted_messages(), messages(40));
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.last(), Some(&(4, 40)));
+            assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+            assert_eq!((report.stats.events, report.stats.requests), (40, 4));
+            assert!(report.undelivered.is_empty() && report.fatal.is_none());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_partial_batch_goes_out_after_the_flush_interval() {
+            let fake = Fake::default();
+            let t0 = Instant::now();
+            let s = shipper(&fake, 4);
+            let rx = feed(chunks(3), true);
+            let run = tokio::spawn(s.run(rx, CancellationToken::new()));
+            tokio::time::sleep(Duration::from_millis(199)).await;
+            assert!(fake.accepted_seqs().is_empty(), "sent before the flush interval");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            {
+                // The newest millisecond stays for the next cut, so that a request with the
+                // same millisecond can never race it.
+                let st = fake.0.lock().unwrap();
+                assert_eq!(st.accepted.len(), 1);
+                assert_eq!(st.accepted[0].0 - t0, Duration::from_millis(200));
+                assert_eq!(st.accepted[0].2, messages(2));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let st = fake.0.lock().unwrap();
+            assert_eq!(st.accepted.len(), 2);
+            assert_eq!(st.accepted[1].0 - t0, Duration::from_millis(400));
+            assert_eq!(st.accepted[1].2, ["line 2"]);
+            run.abort();
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_abort_hands_back_every_unacknowledged_event_in_order() {
+            let throttled = service_error("ThrottlingException", 400);
+            let fake = Fake::scripted(std::iter::repeat_n(Answer::Fail(throttled), 1000));
+            let abort = CancellationToken::new();
+            let s = shipper(&fake, 2);
+            let run = tokio::spawn(s.run(feed(chunks(35), true), abort.clone()));
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            abort.cancel();
+            let report = run.await.unwrap();
+            let back: Vec<String> = report.undelivered.iter().map(|e| e.message.clone()).collect();
+            assert_eq!(back, messages(35));
+            assert!(report.fatal.is_none());
+            assert!(report.stats.retries > 2);
+            assert_eq!(report.stats.throttled, report.stats.retries);
+            assert_eq!(report.stats.events, 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_fatal_failure_stops_and_hands_back_the_rest() {
+            let denied = service_error("AccessDeniedException", 400);
+            let fake = Fake::scripted([Answer::Accept, Answer::Fail(denied.clone())]);
+            let report = shipper(&fake, 1)
+                .run(feed(chunks(30), false), CancellationToken::new())
+                .await;
+            assert_eq!(report.fatal, Some(denied));
+            assert_eq!(report.stats.events, 10);
+            let back: Vec<String> = report.undelivered.iter().map(|e| e.message.clone()).collect();
+            assert_eq!(back, messages(30)[10..]);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_deleted_stream_is_created_again_and_nothing_is_lost() {
+            let missing = service_error("ResourceNotFoundException", 400);
+            let fake = Fake::scripted([Answer::Fail(missing)]);
+            let report = shipper(&fake, 4)
+                .run(feed(chunks(20), false), CancellationToken::new())
+                .await;
+            assert_eq!(fake.0.lock().unwrap().recreated, 1);
+            assert_eq!(report.stats.recreated, 1);
+            assert_eq!(fake.accepted_messages(), messages(20));
+            assert!(report.undelivered.is_empty());
+        }
     }
 }

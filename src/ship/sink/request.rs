@@ -30,6 +30,45 @@ impl Rejected {
     }
 }
 
+/// What the shipper needs from CloudWatch Logs: one PutLogEvents, and creating a missing
+/// destination again. The SDK client is the real one; tests give the shipper a fake that
+/// answers in any order, fails on purpose and records what it was sent.
+pub trait LogService: Clone + Send + Sync + 'static {
+    /// Sends the batch once: what CloudWatch rejected, or why it failed.
+    fn put(
+        &self,
+        group: &str,
+        stream: &str,
+        batch: &Batch,
+    ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send;
+
+    /// Creates the group and stream again (they were deleted while shipping); one try.
+    fn recreate(
+        &self,
+        group: &str,
+        stream: &str,
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send;
+}
+
+impl LogService for Client {
+    fn put(
+        &self,
+        group: &str,
+        stream: &str,
+        batch: &Batch,
+    ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send {
+        put(self, group, stream, batch)
+    }
+
+    fn recreate(
+        &self,
+        group: &str,
+        stream: &str,
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
+        crate::aws::logs::ensure_destination(self, group, stream, 1)
+    }
+}
+
 /// Sends the batch once.
 ///
 /// The body is dockwatch's own ([`super::body`]): the SDK is given the operation without

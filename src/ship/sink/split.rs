@@ -9,11 +9,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_cloudwatchlogs::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{OnDelivered, ShipReport, Shipper};
+use super::{LogService, OnDelivered, ShipReport, Shipper};
 use crate::config::ShipConfig;
 use crate::docker::logs::Cursor;
 use crate::ship::framing::Source;
@@ -58,8 +57,8 @@ impl Joint {
 
 /// Ships everything from `rx` to one stream or two. `tails`, on resume, are the newest
 /// events of each destination stream (for [`super::dedupe`]).
-pub async fn ship(
-    client: Client,
+pub async fn ship<S: LogService>(
+    service: S,
     cfg: &ShipConfig,
     mut rx: mpsc::Receiver<Chunk>,
     abort: CancellationToken,
@@ -73,7 +72,7 @@ pub async fn ship(
             stream: name.to_string(),
             ..cfg.clone()
         };
-        let s = Shipper::new(client.clone(), &one);
+        let s = Shipper::new(service.clone(), &one);
         match tail {
             Some(t) => s.skip_already_delivered(t),
             None => s,
