@@ -21,7 +21,7 @@
 //! round the two engine baselines then dockwatch, and every column is the median over the
 //! rounds: on two shared cores single runs vary by 15-25%.
 
-#[path = "../tests/support/strict_server.rs"]
+#[path = "../tests/e2e/strict_server.rs"]
 mod strict_server;
 
 use std::process::{Command, Stdio};

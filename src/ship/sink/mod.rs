@@ -452,7 +452,13 @@ mod tests {
                 f
             }
             fn accepted_seqs(&self) -> Vec<u64> {
-                self.0.lock().unwrap().accepted.iter().map(|a| a.1).collect()
+                self.0
+                    .lock()
+                    .unwrap()
+                    .accepted
+                    .iter()
+                    .map(|a| a.1)
+                    .collect()
             }
             fn accepted_messages(&self) -> Vec<String> {
                 let st = self.0.lock().unwrap();
@@ -471,7 +477,8 @@ mod tests {
             ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send {
                 let this = self.clone();
                 let seq = batch.seq;
-                let messages: Vec<String> = batch.events.iter().map(|e| e.message.clone()).collect();
+                let messages: Vec<String> =
+                    batch.events.iter().map(|e| e.message.clone()).collect();
                 async move {
                     let (answer, delay) = {
                         let mut st = this.0.lock().unwrap();
@@ -578,8 +585,14 @@ mod tests {
                 assert_eq!(acked[..whole as usize], (0..whole).collect::<Vec<_>>()[..]);
                 log.lock().unwrap().push((c.ts_ns, events));
             }));
-            let report = s.run(feed(chunks(40), false), CancellationToken::new()).await;
-            assert_ne!(fake.accepted_seqs(), [0, 1, 2, 3], "answers came out of order");
+            let report = s
+                .run(feed(chunks(40), false), CancellationToken::new())
+                .await;
+            assert_ne!(
+                fake.accepted_seqs(),
+                [0, 1, 2, 3],
+                "answers came out of order"
+            );
             assert_eq!(fake.accepted_messages(), messages(40));
             let seen = seen.lock().unwrap().clone();
             assert_eq!(seen.last(), Some(&(4, 40)));
@@ -596,7 +609,10 @@ mod tests {
             let rx = feed(chunks(3), true);
             let run = tokio::spawn(s.run(rx, CancellationToken::new()));
             tokio::time::sleep(Duration::from_millis(199)).await;
-            assert!(fake.accepted_seqs().is_empty(), "sent before the flush interval");
+            assert!(
+                fake.accepted_seqs().is_empty(),
+                "sent before the flush interval"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
             {
                 // The newest millisecond stays for the next cut, so that a request with the
@@ -624,7 +640,11 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             abort.cancel();
             let report = run.await.unwrap();
-            let back: Vec<String> = report.undelivered.iter().map(|e| e.message.clone()).collect();
+            let back: Vec<String> = report
+                .undelivered
+                .iter()
+                .map(|e| e.message.clone())
+                .collect();
             assert_eq!(back, messages(35));
             assert!(report.fatal.is_none());
             assert!(report.stats.retries > 2);
@@ -641,7 +661,11 @@ mod tests {
                 .await;
             assert_eq!(report.fatal, Some(denied));
             assert_eq!(report.stats.events, 10);
-            let back: Vec<String> = report.undelivered.iter().map(|e| e.message.clone()).collect();
+            let back: Vec<String> = report
+                .undelivered
+                .iter()
+                .map(|e| e.message.clone())
+                .collect();
             assert_eq!(back, messages(30)[10..]);
         }
 

@@ -1,12 +1,10 @@
 //! An image that is not present is pulled (with progress lines when stderr is no terminal),
 //! from a local registry the test starts (Debian's `docker-registry`, on loopback).
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 struct Registry {
     child: Child,

@@ -2,15 +2,11 @@
 //! deadline and its spool, and SIGKILL of dockwatch followed by `dockwatch resume`.
 //! Each test compares what arrived with what the container wrote.
 
-mod common;
-#[path = "support/strict_server.rs"]
-mod strict_server;
-
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
-use strict_server::StrictServer;
+use crate::common::*;
+use crate::strict_server::StrictServer;
 
 /// Numbered lines forever, one every 2 ms or so.
 const ENDLESS: &str =

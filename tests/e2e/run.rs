@@ -1,9 +1,7 @@
 //! The main job end to end: the real binary, the real Docker engine, moto as CloudWatch Logs.
 //! Every test reads back what arrived with GetLogEvents.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_users_example_ships_a_counter_in_order() {

@@ -2,13 +2,11 @@
 //! the real CLI (and a tonic client where the CLI cannot show it: backpressure, health,
 //! reflection).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use dockwatch_proto::tonic;
 use dockwatch_proto::v1::agent_client::AgentClient;
 use dockwatch_proto::v1::{GetLogsRequest, get_logs_response};

@@ -1,15 +1,11 @@
 //! Faults on the CloudWatch side, injected by the strict test server: every line the
 //! container wrote arrives exactly once and in order, or dockwatch says what did not.
 
-mod common;
-#[path = "support/strict_server.rs"]
-mod strict_server;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
-use strict_server::StrictServer;
+use crate::common::*;
+use crate::strict_server::StrictServer;
 
 /// `n` numbered lines, paced: a pause of 0.1 s every `every` lines.
 fn paced(n: usize, every: usize) -> String {

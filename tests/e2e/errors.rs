@@ -1,9 +1,7 @@
 //! Bad input and unreachable dependencies: one clear line, a documented exit code, no
 //! container left behind, no secret printed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// The error line: exactly one line starting with `dockwatch: error:` (the secret warning
 /// may precede it).

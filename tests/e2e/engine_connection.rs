@@ -5,18 +5,14 @@
 //! between dockwatch (`DOCKER_HOST`) and the engine's socket, and cuts every connection
 //! through it while the container writes.
 
-mod common;
-#[path = "support/strict_server.rs"]
-mod strict_server;
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
-use strict_server::StrictServer;
+use crate::common::*;
+use crate::strict_server::StrictServer;
 
 /// A proxy whose connections can all be cut at once.
 struct Proxy {

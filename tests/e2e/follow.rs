@@ -1,18 +1,14 @@
 //! `dockwatch tail` and `dockwatch download`: the real binary against the moto server, real
 //! files, real signals.
 
-mod common;
-#[path = "support/strict_server.rs"]
-mod strict_server;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
-use strict_server::StrictServer;
+use crate::common::*;
+use crate::strict_server::StrictServer;
 
 fn tail(endpoint: &str, args: &[&str]) -> std::process::Output {
     dockwatch_with_env(endpoint)

@@ -1,12 +1,8 @@
 //! Any amount, any kind of output, through the strict CloudWatch server: what arrived is
 //! compared with what the container wrote, and no request may break a CloudWatch rule.
 
-mod common;
-#[path = "support/strict_server.rs"]
-mod strict_server;
-
-use common::*;
-use strict_server::StrictServer;
+use crate::common::*;
+use crate::strict_server::StrictServer;
 
 fn numbered(n: usize) -> Vec<String> {
     (1..=n).map(|i| i.to_string()).collect()

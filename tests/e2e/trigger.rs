@@ -1,14 +1,12 @@
 //! `dockwatch on-upload` and `--on ecs`: the real binary, the real engine, moto as S3, SQS,
 //! ECS and CloudWatch Logs.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use crate::common::*;
 use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
-use common::*;
 
 /// A client of moto for one AWS service crate, with the test credentials and region.
 macro_rules! moto_client {
