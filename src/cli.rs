@@ -69,7 +69,7 @@ pub enum Command {
 
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// The line as it is.
     Text,
     /// A JSON object with the line, its stream and the container id.
@@ -78,7 +78,7 @@ pub enum Format {
 
 /// What happens to output that is not valid UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InvalidUtf8 {
+pub(crate) enum InvalidUtf8 {
     /// Each invalid byte becomes U+FFFD (what the engine's log stores anyway).
     Replace,
     /// Each invalid byte becomes `\xNN` and each `\` becomes `\\`: reversible.
@@ -87,7 +87,7 @@ pub enum InvalidUtf8 {
 
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PullPolicy {
+pub(crate) enum PullPolicy {
     /// Pull only when the image is not present locally.
     Missing,
     /// Always pull before running.
@@ -98,152 +98,152 @@ pub enum PullPolicy {
 
 /// How to reach CloudWatch Logs; every field falls back to the standard AWS chain.
 #[derive(Debug, Args, Clone, Default)]
-pub struct AwsArgs {
+pub(crate) struct AwsArgs {
     /// AWS access key id, e.g. `AKIA...`. Without it the standard AWS chain is used
     /// (AWS_ACCESS_KEY_ID, shared config and credentials files, SSO, container and instance roles).
     #[arg(long, value_name = "KEY_ID")]
-    pub aws_access_key_id: Option<String>,
+    pub(crate) aws_access_key_id: Option<String>,
 
     /// AWS secret access key. Visible to other local users on the command line: prefer
     /// AWS_SECRET_ACCESS_KEY or a profile. Needs --aws-access-key-id.
     #[arg(long, value_name = "SECRET")]
-    pub aws_secret_access_key: Option<String>,
+    pub(crate) aws_secret_access_key: Option<String>,
 
     /// AWS session token for temporary credentials, with the two flags above.
     #[arg(long, value_name = "TOKEN")]
-    pub aws_session_token: Option<String>,
+    pub(crate) aws_session_token: Option<String>,
 
     /// AWS region, e.g. `eu-west-1`. Default: AWS_REGION or the profile's region.
     #[arg(long, value_name = "REGION")]
-    pub aws_region: Option<String>,
+    pub(crate) aws_region: Option<String>,
 
     /// Named profile from ~/.aws/config and ~/.aws/credentials, e.g. `--aws-profile dev`.
     #[arg(long, value_name = "PROFILE")]
-    pub aws_profile: Option<String>,
+    pub(crate) aws_profile: Option<String>,
 
     /// AWS-compatible endpoint for CloudWatch Logs, e.g. `http://127.0.0.1:5000`
     /// (AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS work too).
     #[arg(long, value_name = "URL")]
-    pub aws_endpoint_url: Option<String>,
+    pub(crate) aws_endpoint_url: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Image to run, e.g. `python:3.12` or `busybox`. Pulled when not present locally.
     #[arg(long, value_name = "IMAGE", required = true)]
-    pub docker_image: Option<String>,
+    pub(crate) docker_image: Option<String>,
 
     /// Command run as `bash -c CMD` in the container, whatever the image's entrypoint,
     /// e.g. `--bash-command 'echo hello; ls /'`.
     #[arg(long, value_name = "CMD", required = true, allow_hyphen_values = true)]
-    pub bash_command: Option<String>,
+    pub(crate) bash_command: Option<String>,
 
     /// CloudWatch Logs group; created when missing, e.g. `--aws-cloudwatch-group /dockwatch/jobs`.
     #[arg(long, value_name = "GROUP", required = true)]
-    pub aws_cloudwatch_group: Option<String>,
+    pub(crate) aws_cloudwatch_group: Option<String>,
 
     /// CloudWatch Logs stream in the group; created when missing, e.g. `--aws-cloudwatch-stream run-42`.
     #[arg(long, value_name = "STREAM", required = true)]
-    pub aws_cloudwatch_stream: Option<String>,
+    pub(crate) aws_cloudwatch_stream: Option<String>,
 
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 
     #[command(flatten)]
-    pub ecs: EcsArgs,
+    pub(crate) ecs: EcsArgs,
 
     /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
     #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub shell: String,
+    pub(crate) shell: String,
 
     /// Do not echo the container's output on this terminal (it is still shipped).
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Keep the container after it exits instead of removing it.
     #[arg(long)]
-    pub keep_container: bool,
+    pub(crate) keep_container: bool,
 
     /// Name for the container, e.g. `--name nightly-job`. Default: chosen by Docker.
     #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 
     /// Environment variable for the container, repeatable, e.g. `-e LEVEL=debug`.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
 
     /// Label for the container, repeatable, e.g. `--label team=data`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
 
     /// Bind mount, repeatable, e.g. `--volume /data:/data:ro`.
     #[arg(long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    pub volumes: Vec<String>,
+    pub(crate) volumes: Vec<String>,
 
     /// Allocate a pseudo-TTY for the container (stdout and stderr then arrive as one stream).
     #[arg(short, long)]
-    pub tty: bool,
+    pub(crate) tty: bool,
 
     /// When to pull the image.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub pull: PullPolicy,
+    pub(crate) pull: PullPolicy,
 
     /// After SIGINT/SIGTERM, how long the container gets to stop before it is killed, e.g. `10s`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 
     /// After an interruption, how long delivery may take before what is left is written to
     /// the spool directory, e.g. `30s`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub flush_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
 
     /// Longest time an event waits in a partial batch before it is sent, e.g. `200ms`.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
-    pub flush_interval: Duration,
+    pub(crate) flush_interval: Duration,
 
     /// Largest CloudWatch event in bytes, including CloudWatch's 26 bytes of overhead; longer
     /// lines are split. AWS allows 1048576 since 2025; use 262144 for endpoints with the old limit.
     #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
-    pub max_event_size: usize,
+    pub(crate) max_event_size: usize,
 
     /// How many PutLogEvents requests may be in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
 
     /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
-    pub spool_dir: std::path::PathBuf,
+    pub(crate) spool_dir: std::path::PathBuf,
 
     /// Send stdout to `STREAM/stdout` and stderr to `STREAM/stderr` instead of both to STREAM.
     #[arg(long)]
-    pub split_streams: bool,
+    pub(crate) split_streams: bool,
 
     /// Remove ANSI escape sequences (colours, cursor moves) from each line before shipping.
     #[arg(long)]
-    pub strip_ansi: bool,
+    pub(crate) strip_ansi: bool,
 
     /// A line matching this regular expression starts a new event; other lines are joined
     /// to the current one (stack traces), e.g. `--multiline-pattern '^\d{4}-\d{2}-\d{2}'`.
     #[arg(long, value_name = "REGEX")]
-    pub multiline_pattern: Option<String>,
+    pub(crate) multiline_pattern: Option<String>,
 
     /// With --multiline-pattern: send a held event after this long without a new line.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub multiline_timeout: Duration,
+    pub(crate) multiline_timeout: Duration,
 
     /// Event format: `text` (the line as it is) or `json` (`{"log":..,"stream":..,"container":..}`).
     #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    pub(crate) format: Format,
 
     /// Bytes that are not valid UTF-8: `replace` each with U+FFFD (counted), or `escape` them
     /// losslessly as `\xNN` (and every `\` as `\\`), read from the engine's attach stream.
     #[arg(long = "invalid-utf8", value_enum, default_value_t = InvalidUtf8::Replace)]
-    pub invalid_utf8: InvalidUtf8,
+    pub(crate) invalid_utf8: InvalidUtf8,
 
     /// Where the checkpoint (container and delivered position) lives while a run is going on,
     /// for `dockwatch resume` after a crash.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
-    pub state_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
 }
 
 /// `dockwatch resume`: finish the delivery of a run that did not complete.
@@ -260,34 +260,34 @@ pub struct ResumeArgs {
     /// Container id (or a prefix of it) of the run to resume; optional when only one
     /// checkpoint exists.
     #[arg(value_name = "CONTAINER", conflicts_with = "spool")]
-    pub container: Option<String>,
+    pub(crate) container: Option<String>,
 
     /// Deliver this spool file instead of resuming from a checkpoint.
     #[arg(long, value_name = "FILE")]
-    pub spool: Option<std::path::PathBuf>,
+    pub(crate) spool: Option<std::path::PathBuf>,
 
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 
     /// Do not echo the rest of the container's output on this terminal.
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Where the checkpoints are.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
-    pub state_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
 
     /// Where undelivered events are saved when delivery cannot finish.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
-    pub spool_dir: std::path::PathBuf,
+    pub(crate) spool_dir: std::path::PathBuf,
 
     /// After SIGINT/SIGTERM, how long the container gets to stop, e.g. `10s`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
 
     /// After an interruption, how long delivery may take, e.g. `30s`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub flush_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -374,7 +374,7 @@ arguments; 130/143 when interrupted (the normal end of --follow).";
 
 /// How `tail` prints an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TailFormat {
+pub(crate) enum TailFormat {
     /// `HH:MM:SS.mmm STREAM MESSAGE` (UTC).
     Short,
     /// `2026-11-23T10:00:00.123Z GROUP STREAM MESSAGE`.
@@ -385,7 +385,7 @@ pub enum TailFormat {
 
 /// When to colour output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorWhen {
+pub(crate) enum ColorWhen {
     /// When standard output is a terminal and NO_COLOR is not set.
     Auto,
     Always,
@@ -397,51 +397,51 @@ pub enum ColorWhen {
 pub struct TailArgs {
     /// Log groups; a trailing `*` selects every group with that prefix, e.g. '/ecs/*'.
     #[arg(value_name = "GROUP", required = true)]
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
 
     /// Keep printing new events until interrupted.
     #[arg(short, long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
 
     /// Start of the range: 10m, 2h, 7d, an RFC 3339 time or Unix seconds.
     #[arg(long, value_name = "TIME", default_value = "10m")]
-    pub since: String,
+    pub(crate) since: String,
 
     /// End of the range (not with --follow), same forms as --since.
     #[arg(long, value_name = "TIME", conflicts_with = "follow")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
 
     /// Only streams whose names start with this.
     #[arg(long, value_name = "PREFIX", conflicts_with = "streams")]
-    pub stream_prefix: Option<String>,
+    pub(crate) stream_prefix: Option<String>,
 
     /// Only these streams (repeatable, or comma-separated).
     #[arg(long = "stream", value_name = "NAME", num_args = 1.., value_delimiter = ',')]
-    pub streams: Vec<String>,
+    pub(crate) streams: Vec<String>,
 
     /// CloudWatch filter pattern, e.g. `ERROR` or '"exact phrase"'.
     #[arg(long, value_name = "PATTERN")]
-    pub filter: Option<String>,
+    pub(crate) filter: Option<String>,
 
     /// How events are printed.
     #[arg(long, value_enum, default_value_t = TailFormat::Detailed)]
-    pub format: TailFormat,
+    pub(crate) format: TailFormat,
 
     /// Colour the stream names and timestamps.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
-    pub color: ColorWhen,
+    pub(crate) color: ColorWhen,
 
     /// With --follow, how often to ask CloudWatch for new events.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 
     /// With --follow, how far back each poll looks again for events that reached CloudWatch
     /// late (their ids are remembered, so none is printed twice).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub late_window: Duration,
+    pub(crate) late_window: Duration,
 
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 }
 
 const DOWNLOAD_EXAMPLES: &str = "\
@@ -459,7 +459,7 @@ SIGINT/SIGTERM: flush, save state, exit 0. SIGHUP: reload the configuration file
 /// How `download` writes each event into its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum LineFormat {
+pub(crate) enum LineFormat {
     /// `2026-11-23T10:00:00.123Z MESSAGE`.
     Rfc3339,
     /// `1763892000123 MESSAGE` (epoch milliseconds).
@@ -475,11 +475,11 @@ pub enum LineFormat {
 pub struct DownloadArgs {
     /// TOML configuration file (see the README); reloaded on SIGHUP.
     #[arg(long, value_name = "FILE", env = "DOCKWATCH_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
+    pub(crate) config: Option<std::path::PathBuf>,
 
     /// Directory for the files and the state (`.dockwatch-download.json`).
     #[arg(long, value_name = "DIR", env = "DOCKWATCH_OUTPUT_DIR")]
-    pub output_dir: Option<std::path::PathBuf>,
+    pub(crate) output_dir: Option<std::path::PathBuf>,
 
     /// Follow groups whose names start with this (repeatable; '' for all groups).
     #[arg(
@@ -488,7 +488,7 @@ pub struct DownloadArgs {
         env = "DOCKWATCH_GROUP_PREFIXES",
         value_delimiter = ','
     )]
-    pub group_prefix: Vec<String>,
+    pub(crate) group_prefix: Vec<String>,
 
     /// Only streams with exactly this name (repeatable).
     #[arg(
@@ -497,7 +497,7 @@ pub struct DownloadArgs {
         env = "DOCKWATCH_STREAMS",
         value_delimiter = ','
     )]
-    pub streams: Vec<String>,
+    pub(crate) streams: Vec<String>,
 
     /// Only streams whose names start with this (repeatable).
     #[arg(
@@ -506,30 +506,30 @@ pub struct DownloadArgs {
         env = "DOCKWATCH_STREAM_PREFIXES",
         value_delimiter = ','
     )]
-    pub stream_prefix: Vec<String>,
+    pub(crate) stream_prefix: Vec<String>,
 
     /// How often to read new events, e.g. `5s` (default 5s).
     #[arg(long, value_name = "DURATION", env = "DOCKWATCH_POLL_INTERVAL", value_parser = parse_duration)]
-    pub poll_interval: Option<Duration>,
+    pub(crate) poll_interval: Option<Duration>,
 
     /// How often to look for new groups and streams (default 30s).
     #[arg(long, value_name = "DURATION", env = "DOCKWATCH_DISCOVERY_INTERVAL", value_parser = parse_duration)]
-    pub discovery_interval: Option<Duration>,
+    pub(crate) discovery_interval: Option<Duration>,
 
     /// How each event is written (default rfc3339).
     #[arg(long, value_enum, value_name = "FORMAT", env = "DOCKWATCH_LINE_FORMAT")]
-    pub line_format: Option<LineFormat>,
+    pub(crate) line_format: Option<LineFormat>,
 
     /// Serve /healthz and Prometheus /metrics here, e.g. `127.0.0.1:9464`.
     #[arg(long, value_name = "ADDR", env = "DOCKWATCH_METRICS_ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 
     /// Print what the daemon has written so far (from its state file) and exit.
     #[arg(long)]
-    pub status: bool,
+    pub(crate) status: bool,
 
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 }
 
 const AGENT_EXAMPLES: &str = "\
@@ -555,35 +555,35 @@ pub struct AgentArgs {
         env = "DOCKWATCH_AGENT_LISTEN",
         default_value = "127.0.0.1:50051"
     )]
-    pub listen: String,
+    pub(crate) listen: String,
 
     /// Server certificate chain (PEM) for TLS.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
 
     /// Private key (PEM) of the server certificate.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
+    pub(crate) tls_key: Option<std::path::PathBuf>,
 
     /// Require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_client_ca: Option<std::path::PathBuf>,
+    pub(crate) tls_client_ca: Option<std::path::PathBuf>,
 
     /// File holding the bearer token clients must send (also DOCKWATCH_AGENT_TOKEN).
     #[arg(long, value_name = "FILE", env = "DOCKWATCH_AGENT_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
+    pub(crate) token_file: Option<std::path::PathBuf>,
 
     /// Listen on a non-loopback address without TLS or token (prints a warning).
     #[arg(long)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
 
     /// Where checkpoints and spools of shipped containers go.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-agent")]
-    pub state_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
 
     /// AWS settings for CloudWatch shipping of launched containers.
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 }
 
 const REMOTE_EXAMPLES: &str = "\
@@ -609,27 +609,27 @@ pub struct RemoteArgs {
         default_value = "127.0.0.1:50051",
         global = true
     )]
-    pub host: String,
+    pub(crate) host: String,
 
     /// File holding the bearer token (also DOCKWATCH_TOKEN).
     #[arg(long, value_name = "FILE", env = "DOCKWATCH_TOKEN_FILE", global = true)]
-    pub token_file: Option<std::path::PathBuf>,
+    pub(crate) token_file: Option<std::path::PathBuf>,
 
     /// CA certificate (PEM) to verify the agent; implies TLS.
     #[arg(long, value_name = "FILE", global = true)]
-    pub tls_ca: Option<std::path::PathBuf>,
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
 
     /// Client certificate (PEM) for mutual TLS.
     #[arg(long, value_name = "FILE", requires = "tls_key", global = true)]
-    pub tls_cert: Option<std::path::PathBuf>,
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
 
     /// Client private key (PEM) for mutual TLS.
     #[arg(long, value_name = "FILE", requires = "tls_cert", global = true)]
-    pub tls_key: Option<std::path::PathBuf>,
+    pub(crate) tls_key: Option<std::path::PathBuf>,
 
     /// Name to verify in the agent's certificate (default: the host).
     #[arg(long, value_name = "NAME", global = true)]
-    pub tls_domain: Option<String>,
+    pub(crate) tls_domain: Option<String>,
 
     #[command(subcommand)]
     pub command: RemoteCommand,
@@ -653,71 +653,71 @@ pub enum RemoteCommand {
 pub struct LaunchArgs {
     /// Image to run.
     #[arg(long, value_name = "IMAGE")]
-    pub image: String,
+    pub(crate) image: String,
     /// Command, run as `SHELL -c COMMAND`.
     #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
     pub command: String,
     /// Container name.
     #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Environment variable, repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Shell that runs the command.
     #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub shell: String,
+    pub(crate) shell: String,
     /// Allocate a TTY.
     #[arg(short, long)]
-    pub tty: bool,
+    pub(crate) tty: bool,
     /// Pull policy: missing, always or never.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub pull: PullPolicy,
+    pub(crate) pull: PullPolicy,
     /// Label for the container, repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Ship the container's output to this CloudWatch Logs group (with --cloudwatch-stream).
     #[arg(long, value_name = "GROUP", requires = "cloudwatch_stream")]
-    pub cloudwatch_group: Option<String>,
+    pub(crate) cloudwatch_group: Option<String>,
     /// CloudWatch Logs stream for the shipped output.
     #[arg(long, value_name = "STREAM", requires = "cloudwatch_group")]
-    pub cloudwatch_stream: Option<String>,
+    pub(crate) cloudwatch_stream: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Container id, id prefix or name.
-    pub container: String,
+    pub(crate) container: String,
     /// Seconds before SIGKILL.
     #[arg(short = 't', long = "time", value_name = "SECONDS")]
-    pub time: Option<u32>,
+    pub(crate) time: Option<u32>,
     /// Remove the container once stopped.
     #[arg(long)]
-    pub rm: bool,
+    pub(crate) rm: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show stopped containers too.
     #[arg(short, long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Keep stdin open and send it to the command.
     #[arg(short, long)]
-    pub interactive: bool,
+    pub(crate) interactive: bool,
     /// Allocate a TTY (with -i: an interactive shell; this terminal goes raw meanwhile).
     #[arg(short, long)]
-    pub tty: bool,
+    pub(crate) tty: bool,
     /// Environment variable, repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Working directory in the container.
     #[arg(short = 'w', long, value_name = "DIR")]
-    pub workdir: Option<String>,
+    pub(crate) workdir: Option<String>,
     /// Container id, id prefix or name.
-    pub container: String,
+    pub(crate) container: String,
     /// The command and its arguments.
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
@@ -727,33 +727,33 @@ pub struct ExecArgs {
 #[command(allow_negative_numbers = true)]
 pub struct LogsArgs {
     /// Container id, id prefix or name.
-    pub container: String,
+    pub(crate) container: String,
     /// Keep printing while the container runs.
     #[arg(short, long)]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Only the last N lines (0: all).
     #[arg(short = 'n', long, value_name = "N")]
-    pub tail: Option<i64>,
+    pub(crate) tail: Option<i64>,
     /// Only logs since: 10s, 30m, 1h, 7d, RFC 3339 or Unix seconds.
     #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Only logs until, same forms as --since.
     #[arg(long, value_name = "TIME")]
-    pub until: Option<String>,
+    pub(crate) until: Option<String>,
     /// Prefix each line with its timestamp, as `docker logs -t`.
     #[arg(short, long)]
-    pub timestamps: bool,
+    pub(crate) timestamps: bool,
     /// Leave out the container's stdout.
     #[arg(long)]
-    pub no_stdout: bool,
+    pub(crate) no_stdout: bool,
     /// Leave out the container's stderr.
     #[arg(long)]
-    pub no_stderr: bool,
+    pub(crate) no_stderr: bool,
 }
 
 /// Where containers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Engine {
+pub(crate) enum Engine {
     /// This machine's Docker engine.
     #[default]
     Local,
@@ -763,42 +763,42 @@ pub enum Engine {
 
 /// Options for `--on ecs`.
 #[derive(Debug, Args, Clone, Default)]
-pub struct EcsArgs {
+pub(crate) struct EcsArgs {
     /// Where the container runs: `local` (this Docker engine) or `ecs` (Fargate).
     #[arg(long = "on", value_enum, value_name = "ENGINE", default_value_t = Engine::Local)]
-    pub on: Engine,
+    pub(crate) on: Engine,
 
     /// ECS cluster name or ARN (with --on ecs).
     #[arg(long, value_name = "CLUSTER")]
-    pub ecs_cluster: Option<String>,
+    pub(crate) ecs_cluster: Option<String>,
 
     /// Subnet ids for the task (repeatable or comma-separated).
     #[arg(long, value_name = "SUBNET", value_delimiter = ',')]
-    pub ecs_subnets: Vec<String>,
+    pub(crate) ecs_subnets: Vec<String>,
 
     /// Security group ids for the task (repeatable or comma-separated).
     #[arg(long, value_name = "SG", value_delimiter = ',')]
-    pub ecs_security_groups: Vec<String>,
+    pub(crate) ecs_security_groups: Vec<String>,
 
     /// Task execution role ARN (lets ECS pull the image and write to CloudWatch Logs).
     #[arg(long, value_name = "ARN")]
-    pub ecs_execution_role: Option<String>,
+    pub(crate) ecs_execution_role: Option<String>,
 
     /// Task role ARN for the container's own AWS calls.
     #[arg(long, value_name = "ARN")]
-    pub ecs_task_role: Option<String>,
+    pub(crate) ecs_task_role: Option<String>,
 
     /// Task CPU units (256, 512, 1024, 2048, 4096, ...).
     #[arg(long, value_name = "UNITS", default_value = "256")]
-    pub ecs_cpu: String,
+    pub(crate) ecs_cpu: String,
 
     /// Task memory in MiB, valid for the CPU chosen (e.g. 512 with 256 CPU).
     #[arg(long, value_name = "MIB", default_value = "512")]
-    pub ecs_memory: String,
+    pub(crate) ecs_memory: String,
 
     /// Give the task a public IP (needed in public subnets without a NAT to pull images).
     #[arg(long)]
-    pub ecs_assign_public_ip: bool,
+    pub(crate) ecs_assign_public_ip: bool,
 }
 
 const ON_UPLOAD_EXAMPLES: &str = "\
@@ -817,27 +817,27 @@ SIGINT/SIGTERM: stop taking messages, let running tasks finish (--grace), exit 0
 pub struct OnUploadArgs {
     /// Bucket the files are uploaded to.
     #[arg(long, value_name = "BUCKET")]
-    pub bucket: String,
+    pub(crate) bucket: String,
 
     /// Only keys starting with this, e.g. `input/`.
     #[arg(long, value_name = "PREFIX", default_value = "")]
-    pub prefix: String,
+    pub(crate) prefix: String,
 
     /// Where each task's OUTPUT_DIR is uploaded: PREFIX + the input key (without --prefix) + /.
     #[arg(long, value_name = "PREFIX")]
-    pub output_prefix: String,
+    pub(crate) output_prefix: String,
 
     /// Image to run for each file.
     #[arg(long, value_name = "IMAGE")]
-    pub docker_image: String,
+    pub(crate) docker_image: String,
 
     /// Command run as `bash -c CMD` for each file.
     #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
-    pub bash_command: String,
+    pub(crate) bash_command: String,
 
     /// CloudWatch Logs group; each file's task logs to a stream named after its key.
     #[arg(long, value_name = "GROUP")]
-    pub aws_cloudwatch_group: String,
+    pub(crate) aws_cloudwatch_group: String,
 
     /// SQS queue receiving the bucket's ObjectCreated notifications.
     #[arg(
@@ -846,55 +846,55 @@ pub struct OnUploadArgs {
         required_unless_present = "setup",
         conflicts_with = "setup"
     )]
-    pub queue_url: Option<String>,
+    pub(crate) queue_url: Option<String>,
 
     /// Create the queue (with a dead-letter queue) and the bucket notification.
     #[arg(long)]
-    pub setup: bool,
+    pub(crate) setup: bool,
 
     /// Tasks at once.
     #[arg(long, value_name = "N", default_value_t = 2)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 
     /// Tries per file before it is left to the queue's dead-letter policy.
     #[arg(long, value_name = "N", default_value_t = 3)]
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
 
     /// How long a received message stays hidden; extended while its task runs.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub visibility_timeout: Duration,
+    pub(crate) visibility_timeout: Duration,
 
     /// Long-poll wait of each ReceiveMessage (at most 20s).
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 
     /// After SIGINT/SIGTERM, how long running tasks may go on before they are stopped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub grace: Duration,
+    pub(crate) grace: Duration,
 
     /// Processed-object records and work directories.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
-    pub state_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
 
     /// Shell that runs the command.
     #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub shell: String,
+    pub(crate) shell: String,
 
     /// Environment variable for the container, repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
 
     /// When to pull the image.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub pull: PullPolicy,
+    pub(crate) pull: PullPolicy,
 
     /// Label for the containers, repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
 
     #[command(flatten)]
-    pub ecs: EcsArgs,
+    pub(crate) ecs: EcsArgs,
 
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
 }

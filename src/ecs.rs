@@ -95,19 +95,19 @@ const CONTAINER: &str = "main";
 
 /// One container to run.
 #[derive(Debug, Clone)]
-pub struct EcsJob {
-    pub image: String,
-    pub shell: String,
-    pub command: String,
-    pub group: String,
-    pub stream_prefix: String,
-    pub env: Vec<(String, String)>,
+pub(crate) struct EcsJob {
+    pub(crate) image: String,
+    pub(crate) shell: String,
+    pub(crate) command: String,
+    pub(crate) group: String,
+    pub(crate) stream_prefix: String,
+    pub(crate) env: Vec<(String, String)>,
     /// Print the container's log lines on stdout while it runs.
-    pub echo: bool,
+    pub(crate) echo: bool,
 }
 
 /// The task definition family for an image.
-pub fn family(image: &str) -> String {
+pub(crate) fn family(image: &str) -> String {
     let s: String = image
         .chars()
         .map(|c| {
@@ -197,7 +197,7 @@ async fn task_definition(
 }
 
 /// Runs the job to its end; the container's exit code.
-pub async fn run_task(
+pub(crate) async fn run_task(
     c: &Clients,
     cfg: &EcsConfig,
     job: &EcsJob,

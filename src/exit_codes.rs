@@ -8,13 +8,13 @@ pub const USAGE: i32 = 2;
 /// dockwatch itself failed: Docker engine, image, AWS credentials or endpoint, delivery.
 pub const FAILURE: i32 = 125;
 /// The image has no such shell to run the command with.
-pub const NO_SHELL: i32 = 127;
+pub(crate) const NO_SHELL: i32 = 127;
 /// Interrupted by SIGINT (128 + 2).
-pub const SIGINT: i32 = 130;
+pub(crate) const SIGINT: i32 = 130;
 /// Interrupted by SIGTERM (128 + 15).
-pub const SIGTERM: i32 = 143;
+pub(crate) const SIGTERM: i32 = 143;
 
 /// A container exit code as a process exit code (0-255).
-pub fn from_container(code: i64) -> i32 {
+pub(crate) fn from_container(code: i64) -> i32 {
     code.clamp(0, 255) as i32
 }

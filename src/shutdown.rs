@@ -36,7 +36,7 @@ impl Signal {
 
 /// How far stopping has gone; each step includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// Take no new work; let what runs end within its grace period, then deliver the rest.
     Graceful,
     /// End the work now (kill the container); still deliver what it wrote.
@@ -55,7 +55,7 @@ impl Stop {
     }
 
     /// Every step after `from` up to and including `to`, in order.
-    pub fn steps(from: Option<Stop>, to: Option<Stop>) -> impl Iterator<Item = Stop> {
+    pub(crate) fn steps(from: Option<Stop>, to: Option<Stop>) -> impl Iterator<Item = Stop> {
         [Stop::Graceful, Stop::Kill, Stop::Abandon]
             .into_iter()
             .filter(move |s| Some(*s) > from && Some(*s) <= to)
@@ -84,7 +84,7 @@ impl Trigger {
 
     /// Asks for at least `stop` (never less than what was asked before), on behalf of
     /// `signal` when one caused it.
-    pub fn request(&self, stop: Stop, signal: Option<Signal>) {
+    pub(crate) fn request(&self, stop: Stop, signal: Option<Signal>) {
         self.0.send_if_modified(|st| {
             let before = *st;
             st.stop = st.stop.max(Some(stop));
@@ -108,7 +108,7 @@ pub fn channel() -> (Trigger, Shutdown) {
 
 impl Shutdown {
     /// A shutdown that is never asked for (work that ends on its own).
-    pub fn never() -> Self {
+    pub(crate) fn never() -> Self {
         Shutdown(None)
     }
 
@@ -117,17 +117,17 @@ impl Shutdown {
     }
 
     /// How far stopping has gone, if it began.
-    pub fn stop(&self) -> Option<Stop> {
+    pub(crate) fn stop(&self) -> Option<Stop> {
         self.state().stop
     }
 
     /// True once any stop was asked for.
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.stop().is_some()
     }
 
     /// The first signal that asked, if a signal did.
-    pub fn signal(&self) -> Option<Signal> {
+    pub(crate) fn signal(&self) -> Option<Signal> {
         self.state().signal
     }
 
@@ -141,7 +141,7 @@ impl Shutdown {
 
     /// Waits for the next change and returns the new level. Never returns when nothing can
     /// ask any more (the trigger is gone, or [`Shutdown::never`]).
-    pub async fn changed(&mut self) -> Option<Stop> {
+    pub(crate) async fn changed(&mut self) -> Option<Stop> {
         match self.0.as_mut() {
             Some(rx) => match rx.changed().await {
                 Ok(()) => rx.borrow_and_update().stop,
@@ -152,7 +152,7 @@ impl Shutdown {
     }
 
     /// Waits until stopping has reached at least `stop` (at once when it has).
-    pub async fn reached(&mut self, stop: Stop) {
+    pub(crate) async fn reached(&mut self, stop: Stop) {
         match self.0.as_mut() {
             Some(rx) => {
                 if rx.wait_for(|st| st.stop >= Some(stop)).await.is_err() {
@@ -164,7 +164,7 @@ impl Shutdown {
     }
 
     /// Waits until any stop is asked for.
-    pub async fn requested(&mut self) {
+    pub(crate) async fn requested(&mut self) {
         self.reached(Stop::Graceful).await
     }
 }

@@ -15,7 +15,7 @@
 
 pub mod remote;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,14 +24,14 @@ use crate::exit_codes;
 
 /// Where the agent listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
+pub(crate) enum Listen {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
 
 impl Listen {
     /// `HOST:PORT` (an IP address) or `unix:PATH`.
-    pub fn parse(s: &str) -> Result<Self, AgentError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, AgentError> {
         if let Some(p) = s.strip_prefix("unix:") {
             let p = p.strip_prefix("//").unwrap_or(p);
             if p.is_empty() {
@@ -49,7 +49,7 @@ impl Listen {
     }
 
     /// Loopback and Unix sockets are reachable only from this machine.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         match self {
             Listen::Unix(_) => true,
             Listen::Tcp(a) => a.ip().is_loopback(),
@@ -68,7 +68,7 @@ impl std::fmt::Display for Listen {
 
 /// What the listen policy decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exposure {
+pub(crate) enum Exposure {
     /// Only this machine can connect.
     Local,
     /// Other machines can connect, with TLS and a token.
@@ -78,7 +78,7 @@ pub enum Exposure {
 }
 
 /// The rule: beyond loopback, TLS and a token, or `--insecure`. Pure.
-pub fn listen_policy(
+pub(crate) fn listen_policy(
     listen: &Listen,
     tls: bool,
     token: bool,
@@ -137,7 +137,7 @@ impl AgentError {
 }
 
 /// Reads a token file: the first line, trimmed; empty is an error.
-pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
     let text = std::fs::read_to_string(path).map_err(|source| AgentError::ReadFile {
         what: "the token file",
         path: path.to_path_buf(),

@@ -29,7 +29,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct RemoteError {
-    pub message: String,
+    pub(crate) message: String,
     pub code: i32,
 }
 
@@ -67,7 +67,7 @@ impl RemoteError {
 
 /// Adds the bearer token to every call.
 #[derive(Clone)]
-pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -78,10 +78,10 @@ impl Interceptor for Bearer {
     }
 }
 
-pub type Client = AgentClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
 /// `HOST[:PORT]` → `http(s)://HOST:PORT` (port 50051 by default).
-pub fn endpoint_url(host: &str, tls: bool) -> String {
+pub(crate) fn endpoint_url(host: &str, tls: bool) -> String {
     if host.starts_with("http://") || host.starts_with("https://") {
         return host.to_string();
     }
@@ -99,7 +99,7 @@ pub fn endpoint_url(host: &str, tls: bool) -> String {
 }
 
 /// Connects to the agent.
-pub async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
+pub(crate) async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
     let token = match (&a.token_file, std::env::var("DOCKWATCH_TOKEN")) {
         (Some(p), _) => Some(read_token(p).map_err(|e| RemoteError::usage(e.to_string()))?),
         (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),

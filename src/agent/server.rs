@@ -22,23 +22,23 @@ use crate::cli::AgentArgs;
 use crate::shutdown::Shutdown;
 
 /// PEM certificate chain, key, and the client CA for mutual TLS.
-pub type TlsFiles = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+pub(crate) type TlsFiles = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
 /// Validated agent settings.
-pub struct AgentConfig {
-    pub listen: Listen,
+pub(crate) struct AgentConfig {
+    pub(crate) listen: Listen,
     /// TLS material, when TLS is on.
-    pub tls: Option<TlsFiles>,
+    pub(crate) tls: Option<TlsFiles>,
     /// The bearer token clients must send.
-    pub token: Option<String>,
-    pub exposure: Exposure,
-    pub state_dir: std::path::PathBuf,
+    pub(crate) token: Option<String>,
+    pub(crate) exposure: Exposure,
+    pub(crate) state_dir: std::path::PathBuf,
     /// AWS settings for shipping launched containers.
-    pub aws: crate::aws::AwsOptions,
+    pub(crate) aws: crate::aws::AwsOptions,
 }
 
 impl AgentConfig {
-    pub fn from_args(a: AgentArgs) -> Result<Self, AgentError> {
+    pub(crate) fn from_args(a: AgentArgs) -> Result<Self, AgentError> {
         let listen = Listen::parse(&a.listen)?;
         let read = |what: &'static str, p: &std::path::Path| {
             std::fs::read(p).map_err(|source| AgentError::ReadFile {
@@ -79,7 +79,7 @@ impl AgentConfig {
 
 /// Checks `authorization: Bearer TOKEN` (constant-time) and records who called.
 #[derive(Clone)]
-pub struct TokenCheck {
+pub(crate) struct TokenCheck {
     /// The expected token; `None`: no token required.
     token: Option<String>,
 }

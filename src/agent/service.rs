@@ -44,18 +44,18 @@ use crate::ship::job::{self, RunError};
 use crate::shutdown::Shutdown;
 
 /// Label on every container the agent launches.
-pub const AGENT_LABEL: &str = "dockwatch.agent";
+pub(crate) const AGENT_LABEL: &str = "dockwatch.agent";
 /// Label naming where a launched container's output is shipped (`GROUP/STREAM`).
-pub const SHIPPING_LABEL: &str = "dockwatch.cloudwatch";
+pub(crate) const SHIPPING_LABEL: &str = "dockwatch.cloudwatch";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Who made a call, for the audit log: set by the server's interceptor.
 #[derive(Debug, Clone)]
-pub struct Identity(pub String);
+pub(crate) struct Identity(pub String);
 
 /// The service's state.
-pub struct AgentService {
+pub(crate) struct AgentService {
     /// The engine.
     docker: Docker,
     /// AWS settings for shipping launched containers.
@@ -67,11 +67,11 @@ pub struct AgentService {
     /// Per shipped container id: turns true when its shipping task ended.
     shipping: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
     /// GetLogs streams open now (the drop of a stream is logged).
-    pub open_log_streams: Arc<AtomicUsize>,
+    pub(crate) open_log_streams: Arc<AtomicUsize>,
 }
 
 impl AgentService {
-    pub fn new(
+    pub(crate) fn new(
         docker: Docker,
         aws: crate::aws::AwsOptions,
         state_dir: PathBuf,
@@ -560,7 +560,7 @@ impl Agent for AgentService {
 }
 
 /// Validates GetLogs options into an engine query. Pure but for `now_ms`.
-pub fn log_query(r: &GetLogsRequest, now_ms: i64) -> Result<logs::LogQuery, Status> {
+pub(crate) fn log_query(r: &GetLogsRequest, now_ms: i64) -> Result<logs::LogQuery, Status> {
     let tail = match r.tail {
         Some(n) if n < 0 => {
             return Err(Status::invalid_argument(format!(

@@ -15,12 +15,12 @@ use super::{AwsError, AwsOptions};
 use crate::util::backoff::Backoff;
 
 /// Builds the client. Flags win over the chain; a region must come from somewhere.
-pub async fn build(opts: &AwsOptions) -> Result<Client, AwsError> {
+pub(crate) async fn build(opts: &AwsOptions) -> Result<Client, AwsError> {
     Ok(Client::new(&super::sdk_config(opts).await?))
 }
 
 /// The endpoint the client talks to, for messages.
-pub fn endpoint_of(client: &Client, opts: &AwsOptions) -> String {
+pub(crate) fn endpoint_of(client: &Client, opts: &AwsOptions) -> String {
     if let Some(u) = &opts.endpoint_url {
         return u.clone();
     }
@@ -33,7 +33,7 @@ pub fn endpoint_of(client: &Client, opts: &AwsOptions) -> String {
 
 /// Creates the group and the stream when missing. `attempts` bounds retries of transient
 /// failures (at start-up it is small, so a wrong endpoint fails fast).
-pub async fn ensure_destination(
+pub(crate) async fn ensure_destination(
     client: &Client,
     group: &str,
     stream: &str,
@@ -89,7 +89,7 @@ where
 }
 
 /// Turns a start-up failure into the error the user sees.
-pub fn preflight_error(f: Failure, endpoint: String) -> AwsError {
+pub(crate) fn preflight_error(f: Failure, endpoint: String) -> AwsError {
     if matches!(f, Failure::Credentials(_)) {
         AwsError::NoCredentials
     } else if is_auth(&f) {
@@ -112,7 +112,7 @@ pub fn preflight_error(f: Failure, endpoint: String) -> AwsError {
 
 /// The stream's newest events, oldest first (at most `pages` pages of GetLogEvents, read
 /// backwards). A missing group or stream has none.
-pub async fn newest_events(
+pub(crate) async fn newest_events(
     client: &Client,
     group: &str,
     stream: &str,

@@ -6,9 +6,9 @@
 //! Credentials come from the flags when given, otherwise from the standard chain; a secret is
 //! a [`Secret`] from the moment it is read, so it never prints.
 
-pub mod limits;
-pub mod logs;
-pub mod retry;
+pub(crate) mod limits;
+pub(crate) mod logs;
+pub(crate) mod retry;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,14 +20,14 @@ use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
 
 /// A credential that must never be printed: `Debug` and `Display` show `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
+    pub(crate) fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }
     /// The secret itself; only for handing to the AWS SDK.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -40,19 +40,19 @@ impl fmt::Debug for Secret {
 
 /// How dockwatch reaches CloudWatch Logs. Fields left `None` fall back to the AWS chain.
 #[derive(Debug, Clone, Default)]
-pub struct AwsOptions {
+pub(crate) struct AwsOptions {
     /// Static key id from `--aws-access-key-id` (with `secret_access_key`).
-    pub access_key_id: Option<String>,
+    pub(crate) access_key_id: Option<String>,
     /// Static secret from `--aws-secret-access-key`.
-    pub secret_access_key: Option<Secret>,
+    pub(crate) secret_access_key: Option<Secret>,
     /// Session token for temporary static credentials.
-    pub session_token: Option<Secret>,
+    pub(crate) session_token: Option<Secret>,
     /// Region from `--aws-region`; otherwise the chain's.
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// Profile name from `--aws-profile`.
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Endpoint override from `--aws-endpoint-url`.
-    pub endpoint_url: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
 }
 
 /// Errors reaching AWS before any work is done: the user's to fix.
@@ -83,14 +83,14 @@ impl AwsError {
 
 impl AwsOptions {
     /// True when a secret was typed on the command line (and so is visible in `ps`).
-    pub fn secret_on_command_line(&self) -> bool {
+    pub(crate) fn secret_on_command_line(&self) -> bool {
         self.secret_access_key.is_some()
     }
 }
 
 /// The shared AWS configuration (credentials, region, endpoint; SDK retries off) for every
 /// service client dockwatch builds.
-pub async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, AwsError> {
+pub(crate) async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, AwsError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -128,15 +128,15 @@ pub async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfig, AwsE
 
 /// The service clients, built once from one AWS configuration.
 #[derive(Clone)]
-pub struct Clients {
-    pub s3: aws_sdk_s3::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub ecs: aws_sdk_ecs::Client,
-    pub logs: aws_sdk_cloudwatchlogs::Client,
+pub(crate) struct Clients {
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) ecs: aws_sdk_ecs::Client,
+    pub(crate) logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 impl Clients {
-    pub async fn build(aws: &AwsOptions) -> Result<Self, AwsError> {
+    pub(crate) async fn build(aws: &AwsOptions) -> Result<Self, AwsError> {
         let conf = sdk_config(aws).await?;
         // AWS-compatible endpoints serve buckets by path, not by host name.
         let s3 = aws_sdk_s3::config::Builder::from(&conf)

@@ -26,7 +26,7 @@ pub enum Failure {
 
 /// What to do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Wait and send the same request again.
     Retry,
     /// The group or stream is gone: create it, then send again.
@@ -65,7 +65,7 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 /// The policy. Pure: the same failure always gets the same answer.
-pub fn classify(f: &Failure) -> Action {
+pub(crate) fn classify(f: &Failure) -> Action {
     match f {
         Failure::Timeout(_) | Failure::Transport(_) => Action::Retry,
         Failure::Credentials(_) | Failure::Construction(_) => Action::Fatal,
@@ -85,7 +85,7 @@ pub fn classify(f: &Failure) -> Action {
 }
 
 /// True when the failure says the credentials were refused.
-pub fn is_auth(f: &Failure) -> bool {
+pub(crate) fn is_auth(f: &Failure) -> bool {
     matches!(f, Failure::Service { code: Some(c), .. } if AUTH_CODES.contains(&c.as_str()))
         || matches!(f, Failure::Credentials(_))
 }
@@ -113,7 +113,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// The whole chain of an error's messages, `a: b: c`.
-pub fn chain(e: &dyn StdError) -> String {
+pub(crate) fn chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
@@ -128,7 +128,7 @@ pub fn chain(e: &dyn StdError) -> String {
 }
 
 /// Reduces an SDK error to a [`Failure`].
-pub fn failure_of<E, R>(err: &SdkError<E, R>) -> Failure
+pub(crate) fn failure_of<E, R>(err: &SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + StdError + 'static,
     R: std::fmt::Debug + HasStatus,
@@ -163,7 +163,7 @@ where
 }
 
 /// Access to an HTTP status, so [`failure_of`] stays generic over the response type.
-pub trait HasStatus {
+pub(crate) trait HasStatus {
     fn status(&self) -> u16;
 }
 

@@ -6,18 +6,18 @@ use crate::cli::EcsArgs;
 /// Validated `--ecs-*` options.
 #[derive(Debug, Clone)]
 pub struct EcsConfig {
-    pub cluster: String,
-    pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
-    pub execution_role: String,
-    pub task_role: Option<String>,
-    pub cpu: String,
-    pub memory: String,
-    pub public_ip: bool,
+    pub(crate) cluster: String,
+    pub(crate) subnets: Vec<String>,
+    pub(crate) security_groups: Vec<String>,
+    pub(crate) execution_role: String,
+    pub(crate) task_role: Option<String>,
+    pub(crate) cpu: String,
+    pub(crate) memory: String,
+    pub(crate) public_ip: bool,
 }
 
 /// Validates the `--ecs-*` flags; each missing or malformed option is its own message.
-pub fn ecs_config(a: &EcsArgs) -> Result<EcsConfig, ConfigError> {
+pub(crate) fn ecs_config(a: &EcsArgs) -> Result<EcsConfig, ConfigError> {
     check(a).map_err(ConfigError::Ecs)
 }
 

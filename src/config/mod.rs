@@ -69,7 +69,7 @@ pub enum ConfigError {
 }
 
 /// Validates the AWS flags.
-pub fn aws_options(a: AwsArgs) -> Result<AwsOptions, ConfigError> {
+pub(crate) fn aws_options(a: AwsArgs) -> Result<AwsOptions, ConfigError> {
     match (&a.aws_access_key_id, &a.aws_secret_access_key) {
         (Some(_), None) | (None, Some(_)) => return Err(ConfigError::IncompleteKeys),
         (None, None) if a.aws_session_token.is_some() => {
@@ -95,7 +95,7 @@ pub fn aws_options(a: AwsArgs) -> Result<AwsOptions, ConfigError> {
 
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PullPolicy {
+pub(crate) enum PullPolicy {
     /// Only when the image is not present locally.
     #[default]
     Missing,
@@ -130,56 +130,56 @@ impl std::str::FromStr for PullPolicy {
 
 /// What container to run and how.
 #[derive(Debug, Clone)]
-pub struct ContainerSpec {
+pub(crate) struct ContainerSpec {
     /// Image reference as given.
-    pub image: String,
+    pub(crate) image: String,
     /// The shell that runs `command` as `SHELL -c COMMAND`.
-    pub shell: String,
+    pub(crate) shell: String,
     /// The user's command line.
-    pub command: String,
+    pub(crate) command: String,
     /// Container name, if the user chose one.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `KEY=VALUE` environment entries.
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Labels, the user's plus dockwatch's own.
-    pub labels: Vec<(String, String)>,
+    pub(crate) labels: Vec<(String, String)>,
     /// Allocate a TTY.
-    pub tty: bool,
+    pub(crate) tty: bool,
     /// When to pull.
-    pub pull: PullPolicy,
+    pub(crate) pull: PullPolicy,
     /// Bind mounts, `HOST:CONTAINER[:ro]`.
-    pub binds: Vec<String>,
+    pub(crate) binds: Vec<String>,
 }
 
 /// Where and how events are shipped.
 #[derive(Debug, Clone)]
-pub struct ShipConfig {
+pub(crate) struct ShipConfig {
     /// Log group name (validated).
-    pub group: String,
+    pub(crate) group: String,
     /// Log stream name (validated).
-    pub stream: String,
+    pub(crate) stream: String,
     /// Largest event including the 26-byte overhead.
-    pub max_event_size: usize,
+    pub(crate) max_event_size: usize,
     /// Longest wait of an event in a partial batch.
-    pub flush_interval: Duration,
+    pub(crate) flush_interval: Duration,
     /// Requests in flight at once.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// stdout to `STREAM/stdout`, stderr to `STREAM/stderr`.
-    pub split_streams: bool,
+    pub(crate) split_streams: bool,
 }
 
 /// The command line's defaults for shipping (`--max-event-size`, `--flush-interval`,
 /// `--max-in-flight`), for configurations built without one.
-pub const DEFAULT_MAX_EVENT_SIZE: usize = 1_048_576;
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+pub(crate) const DEFAULT_MAX_EVENT_SIZE: usize = 1_048_576;
+pub(crate) const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// `--stop-timeout` and `--flush-timeout` defaults.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ShipConfig {
     /// Shipping to `group`/`stream` with the command line's defaults; the names are checked.
-    pub fn new(group: String, stream: String) -> Result<Self, ConfigError> {
+    pub(crate) fn new(group: String, stream: String) -> Result<Self, ConfigError> {
         validate_group_name(&group)?;
         validate_stream_name(&stream)?;
         Ok(ShipConfig {
@@ -193,26 +193,26 @@ impl ShipConfig {
     }
 
     /// Largest message body in bytes.
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         self.max_event_size - EVENT_OVERHEAD
     }
 }
 
 /// Settings of the transforms.
 #[derive(Debug, Clone, Default)]
-pub struct TransformConfig {
-    pub strip_ansi: bool,
-    pub multiline: Option<(Regex, Duration)>,
-    pub json: bool,
+pub(crate) struct TransformConfig {
+    pub(crate) strip_ansi: bool,
+    pub(crate) multiline: Option<(Regex, Duration)>,
+    pub(crate) json: bool,
     /// Container id shown in JSON events.
-    pub container: String,
+    pub(crate) container: String,
     /// Framing escapes invalid UTF-8 (and backslashes) instead of replacing it, and the run
     /// reads the raw bytes from the attach stream (`--invalid-utf8 escape`).
-    pub escape_invalid_utf8: bool,
+    pub(crate) escape_invalid_utf8: bool,
 }
 
 impl TransformConfig {
-    pub fn is_noop(&self) -> bool {
+    pub(crate) fn is_noop(&self) -> bool {
         !self.strip_ansi && self.multiline.is_none() && !self.json
     }
 }
@@ -220,34 +220,34 @@ impl TransformConfig {
 /// The validated configuration of the main job.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub container: ContainerSpec,
-    pub aws: AwsOptions,
-    pub ship: ShipConfig,
+    pub(crate) container: ContainerSpec,
+    pub(crate) aws: AwsOptions,
+    pub(crate) ship: ShipConfig,
     /// Echo the container's output on our stdout/stderr.
-    pub echo: bool,
+    pub(crate) echo: bool,
     /// Keep the container after it exits.
-    pub keep_container: bool,
+    pub(crate) keep_container: bool,
     /// Grace period given to `docker stop` after the first signal.
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
     /// Deadline for delivery once an interruption began.
-    pub flush_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
     /// Directory for the spool of undelivered events.
-    pub spool_dir: PathBuf,
+    pub(crate) spool_dir: PathBuf,
     /// Directory for the checkpoint.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Optional transforms between framing and batching.
-    pub transforms: TransformConfig,
+    pub(crate) transforms: TransformConfig,
     /// `--on ecs`: run on this ECS cluster instead of the local engine.
     pub ecs: Option<EcsConfig>,
 }
 
 /// Label put on every container dockwatch creates.
-pub const MANAGED_LABEL: &str = "dockwatch.managed";
+pub(crate) const MANAGED_LABEL: &str = "dockwatch.managed";
 
 impl ContainerSpec {
     /// `SHELL -c COMMAND` in a container from `image`, labelled as dockwatch's; no name, no
     /// environment, no mounts, no TTY, pulled when missing.
-    pub fn new(image: String, shell: String, command: String) -> Result<Self, ConfigError> {
+    pub(crate) fn new(image: String, shell: String, command: String) -> Result<Self, ConfigError> {
         if image.is_empty() {
             return Err(ConfigError::Empty("the image"));
         }
@@ -271,7 +271,7 @@ impl ContainerSpec {
     }
 
     /// Adds `KEY=VALUE` environment entries, checked.
-    pub fn with_env(mut self, env: Vec<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn with_env(mut self, env: Vec<String>) -> Result<Self, ConfigError> {
         for e in &env {
             split_kv(e, "--env")?;
         }
@@ -280,7 +280,7 @@ impl ContainerSpec {
     }
 
     /// Adds a label.
-    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub(crate) fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.push((key.into(), value.into()));
         self
     }
@@ -290,7 +290,7 @@ impl RunConfig {
     /// The main job for a container that another command launches (the agent, on-upload):
     /// the command line's defaults, output not echoed, checkpoints in `STATE/checkpoints` and
     /// spools in `STATE/spool`.
-    pub fn managed(
+    pub(crate) fn managed(
         container: ContainerSpec,
         aws: AwsOptions,
         ship: ShipConfig,
@@ -394,7 +394,7 @@ impl RunConfig {
 }
 
 /// Compiles `--multiline-pattern`.
-pub fn multiline(
+pub(crate) fn multiline(
     pattern: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<(regex::Regex, Duration)>, ConfigError> {
@@ -424,7 +424,7 @@ fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigErro
 }
 
 /// CloudWatch's rule for log group names: 1-512 characters of `[A-Za-z0-9._/#-]`.
-pub fn validate_group_name(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_group_name(name: &str) -> Result<(), ConfigError> {
     let err = |reason| ConfigError::GroupName {
         name: name.to_string(),
         reason,
@@ -445,7 +445,7 @@ pub fn validate_group_name(name: &str) -> Result<(), ConfigError> {
 }
 
 /// CloudWatch's rule for log stream names: 1-512 characters, no `:` and no `*`.
-pub fn validate_stream_name(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_stream_name(name: &str) -> Result<(), ConfigError> {
     let err = |reason| ConfigError::StreamName {
         name: name.to_string(),
         reason,

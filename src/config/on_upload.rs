@@ -13,33 +13,32 @@ use crate::cli::{Engine, OnUploadArgs};
 /// What `on-upload` watches and what it runs for each object.
 #[derive(Debug, Clone)]
 pub struct OnUploadConfig {
-    pub bucket: String,
+    pub(crate) bucket: String,
     /// Only keys starting with this.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Where each task's outputs go: PREFIX + the key without `prefix` + `/`.
-    pub output_prefix: String,
-    pub image: String,
-    pub shell: String,
-    pub command: String,
+    pub(crate) output_prefix: String,
+    pub(crate) image: String,
+    pub(crate) shell: String,
+    pub(crate) command: String,
     /// `KEY=VALUE` entries for every task, checked.
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// The user's labels for every task's container.
-    pub labels: Vec<(String, String)>,
-    pub pull: PullPolicy,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) pull: PullPolicy,
     /// Each task logs to a stream of this group named after its key.
-    pub group: String,
+    pub(crate) group: String,
     /// The queue; `None` with `--setup` (created then).
-    pub queue_url: Option<String>,
-    pub setup: bool,
-    pub concurrency: usize,
-    pub max_attempts: u32,
-    pub visibility_timeout: Duration,
-    pub wait: Duration,
-    pub grace: Duration,
-    pub state_dir: PathBuf,
+    pub(crate) queue_url: Option<String>,
+    pub(crate) concurrency: usize,
+    pub(crate) max_attempts: u32,
+    pub(crate) visibility_timeout: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) state_dir: PathBuf,
     /// `--on ecs`: tasks on Fargate instead of this engine.
-    pub ecs: Option<EcsConfig>,
-    pub aws: AwsOptions,
+    pub(crate) ecs: Option<EcsConfig>,
+    pub(crate) aws: AwsOptions,
 }
 
 impl OnUploadConfig {
@@ -75,7 +74,6 @@ impl OnUploadConfig {
             pull: a.pull.into(),
             group: a.aws_cloudwatch_group,
             queue_url: a.queue_url,
-            setup: a.setup,
             concurrency: a.concurrency,
             max_attempts: a.max_attempts,
             visibility_timeout: a.visibility_timeout,
@@ -86,7 +84,7 @@ impl OnUploadConfig {
     }
 
     /// Where a key's outputs go: OUTPUT_PREFIX + key without PREFIX + `/`.
-    pub fn output_base(&self, key: &str) -> String {
+    pub(crate) fn output_base(&self, key: &str) -> String {
         let rel = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
         format!("{}{}/", self.output_prefix, rel)
     }

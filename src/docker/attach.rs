@@ -31,7 +31,7 @@ use super::logs::Frame;
 use crate::docker::Source;
 
 /// Raw bytes held at most (both sources together) before the tap waits for the log reader.
-pub const TAP_CAP: usize = 16 * 1024 * 1024;
+pub(crate) const TAP_CAP: usize = 16 * 1024 * 1024;
 /// How long a frame may wait for its raw bytes before the tap gives up (they come from the
 /// same engine copier as the frame, normally within milliseconds).
 const WAIT: Duration = Duration::from_secs(30);
@@ -41,7 +41,7 @@ const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// How a log frame lines up with the raw bytes of its source.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Align {
+pub(crate) enum Align {
     /// The frame was made from the first `n` raw bytes.
     Matched(usize),
     /// The raw bytes seen so far are a prefix of the frame's: wait for more.
@@ -81,7 +81,7 @@ fn char_at(b: &[u8]) -> CharAt {
 ///
 /// Where a long line was cut by Docker's 16 KiB split in the middle of a character, the
 /// engine stored the cut bytes as U+FFFDs too; each stands for one raw byte here as well.
-pub fn align(frame: &[u8], raw: &[u8], raw_complete: bool) -> Align {
+pub(crate) fn align(frame: &[u8], raw: &[u8], raw_complete: bool) -> Align {
     let (mut i, mut j) = (0, 0);
     while i < frame.len() {
         // Fast path: the common prefix, up to its last whole character.
@@ -174,14 +174,14 @@ fn idx(s: Source) -> usize {
 }
 
 /// The attach stream of one container, buffered (see the module doc).
-pub struct Tap {
+pub(crate) struct Tap {
     shared: Arc<Shared>,
     /// Reads the attach stream into the buffers; aborted when the tap is dropped.
     task: tokio::task::JoinHandle<()>,
     /// Why the tap turned off, once it did.
     off: Option<String>,
     /// Frames shipped as the engine stored them because the tap was off.
-    pub fallback_frames: u64,
+    pub(crate) fallback_frames: u64,
 }
 
 impl Drop for Tap {
@@ -193,7 +193,7 @@ impl Drop for Tap {
 impl Tap {
     /// Attaches to the container's stdout and stderr. Call before starting the container, so
     /// that no byte is missed.
-    pub async fn attach(
+    pub(crate) async fn attach(
         docker: &bollard::Docker,
         id: &str,
         tty: bool,
@@ -253,13 +253,13 @@ impl Tap {
     }
 
     /// Why the tap turned off, if it did.
-    pub fn off_reason(&self) -> Option<&str> {
+    pub(crate) fn off_reason(&self) -> Option<&str> {
         self.off.as_deref()
     }
 
     /// The bytes `frame` was made from: the raw bytes while the tap works, else the frame's
     /// own (counted in [`Tap::fallback_frames`]).
-    pub async fn restore(&mut self, frame: &Frame) -> Bytes {
+    pub(crate) async fn restore(&mut self, frame: &Frame) -> Bytes {
         if self.off.is_some() {
             return self.restore_off(frame);
         }

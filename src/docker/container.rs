@@ -26,7 +26,7 @@ use super::{DockerError, describe, status_of};
 use crate::config::{ContainerSpec, PullPolicy};
 
 /// Splits `name[:tag]` / `name@digest` into what the engine's create-image call wants.
-pub fn split_image_ref(image: &str) -> (&str, &str) {
+pub(crate) fn split_image_ref(image: &str) -> (&str, &str) {
     if image.contains('@') {
         return (image, "");
     }
@@ -41,7 +41,7 @@ pub fn split_image_ref(image: &str) -> (&str, &str) {
 }
 
 /// Makes sure `spec.image` is present, pulling it as the pull policy says.
-pub async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerError> {
+pub(crate) async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerError> {
     let present = match docker.inspect_image(&spec.image).await {
         Ok(_) => true,
         Err(e) if status_of(&e) == Some(404) => false,
@@ -124,7 +124,7 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
 }
 
 /// Creates the container (not started) and returns its id.
-pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerError> {
+pub(crate) async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerError> {
     let host_config = HostConfig {
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
@@ -160,7 +160,11 @@ pub async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, Doc
 /// Starts the container; a missing shell becomes [`DockerError::NoShell`]. Starting is
 /// idempotent (the engine answers 304 when it already runs), so a broken connection is
 /// retried a few times.
-pub async fn start(docker: &Docker, id: &str, spec: &ContainerSpec) -> Result<(), DockerError> {
+pub(crate) async fn start(
+    docker: &Docker,
+    id: &str,
+    spec: &ContainerSpec,
+) -> Result<(), DockerError> {
     let mut attempt = 0;
     loop {
         let err = match docker.start_container(id, None).await {
@@ -190,7 +194,7 @@ pub async fn start(docker: &Docker, id: &str, spec: &ContainerSpec) -> Result<()
 }
 
 /// Asks the container to stop: SIGTERM, then SIGKILL after `grace`.
-pub async fn stop(
+pub(crate) async fn stop(
     docker: &Docker,
     id: &str,
     grace: std::time::Duration,
@@ -206,7 +210,7 @@ pub async fn stop(
 }
 
 /// Kills the container at once.
-pub async fn kill(docker: &Docker, id: &str) -> Result<(), DockerError> {
+pub(crate) async fn kill(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let opts = KillContainerOptionsBuilder::default()
         .signal("SIGKILL")
         .build();
@@ -219,7 +223,7 @@ pub async fn kill(docker: &Docker, id: &str) -> Result<(), DockerError> {
 }
 
 /// The container's state: `Some(exit code)` once it has exited, `None` while it runs.
-pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, DockerError> {
+pub(crate) async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, DockerError> {
     let info = docker
         .inspect_container(id, None)
         .await
@@ -232,7 +236,7 @@ pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, DockerE
 }
 
 /// Removes the container (forcefully: it may still run after an error).
-pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
+pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let opts = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)

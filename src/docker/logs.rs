@@ -34,16 +34,16 @@ use crate::docker::Source;
 
 /// One log message of the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub source: Source,
+pub(crate) struct Frame {
+    pub(crate) source: Source,
     /// When Docker received it, in nanoseconds since the Unix epoch.
-    pub ts_ns: i64,
+    pub(crate) ts_ns: i64,
     /// The bytes, without the timestamp prefix.
-    pub data: Bytes,
+    pub(crate) data: Bytes,
 }
 
 impl Frame {
-    pub fn ts_ms(&self) -> i64 {
+    pub(crate) fn ts_ms(&self) -> i64 {
         self.ts_ns.div_euclid(1_000_000)
     }
 }
@@ -52,16 +52,16 @@ impl Frame {
 /// and how many frames of that source carried exactly that timestamp up to it (Docker gives all
 /// 16 KiB pieces of one long line the same timestamp, so the timestamp alone is ambiguous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub ts_ns: i64,
-    pub source: Source,
+pub(crate) struct Cursor {
+    pub(crate) ts_ns: i64,
+    pub(crate) source: Source,
     /// 1 for the first frame of `source` with timestamp `ts_ns`, 2 for the next, ...
-    pub nth: u64,
+    pub(crate) nth: u64,
 }
 
 /// Keeps the cursor of a stream of frames up to date.
 #[derive(Debug, Default, Clone)]
-pub struct CursorTracker {
+pub(crate) struct CursorTracker {
     /// Per source: last timestamp and how many frames had it.
     last: [(i64, u64); 2],
     cursor: Option<Cursor>,
@@ -77,7 +77,7 @@ fn idx(s: Source) -> usize {
 impl CursorTracker {
     /// A tracker continuing after `start` (resume): frames of `start`'s timestamp and source
     /// keep counting from its rank.
-    pub fn starting_at(start: Option<Cursor>) -> Self {
+    pub(crate) fn starting_at(start: Option<Cursor>) -> Self {
         let mut t = Self {
             cursor: start,
             ..Self::default()
@@ -89,7 +89,7 @@ impl CursorTracker {
     }
 
     /// Records a frame read after the current position.
-    pub fn advance(&mut self, f: &Frame) {
+    pub(crate) fn advance(&mut self, f: &Frame) {
         let slot = &mut self.last[idx(f.source)];
         if slot.1 > 0 && slot.0 == f.ts_ns {
             slot.1 += 1;
@@ -103,20 +103,20 @@ impl CursorTracker {
         });
     }
 
-    pub fn cursor(&self) -> Option<Cursor> {
+    pub(crate) fn cursor(&self) -> Option<Cursor> {
         self.cursor
     }
 }
 
-pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, DockerError>> + Send>>;
+pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, DockerError>> + Send>>;
 
 /// What to read.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReadPlan {
+pub(crate) struct ReadPlan {
     /// Keep the stream open while the container runs.
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Only the last N frames (`None`: all).
-    pub tail: Option<u64>,
+    pub(crate) tail: Option<u64>,
 }
 
 /// Finds a cursor in a stream of frames. Within one source timestamps never go back, so the
@@ -156,7 +156,7 @@ impl Seek {
 /// frame are skipped. The flag returned turns true once the cursor's frame was seen (at once
 /// without a cursor): a stream that ends with it false had not reached the cursor, and the
 /// caller widens the read (a larger tail).
-pub fn open(
+pub(crate) fn open(
     docker: &Docker,
     id: &str,
     plan: ReadPlan,
@@ -223,22 +223,22 @@ pub fn open(
 
 /// What a `docker logs`-style read asks of the engine (the agent's GetLogs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogQuery {
+pub(crate) struct LogQuery {
     /// Keep the stream open while the container runs.
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Only the last N messages (`None`: all).
-    pub tail: Option<u64>,
+    pub(crate) tail: Option<u64>,
     /// Only messages at or after this time, epoch nanoseconds.
-    pub since_ns: Option<i64>,
+    pub(crate) since_ns: Option<i64>,
     /// Only messages at or before this time, epoch nanoseconds.
-    pub until_ns: Option<i64>,
-    pub stdout: bool,
-    pub stderr: bool,
+    pub(crate) until_ns: Option<i64>,
+    pub(crate) stdout: bool,
+    pub(crate) stderr: bool,
 }
 
 /// Opens the container's log with `docker logs` options: every frame with its source and
 /// timestamp, binary-safe. Dropping the stream closes the engine connection at once.
-pub fn open_query(docker: &Docker, id: &str, q: &LogQuery) -> FrameStream {
+pub(crate) fn open_query(docker: &Docker, id: &str, q: &LogQuery) -> FrameStream {
     let tail = q.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
     let raw: Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>> = match unix_socket(
     ) {
@@ -311,7 +311,7 @@ pub fn open_query(docker: &Docker, id: &str, q: &LogQuery) -> FrameStream {
 
 /// Go's RFC3339Nano, as `docker logs -t` prints it: `2026-11-23T10:00:00.1234Z` (trailing
 /// zeros of the fraction dropped).
-pub fn format_rfc3339_nano(ts_ns: i64) -> String {
+pub(crate) fn format_rfc3339_nano(ts_ns: i64) -> String {
     let secs = ts_ns.div_euclid(1_000_000_000);
     let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
     let Some(dt) = chrono::DateTime::from_timestamp(secs, nanos) else {
@@ -371,7 +371,7 @@ fn raw_stream(
 
 /// True when an error from [`open`] means the stream itself broke (worth reopening after
 /// the cursor), as opposed to an answer from the engine.
-pub fn is_transport_error(e: &DockerError) -> bool {
+pub(crate) fn is_transport_error(e: &DockerError) -> bool {
     match e {
         DockerError::Api { reason, .. } => !reason.contains("(HTTP "),
         _ => false,
@@ -405,7 +405,7 @@ fn bad_frame(msg: &[u8]) -> DockerError {
 
 /// Parses Docker's RFC 3339 timestamps (`2024-05-01T10:11:12.123456789Z`, fraction optional
 /// and of any length, `Z` or a `+hh:mm` offset) into nanoseconds since the Unix epoch.
-pub fn parse_timestamp(s: &[u8]) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &[u8]) -> Option<i64> {
     fn num(s: &[u8]) -> Option<i64> {
         if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
             return None;
@@ -461,7 +461,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Describes a join error of the reader task (bollard panics on an engine error frame).
-pub fn describe_join(e: &tokio::task::JoinError) -> String {
+pub(crate) fn describe_join(e: &tokio::task::JoinError) -> String {
     if e.is_panic() {
         "the log reader failed on an unexpected frame from the engine".into()
     } else {

@@ -4,10 +4,10 @@
 //! Errors are classified here into what the user can act on (engine unreachable, permission
 //! denied, image missing, shell missing) so that `main` can print one clear line.
 
-pub mod attach;
-pub mod container;
-pub mod logs;
-pub mod raw_logs;
+pub(crate) mod attach;
+pub(crate) mod container;
+pub(crate) mod logs;
+pub(crate) mod raw_logs;
 
 use std::time::Duration;
 
@@ -15,13 +15,13 @@ use bollard::Docker;
 
 /// Which output of the container a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     Stdout,
     Stderr,
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Stdout => "stdout",
             Source::Stderr => "stderr",
@@ -91,14 +91,14 @@ pub(crate) fn status_of(err: &bollard::errors::Error) -> Option<u16> {
 }
 
 /// Where the engine is, as the user would name it.
-pub fn docker_host() -> String {
+pub(crate) fn docker_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
 /// Connects to the engine named by `DOCKER_HOST` (or the local socket) and negotiates the API
 /// version, so that older engines (API 1.41 here) are spoken to in their own version.
 /// `request_timeout` bounds each request that is not a stream.
-pub async fn connect(request_timeout: Duration) -> Result<Docker, DockerError> {
+pub(crate) async fn connect(request_timeout: Duration) -> Result<Docker, DockerError> {
     let host = docker_host();
     let docker = Docker::connect_with_defaults()
         .map_err(|e| DockerError::Unreachable {

@@ -22,7 +22,7 @@ use super::DockerError;
 use crate::docker::Source;
 
 /// A log stream being read.
-pub struct RawLogs {
+pub(crate) struct RawLogs {
     sock: UnixStream,
     /// Bytes from the socket not yet de-chunked.
     raw: BytesMut,
@@ -53,7 +53,7 @@ fn err(reason: impl Into<String>) -> DockerError {
 
 impl RawLogs {
     /// Sends the request and reads the answer's head.
-    pub async fn open(socket: &str, path_and_query: &str) -> Result<Self, DockerError> {
+    pub(crate) async fn open(socket: &str, path_and_query: &str) -> Result<Self, DockerError> {
         let req = format!(
             "GET {path_and_query} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockwatch\r\n\r\n"
         );
@@ -62,7 +62,7 @@ impl RawLogs {
 
     /// Attaches to a container's output (`path` is `/vX.Y/containers/ID/attach?...`): the
     /// multiplexed stream, or for a TTY container the raw bytes as they arrive.
-    pub async fn attach(socket: &str, path: &str, tty: bool) -> Result<Self, DockerError> {
+    pub(crate) async fn attach(socket: &str, path: &str, tty: bool) -> Result<Self, DockerError> {
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockwatch\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
         );
@@ -147,7 +147,7 @@ impl RawLogs {
     }
 
     /// The next message of the container: its source and bytes (timestamp prefix included).
-    pub async fn next(&mut self) -> Option<Result<(Source, Bytes), DockerError>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<(Source, Bytes), DockerError>> {
         loop {
             match self.cut() {
                 Ok(Some(m)) => return Some(Ok(m)),

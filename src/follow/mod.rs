@@ -8,7 +8,7 @@
 //! ```
 
 pub mod download;
-pub mod source;
+pub(crate) mod source;
 pub mod tail;
 
 use crate::aws::AwsError;
@@ -53,7 +53,7 @@ pub enum FollowError {
 
 impl FollowError {
     /// A failed call, with the credentials case made plain.
-    pub fn call(call: impl Into<String>, failure: Failure) -> Self {
+    pub(crate) fn call(call: impl Into<String>, failure: Failure) -> Self {
         if matches!(failure, Failure::Credentials(_)) {
             return FollowError::Aws(AwsError::NoCredentials);
         }

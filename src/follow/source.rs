@@ -17,7 +17,7 @@ use crate::util::backoff::Backoff;
 
 /// A group named on the command line or in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupSpec {
+pub(crate) enum GroupSpec {
     /// This group, which must exist.
     Exact(String),
     /// Every group whose name starts with this (written `PREFIX*`).
@@ -26,7 +26,7 @@ pub enum GroupSpec {
 
 impl GroupSpec {
     /// `/ecs/*` is a prefix; anything else is one group.
-    pub fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s.strip_suffix('*') {
             Some(p) => GroupSpec::Prefix(p.to_string()),
             None => GroupSpec::Exact(s.to_string()),
@@ -45,38 +45,38 @@ impl std::fmt::Display for GroupSpec {
 
 /// One log event as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Stream it belongs to.
-    pub stream: String,
+    pub(crate) stream: String,
     /// Event time, epoch milliseconds.
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// When CloudWatch ingested it, epoch milliseconds (0 when not reported).
-    pub ingestion_time: i64,
+    pub(crate) ingestion_time: i64,
     /// CloudWatch's id (FilterLogEvents only; empty from GetLogEvents).
-    pub id: String,
+    pub(crate) id: String,
     /// The message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A stream and what DescribeLogStreams says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamInfo {
-    pub name: String,
+pub(crate) struct StreamInfo {
+    pub(crate) name: String,
     /// Timestamp of its newest event, when known.
-    pub last_event: Option<i64>,
+    pub(crate) last_event: Option<i64>,
 }
 
 /// One page of GetLogEvents.
 #[derive(Debug)]
-pub struct StreamPage {
-    pub events: Vec<Event>,
+pub(crate) struct StreamPage {
+    pub(crate) events: Vec<Event>,
     /// Where the next read starts; equal to the token sent when the stream has nothing more.
-    pub next_forward_token: Option<String>,
+    pub(crate) next_forward_token: Option<String>,
 }
 
 /// How long a reader keeps trying a call that failed for a transient reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Patience {
+pub(crate) enum Patience {
     /// Until it works (a daemon). Throttling is always waited out.
     Forever,
     /// This many tries for network failures (a command someone is watching); throttling and
@@ -86,7 +86,7 @@ pub enum Patience {
 
 /// A CloudWatch Logs client with the retry policy for reading.
 #[derive(Clone)]
-pub struct Reader {
+pub(crate) struct Reader {
     /// The SDK client (its own retries off).
     client: Client,
     /// How long to retry.
@@ -96,7 +96,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(client: Client, patience: Patience) -> Self {
+    pub(crate) fn new(client: Client, patience: Patience) -> Self {
         Self {
             client,
             patience,
@@ -105,7 +105,7 @@ impl Reader {
     }
 
     /// Failed tries so far.
-    pub fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 
@@ -146,7 +146,7 @@ impl Reader {
     }
 
     /// Names of the groups starting with `prefix` (all groups for an empty prefix).
-    pub async fn groups_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Failure> {
+    pub(crate) async fn groups_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Failure> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -177,7 +177,7 @@ impl Reader {
     }
 
     /// Whether the group exists.
-    pub async fn group_exists(&self, group: &str) -> Result<bool, Failure> {
+    pub(crate) async fn group_exists(&self, group: &str) -> Result<bool, Failure> {
         Ok(self
             .groups_with_prefix(group)
             .await?
@@ -187,7 +187,7 @@ impl Reader {
 
     /// The streams of `group` whose names start with `prefix`, by name. `Ok(None)` when the
     /// group does not exist.
-    pub async fn streams(
+    pub(crate) async fn streams(
         &self,
         group: &str,
         prefix: Option<&str>,
@@ -227,7 +227,7 @@ impl Reader {
 
     /// One page of FilterLogEvents over `group`. Returns the events and the token for the
     /// next page (`None`: no more).
-    pub async fn filter_page(
+    pub(crate) async fn filter_page(
         &self,
         q: &FilterQuery,
         token: Option<String>,
@@ -267,7 +267,7 @@ impl Reader {
 
     /// One page of GetLogEvents, oldest first, from `token` (or from the head, or from
     /// `start` when given without a token).
-    pub async fn stream_page(
+    pub(crate) async fn stream_page(
         &self,
         group: &str,
         stream: &str,
@@ -307,16 +307,16 @@ impl Reader {
 
 /// What FilterLogEvents is asked.
 #[derive(Debug, Clone, Default)]
-pub struct FilterQuery {
-    pub group: String,
+pub(crate) struct FilterQuery {
+    pub(crate) group: String,
     /// At most 100 stream names, or `None` for every stream of the group.
-    pub streams: Option<Vec<String>>,
+    pub(crate) streams: Option<Vec<String>>,
     /// Inclusive, epoch ms.
-    pub start: Option<i64>,
+    pub(crate) start: Option<i64>,
     /// Inclusive, epoch ms.
-    pub end: Option<i64>,
+    pub(crate) end: Option<i64>,
     /// CloudWatch filter pattern.
-    pub pattern: Option<String>,
+    pub(crate) pattern: Option<String>,
 }
 
 #[cfg(test)]

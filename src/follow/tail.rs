@@ -32,26 +32,30 @@ const DISCOVERY_EVERY: u32 = 10;
 
 /// Validated `tail` arguments.
 #[derive(Debug, Clone)]
-pub struct TailConfig {
-    pub groups: Vec<GroupSpec>,
-    pub follow: bool,
+pub(crate) struct TailConfig {
+    pub(crate) groups: Vec<GroupSpec>,
+    pub(crate) follow: bool,
     /// Inclusive start, epoch ms.
-    pub since: i64,
+    pub(crate) since: i64,
     /// Inclusive end, epoch ms.
-    pub until: Option<i64>,
-    pub stream_prefix: Option<String>,
-    pub streams: Vec<String>,
-    pub filter: Option<String>,
-    pub format: TailFormat,
-    pub color: bool,
-    pub poll_interval: Duration,
-    pub late_window: Duration,
-    pub aws: AwsOptions,
+    pub(crate) until: Option<i64>,
+    pub(crate) stream_prefix: Option<String>,
+    pub(crate) streams: Vec<String>,
+    pub(crate) filter: Option<String>,
+    pub(crate) format: TailFormat,
+    pub(crate) color: bool,
+    pub(crate) poll_interval: Duration,
+    pub(crate) late_window: Duration,
+    pub(crate) aws: AwsOptions,
 }
 
 impl TailConfig {
     /// Checks the arguments; `now` anchors relative times.
-    pub fn from_args(a: TailArgs, now: i64, stdout_is_tty: bool) -> Result<Self, FollowError> {
+    pub(crate) fn from_args(
+        a: TailArgs,
+        now: i64,
+        stdout_is_tty: bool,
+    ) -> Result<Self, FollowError> {
         let aws =
             crate::config::aws_options(a.aws).map_err(|e| FollowError::Usage(e.to_string()))?;
         let since = parse_time(&a.since, now)?;
@@ -409,7 +413,7 @@ impl Printer {
 }
 
 /// One event as a line (with its `\n`).
-pub fn render(format: TailFormat, color: bool, group: &str, e: &Event) -> String {
+pub(crate) fn render(format: TailFormat, color: bool, group: &str, e: &Event) -> String {
     let msg = e.message.strip_suffix('\n').unwrap_or(&e.message);
     let paint = |code: &str, s: &str| {
         if color {

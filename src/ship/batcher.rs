@@ -15,22 +15,22 @@
 //! next batch (when that keeps the current one non-empty), and the shipper never sends a batch
 //! whose first millisecond equals the last millisecond of a batch still in flight.
 
-pub use crate::aws::limits::{
+pub(crate) use crate::aws::limits::{
     EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_SPAN_MS,
 };
 use crate::ship::framing::Event;
 
 /// The counted size of an event.
-pub fn event_size(e: &Event) -> usize {
+pub(crate) fn event_size(e: &Event) -> usize {
     e.message.len() + EVENT_OVERHEAD
 }
 
 /// Limits of one batch (CloudWatch's by default; smaller in tests).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_events: usize,
-    pub max_bytes: usize,
-    pub max_span_ms: i64,
+pub(crate) struct Limits {
+    pub(crate) max_events: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_span_ms: i64,
 }
 
 impl Default for Limits {
@@ -45,31 +45,31 @@ impl Default for Limits {
 
 /// A request's worth of events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// Position of this batch in the stream of batches (0, 1, 2, ...).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The events, timestamps already non-decreasing.
-    pub events: Vec<Event>,
+    pub(crate) events: Vec<Event>,
     /// Counted bytes (messages + 26 per event).
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Batch {
-    pub fn first_ms(&self) -> i64 {
+    pub(crate) fn first_ms(&self) -> i64 {
         self.events.first().map_or(0, |e| e.ts_ms)
     }
-    pub fn last_ms(&self) -> i64 {
+    pub(crate) fn last_ms(&self) -> i64 {
         self.events.last().map_or(0, |e| e.ts_ms)
     }
     /// Message bytes, without the overhead.
-    pub fn message_bytes(&self) -> usize {
+    pub(crate) fn message_bytes(&self) -> usize {
         self.bytes - self.events.len() * EVENT_OVERHEAD
     }
 }
 
 /// Groups events into batches. The flush timer lives with the caller.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     /// The limits every batch obeys.
     limits: Limits,
     /// Events of the batch being filled.
@@ -83,7 +83,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             limits,
             cur: Vec::new(),
@@ -93,12 +93,12 @@ impl Batcher {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.cur.is_empty()
     }
 
     /// Adds an event (at most `max_bytes` counted); returns the batch it closed, if any.
-    pub fn push(&mut self, mut ev: Event) -> Option<Batch> {
+    pub(crate) fn push(&mut self, mut ev: Event) -> Option<Batch> {
         let size = event_size(&ev);
         debug_assert!(
             size <= self.limits.max_bytes,
@@ -122,7 +122,7 @@ impl Batcher {
     }
 
     /// Closes the current batch, if it has events.
-    pub fn flush(&mut self) -> Option<Batch> {
+    pub(crate) fn flush(&mut self) -> Option<Batch> {
         if self.cur.is_empty() {
             return None;
         }
@@ -134,7 +134,7 @@ impl Batcher {
     /// Closes the current batch on a timer: like [`Self::flush`], but the events of the last
     /// millisecond stay for the next batch when the batch has others, since more events of
     /// that millisecond may still come and must not race this batch.
-    pub fn flush_on_timer(&mut self) -> Option<Batch> {
+    pub(crate) fn flush_on_timer(&mut self) -> Option<Batch> {
         let last = self.cur.last()?.ts_ms;
         let split = self
             .cur

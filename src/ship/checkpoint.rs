@@ -35,43 +35,43 @@ const VERSION: u32 = 1;
 
 /// The saved state of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub version: u32,
-    pub container_id: String,
-    pub group: String,
-    pub stream: String,
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    pub keep_container: bool,
-    pub max_event_size: usize,
+pub(crate) struct Checkpoint {
+    pub(crate) version: u32,
+    pub(crate) container_id: String,
+    pub(crate) group: String,
+    pub(crate) stream: String,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) keep_container: bool,
+    pub(crate) max_event_size: usize,
     /// The delivered position; `None` before anything was delivered.
-    pub cursor: Option<SavedCursor>,
+    pub(crate) cursor: Option<SavedCursor>,
     /// Events delivered up to the cursor.
-    pub events_delivered: u64,
+    pub(crate) events_delivered: u64,
     /// The transforms of the run, so that resume frames the rest the same way.
     #[serde(default)]
-    pub strip_ansi: bool,
+    pub(crate) strip_ansi: bool,
     #[serde(default)]
-    pub multiline_pattern: Option<String>,
+    pub(crate) multiline_pattern: Option<String>,
     #[serde(default)]
-    pub multiline_timeout_ms: u64,
+    pub(crate) multiline_timeout_ms: u64,
     #[serde(default)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// stdout and stderr went to `STREAM/stdout` and `STREAM/stderr`.
     #[serde(default)]
-    pub split_streams: bool,
+    pub(crate) split_streams: bool,
     /// `--invalid-utf8 escape`: backslashes are escaped (the engine's log has the invalid
     /// bytes already replaced, so resume can only escape what it still sees).
     #[serde(default)]
-    pub escape_invalid_utf8: bool,
+    pub(crate) escape_invalid_utf8: bool,
 }
 
 /// A [`Cursor`] as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedCursor {
-    pub ts_ns: i64,
-    pub stderr: bool,
-    pub nth: u64,
+pub(crate) struct SavedCursor {
+    pub(crate) ts_ns: i64,
+    pub(crate) stderr: bool,
+    pub(crate) nth: u64,
 }
 
 impl From<Cursor> for SavedCursor {
@@ -99,7 +99,7 @@ impl From<SavedCursor> for Cursor {
 }
 
 impl Checkpoint {
-    pub fn new(
+    pub(crate) fn new(
         container_id: &str,
         group: &str,
         stream: &str,
@@ -129,7 +129,7 @@ impl Checkpoint {
     }
 
     /// Records the run's transforms.
-    pub fn with_transforms(mut self, t: &crate::config::TransformConfig) -> Self {
+    pub(crate) fn with_transforms(mut self, t: &crate::config::TransformConfig) -> Self {
         self.strip_ansi = t.strip_ansi;
         self.multiline_pattern = t.multiline.as_ref().map(|(re, _)| re.as_str().to_string());
         self.multiline_timeout_ms = t
@@ -142,13 +142,15 @@ impl Checkpoint {
     }
 
     /// Records whether stdout and stderr go to two streams.
-    pub fn with_split_streams(mut self, split: bool) -> Self {
+    pub(crate) fn with_split_streams(mut self, split: bool) -> Self {
         self.split_streams = split;
         self
     }
 
     /// The run's transforms, for resume.
-    pub fn transforms(&self) -> Result<crate::config::TransformConfig, crate::config::ConfigError> {
+    pub(crate) fn transforms(
+        &self,
+    ) -> Result<crate::config::TransformConfig, crate::config::ConfigError> {
         Ok(crate::config::TransformConfig {
             strip_ansi: self.strip_ansi,
             multiline: crate::config::multiline(
@@ -162,18 +164,18 @@ impl Checkpoint {
     }
 
     /// The file of a container's checkpoint.
-    pub fn path(dir: &Path, container_id: &str) -> PathBuf {
+    pub(crate) fn path(dir: &Path, container_id: &str) -> PathBuf {
         dir.join(format!("{container_id}.json"))
     }
 
     /// Writes it atomically (see the module doc).
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = Self::path(dir, &self.container_id);
         crate::util::durable::replace(&path, &serde_json::to_vec(self)?)
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cp: Checkpoint =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -188,7 +190,7 @@ impl Checkpoint {
     }
 
     /// Removes a container's checkpoint (after everything was delivered).
-    pub fn remove(dir: &Path, container_id: &str) -> std::io::Result<()> {
+    pub(crate) fn remove(dir: &Path, container_id: &str) -> std::io::Result<()> {
         match std::fs::remove_file(Self::path(dir, container_id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -196,7 +198,7 @@ impl Checkpoint {
     }
 
     /// The checkpoints in `dir`.
-    pub fn list(dir: &Path) -> Vec<PathBuf> {
+    pub(crate) fn list(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()

@@ -24,30 +24,30 @@
 
 use memchr::memchr2;
 
-pub use crate::docker::Source;
+pub(crate) use crate::docker::Source;
 
 /// One CloudWatch event in the making.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Milliseconds since the Unix epoch: when Docker received the line's first byte.
-    pub ts_ms: i64,
+    pub(crate) ts_ms: i64,
     /// The message: valid UTF-8, non-empty, at most `max_message_bytes` long.
-    pub message: String,
+    pub(crate) message: String,
     /// stdout or stderr.
-    pub source: Source,
+    pub(crate) source: Source,
 }
 
 /// Counters of what framing had to do to the output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FramingStats {
+pub(crate) struct FramingStats {
     /// Empty lines skipped.
-    pub empty_lines: u64,
+    pub(crate) empty_lines: u64,
     /// Invalid UTF-8 sequences replaced by U+FFFD.
-    pub invalid_sequences: u64,
+    pub(crate) invalid_sequences: u64,
     /// Invalid bytes written as `\xNN` (escape mode).
-    pub escaped_bytes: u64,
+    pub(crate) escaped_bytes: u64,
     /// Extra events made by splitting lines longer than the largest message.
-    pub split_pieces: u64,
+    pub(crate) split_pieces: u64,
 }
 
 /// The partial line of one source.
@@ -71,18 +71,18 @@ struct LineBuilder {
 
 /// Cuts byte streams into events. See the module doc for the rules.
 #[derive(Debug)]
-pub struct Framer {
+pub(crate) struct Framer {
     /// Largest message in bytes (the event limit less CloudWatch's 26 bytes).
     max_message_bytes: usize,
     stdout: LineBuilder,
     stderr: LineBuilder,
     /// What framing did so far.
-    pub stats: FramingStats,
+    pub(crate) stats: FramingStats,
 }
 
 impl Framer {
     /// `max_message_bytes` must be at least 4 (one character of any width).
-    pub fn new(max_message_bytes: usize) -> Self {
+    pub(crate) fn new(max_message_bytes: usize) -> Self {
         assert!(
             max_message_bytes >= 4,
             "max_message_bytes must hold any character"
@@ -96,7 +96,7 @@ impl Framer {
     }
 
     /// Escape mode (see the module doc) instead of replacement.
-    pub fn escaping(mut self, escape: bool) -> Self {
+    pub(crate) fn escaping(mut self, escape: bool) -> Self {
         self.stdout.escape = escape;
         self.stderr.escape = escape;
         self
@@ -104,7 +104,13 @@ impl Framer {
 
     /// Feeds one chunk of a source's output, received by Docker at `ts_ms`; completed events
     /// are appended to `out`.
-    pub fn push(&mut self, source: Source, ts_ms: i64, mut data: &[u8], out: &mut Vec<Event>) {
+    pub(crate) fn push(
+        &mut self,
+        source: Source,
+        ts_ms: i64,
+        mut data: &[u8],
+        out: &mut Vec<Event>,
+    ) {
         let max = self.max_message_bytes;
         let (lb, stats) = self.builder(source);
         while !data.is_empty() {
@@ -124,14 +130,14 @@ impl Framer {
 
     /// True when no partial line is held: every byte fed so far is in an emitted event (or was
     /// a line end). A position in the log where this holds can be resumed from exactly.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         [&self.stdout, &self.stderr]
             .iter()
             .all(|b| b.pending.is_empty() && b.carry_len == 0)
     }
 
     /// Ends both sources' partial lines (output that ended without a newline).
-    pub fn finish(&mut self, out: &mut Vec<Event>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<Event>) {
         let max = self.max_message_bytes;
         for source in [Source::Stdout, Source::Stderr] {
             let (lb, stats) = self.builder(source);

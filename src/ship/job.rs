@@ -79,9 +79,9 @@ pub async fn run(cfg: RunConfig, shutdown: Shutdown) -> Result<i32, RunError> {
 }
 
 /// A container created and started by [`launch`], whose output is not shipped yet.
-pub struct Launched {
+pub(crate) struct Launched {
     /// The container's id.
-    pub id: String,
+    pub(crate) id: String,
     /// How to ship it.
     session: Session,
     /// The engine.
@@ -96,7 +96,7 @@ pub struct Launched {
 
 impl Launched {
     /// Ships the container's output until it exits (or an interruption), then cleans up.
-    pub async fn ship(self, shutdown: Shutdown) -> Result<i32, RunError> {
+    pub(crate) async fn ship(self, shutdown: Shutdown) -> Result<i32, RunError> {
         let start = Start {
             tap: self.tap,
             ..Start::default()
@@ -116,7 +116,7 @@ impl Launched {
 
 /// The main job up to a started container: CloudWatch destination, image, container,
 /// checkpoint. Used by `dockwatch run` and by the agent's LaunchContainer.
-pub async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launched, RunError> {
+pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launched, RunError> {
     let started = Instant::now();
     if cfg.aws.secret_on_command_line() {
         eprintln!(
@@ -212,18 +212,18 @@ async fn ensure_destinations(
 }
 
 /// What a run or a resume needs to ship a started container's output.
-pub struct Session {
-    pub ship: ShipConfig,
-    pub echo: bool,
-    pub keep_container: bool,
-    pub stop_timeout: Duration,
-    pub flush_timeout: Duration,
-    pub spool_dir: std::path::PathBuf,
-    pub state_dir: std::path::PathBuf,
+pub(crate) struct Session {
+    pub(crate) ship: ShipConfig,
+    pub(crate) echo: bool,
+    pub(crate) keep_container: bool,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) spool_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
     /// The checkpoint, updated as delivery goes on.
-    pub checkpoint: Checkpoint,
+    pub(crate) checkpoint: Checkpoint,
     /// Transforms between framing and batching.
-    pub transforms: crate::config::TransformConfig,
+    pub(crate) transforms: crate::config::TransformConfig,
 }
 
 /// Supervises the shipping, prints the summary, then cleans up after a complete delivery

@@ -11,12 +11,12 @@
 //! LaunchContainer, on-upload's tasks); [`supervisor`] watches the reader and the shipper
 //! through to a report. A stage imports only the stages before it.
 
-pub mod batcher;
-pub mod checkpoint;
+pub(crate) mod batcher;
+pub(crate) mod checkpoint;
 pub mod framing;
 pub mod job;
-pub mod reader;
-pub mod sink;
-pub mod spool;
-pub mod supervisor;
-pub mod transform;
+pub(crate) mod reader;
+pub(crate) mod sink;
+pub(crate) mod spool;
+pub(crate) mod supervisor;
+pub(crate) mod transform;

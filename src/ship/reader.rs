@@ -31,46 +31,46 @@ const MAX_RECONNECTS: u32 = 30;
 /// What the reader hands to the shipper: events, and, when the framer held no partial line
 /// after the last of them, the log position right after them (a point to resume from).
 #[derive(Debug, Default)]
-pub struct Chunk {
-    pub events: Vec<Event>,
-    pub boundary: Option<Cursor>,
+pub(crate) struct Chunk {
+    pub(crate) events: Vec<Event>,
+    pub(crate) boundary: Option<Cursor>,
 }
 
 /// What the reader did.
 #[derive(Debug, Default)]
-pub struct ReaderReport {
+pub(crate) struct ReaderReport {
     /// Frames read from the engine.
-    pub frames: u64,
+    pub(crate) frames: u64,
     /// Bytes of output read.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// What framing had to do.
-    pub framing: FramingStats,
+    pub(crate) framing: FramingStats,
     /// The last frame read.
-    pub cursor: Option<Cursor>,
+    pub(crate) cursor: Option<Cursor>,
     /// Events made but not handed to the shipper (when stopped early).
-    pub unsent: Vec<Event>,
+    pub(crate) unsent: Vec<Event>,
     /// Why reading ended early, if it did.
-    pub error: Option<DockerError>,
+    pub(crate) error: Option<DockerError>,
     /// Stopped by `stop` before the end of the output.
-    pub stopped: bool,
+    pub(crate) stopped: bool,
     /// `--invalid-utf8 escape`: frames shipped as the engine stored them, and why.
-    pub tap_fallback: Option<(u64, String)>,
+    pub(crate) tap_fallback: Option<(u64, String)>,
 }
 
 /// Settings of the reader.
-pub struct ReaderConfig {
-    pub docker: Docker,
-    pub container_id: String,
+pub(crate) struct ReaderConfig {
+    pub(crate) docker: Docker,
+    pub(crate) container_id: String,
     /// Echo the output on our stdout/stderr.
-    pub echo: bool,
+    pub(crate) echo: bool,
     /// Largest message in bytes.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// Start after this position (resume), or at the beginning.
-    pub start: Option<Cursor>,
+    pub(crate) start: Option<Cursor>,
     /// Optional transforms (strip ANSI, multi-line, JSON).
-    pub transforms: TransformConfig,
+    pub(crate) transforms: TransformConfig,
     /// The raw bytes from the attach stream (`--invalid-utf8 escape`).
-    pub tap: Option<Tap>,
+    pub(crate) tap: Option<Tap>,
 }
 
 struct State {
@@ -183,7 +183,7 @@ impl State {
 
 /// Reads the container's whole output (see the module doc) until it ends or `stop` is
 /// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
-pub async fn read(
+pub(crate) async fn read(
     cfg: ReaderConfig,
     tx: mpsc::Sender<Chunk>,
     stop: CancellationToken,

@@ -19,17 +19,17 @@ use crate::ship::framing::{Event, Source};
 
 /// Where the spooled events were going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    pub dockwatch_spool: u32,
-    pub group: String,
-    pub stream: String,
-    pub container: String,
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    pub events: usize,
+pub(crate) struct Header {
+    pub(crate) dockwatch_spool: u32,
+    pub(crate) group: String,
+    pub(crate) stream: String,
+    pub(crate) container: String,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) events: usize,
     /// Events go to `STREAM/stdout` and `STREAM/stderr` by their source.
     #[serde(default)]
-    pub split_streams: bool,
+    pub(crate) split_streams: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,7 +40,7 @@ struct Line {
 }
 
 /// Writes `events` to a new spool file in `dir` and returns its path.
-pub fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<PathBuf> {
+pub(crate) fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let container = header.container.as_str();
     let short = &container[..container.len().min(12)];
@@ -69,7 +69,7 @@ pub fn write(dir: &Path, header: &Header, events: &[Event]) -> std::io::Result<P
 }
 
 /// Reads a spool file back.
-pub fn read(path: &Path) -> Result<(Header, Vec<Event>), String> {
+pub(crate) fn read(path: &Path) -> Result<(Header, Vec<Event>), String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
     let mut lines = text.lines().enumerate();
@@ -94,7 +94,7 @@ pub fn read(path: &Path) -> Result<(Header, Vec<Event>), String> {
 }
 
 /// Spool files of a container in `dir`.
-pub fn files_of(dir: &Path, container: &str) -> Vec<PathBuf> {
+pub(crate) fn files_of(dir: &Path, container: &str) -> Vec<PathBuf> {
     let short = &container[..container.len().min(12)];
     std::fs::read_dir(dir)
         .into_iter()

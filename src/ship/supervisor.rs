@@ -39,33 +39,33 @@ use crate::shutdown::{Shutdown, Signal, Stop};
 #[derive(Default)]
 pub(crate) struct Start {
     /// After this log position (resume), or at the beginning.
-    pub cursor: Option<Cursor>,
+    pub(crate) cursor: Option<Cursor>,
     /// On resume: each destination stream's newest events, to skip what is already there.
-    pub tails: Option<Vec<Vec<(i64, String)>>>,
+    pub(crate) tails: Option<Vec<Vec<(i64, String)>>>,
     /// The attach stream, for `--invalid-utf8 escape`.
-    pub tap: Option<Tap>,
+    pub(crate) tap: Option<Tap>,
 }
 
 /// What supervision saw, for the summary and the decision.
 pub(crate) struct Report {
-    pub ship: ShipReport,
-    pub reader: ReaderReport,
+    pub(crate) ship: ShipReport,
+    pub(crate) reader: ReaderReport,
     /// The container's exit code, when it could be read.
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
     /// The signal that stopped a running container, if one did.
-    pub interrupted: Option<Signal>,
+    pub(crate) interrupted: Option<Signal>,
     /// Events not delivered (shipper's and reader's), all of them in the spool or not.
-    pub undelivered: usize,
+    pub(crate) undelivered: usize,
     /// Where those went: `", saved to PATH"` or why they could not be saved.
-    pub saved: String,
-    pub started: Instant,
+    pub(crate) saved: String,
+    pub(crate) started: Instant,
 }
 
 /// How supervision ended.
 pub(crate) struct Outcome {
-    pub result: Result<i32, RunError>,
+    pub(crate) result: Result<i32, RunError>,
     /// Everything the container wrote was delivered.
-    pub complete: bool,
+    pub(crate) complete: bool,
 }
 
 /// Ships a started container's output until the shipper ends, then settles the container,

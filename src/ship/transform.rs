@@ -16,12 +16,12 @@
 
 use std::time::Instant;
 
-pub use crate::config::TransformConfig;
+pub(crate) use crate::config::TransformConfig;
 use crate::ship::framing::{Event, Source};
 
 /// Removes ANSI escape sequences: CSI (`ESC [` params final), OSC (`ESC ]` .. BEL or `ESC \`),
 /// and two-character escapes (`ESC` + one byte).
-pub fn strip_ansi(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn strip_ansi(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('\u{1b}') {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -60,13 +60,13 @@ pub fn strip_ansi(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// The transforms with their state.
 #[derive(Debug)]
-pub struct Transforms {
+pub(crate) struct Transforms {
     cfg: TransformConfig,
     max_message_bytes: usize,
     /// Held multi-line events per source, with the time of their last line.
     held: [Option<(Event, Instant)>; 2],
     /// Lines dropped because stripping left nothing.
-    pub emptied: u64,
+    pub(crate) emptied: u64,
 }
 
 fn slot(s: Source) -> usize {
@@ -77,7 +77,7 @@ fn slot(s: Source) -> usize {
 }
 
 impl Transforms {
-    pub fn new(cfg: TransformConfig, max_message_bytes: usize) -> Self {
+    pub(crate) fn new(cfg: TransformConfig, max_message_bytes: usize) -> Self {
         Self {
             cfg,
             max_message_bytes,
@@ -87,7 +87,7 @@ impl Transforms {
     }
 
     /// Transforms `events`, appending what is ready to `out`.
-    pub fn apply(&mut self, events: Vec<Event>, now: Instant, out: &mut Vec<Event>) {
+    pub(crate) fn apply(&mut self, events: Vec<Event>, now: Instant, out: &mut Vec<Event>) {
         if self.cfg.is_noop() {
             out.extend(events);
             return;
@@ -129,7 +129,7 @@ impl Transforms {
     }
 
     /// Sends held events older than the multi-line timeout.
-    pub fn flush_expired(&mut self, now: Instant, out: &mut Vec<Event>) {
+    pub(crate) fn flush_expired(&mut self, now: Instant, out: &mut Vec<Event>) {
         let Some((_, timeout)) = &self.cfg.multiline else {
             return;
         };
@@ -150,13 +150,13 @@ impl Transforms {
     }
 
     /// When the next held event expires.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let (_, timeout) = self.cfg.multiline.as_ref()?;
         self.held.iter().flatten().map(|(_, t)| *t + *timeout).min()
     }
 
     /// Sends everything held (end of output), oldest first.
-    pub fn finish(&mut self, out: &mut Vec<Event>) {
+    pub(crate) fn finish(&mut self, out: &mut Vec<Event>) {
         let mut held: Vec<Event> = self
             .held
             .iter_mut()
@@ -170,7 +170,7 @@ impl Transforms {
     }
 
     /// Nothing is held.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.held.iter().all(Option::is_none)
     }
 

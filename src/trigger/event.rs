@@ -8,17 +8,17 @@ use serde::Deserialize;
 
 /// One uploaded object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upload {
-    pub bucket: String,
-    pub key: String,
+pub(crate) struct Upload {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
     /// Without quotes.
-    pub etag: String,
-    pub size: u64,
+    pub(crate) etag: String,
+    pub(crate) size: u64,
 }
 
 /// What a message says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// S3's test message: nothing to do.
     Test,
     /// Uploads (possibly none, when every record was another kind of event).
@@ -61,7 +61,7 @@ struct ObjectEntity {
 }
 
 /// Reads a message body; `Err` says why it is not an S3 notification.
-pub fn parse(body: &str) -> Result<Notice, String> {
+pub(crate) fn parse(body: &str) -> Result<Notice, String> {
     let b: Body = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
     if b.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Notice::Test);
@@ -85,7 +85,7 @@ pub fn parse(body: &str) -> Result<Notice, String> {
 }
 
 /// S3's key encoding: `+` is a space, `%XX` a byte.
-pub fn decode_key(k: &str) -> Result<String, String> {
+pub(crate) fn decode_key(k: &str) -> Result<String, String> {
     let b = k.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -111,7 +111,7 @@ fn bad(k: &str) -> String {
 
 /// A CloudWatch stream name for a key: `:` and `*` (not allowed) become `_`; at most 512
 /// characters.
-pub fn stream_name(key: &str) -> String {
+pub(crate) fn stream_name(key: &str) -> String {
     let s: String = key
         .chars()
         .map(|c| if c == ':' || c == '*' { '_' } else { c })

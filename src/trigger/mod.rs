@@ -17,9 +17,9 @@
 //! With `--on ecs` ([`crate::ecs`]) each file's task runs on Fargate instead, with `S3_BUCKET`
 //! and `S3_KEY` as environment overrides (the task fetches and stores its own data).
 
-pub mod event;
-pub mod setup;
-pub mod store;
+pub(crate) mod event;
+pub(crate) mod setup;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -19,7 +19,7 @@ use crate::config::OnUploadConfig;
 const NOTIFICATION_ID: &str = "dockwatch-on-upload";
 
 /// Queue names for a bucket (SQS names: 80 characters of letters, digits, - and _).
-pub fn queue_names(bucket: &str) -> (String, String) {
+pub(crate) fn queue_names(bucket: &str) -> (String, String) {
     let clean: String = bucket
         .chars()
         .map(|c| {
@@ -38,7 +38,7 @@ pub fn queue_names(bucket: &str) -> (String, String) {
 }
 
 /// Makes everything; returns the queue URL.
-pub async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, TriggerError> {
+pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, TriggerError> {
     let aws = &a.aws;
     let fail = |what: &str, detail: String| TriggerError::Setup {
         what: what.to_string(),

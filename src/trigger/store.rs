@@ -23,17 +23,17 @@ use serde::{Deserialize, Serialize};
 
 /// One object's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `succeeded` or `failed`.
-    pub status: String,
-    pub attempts: u32,
-    pub exit_code: Option<i64>,
+    pub(crate) status: String,
+    pub(crate) attempts: u32,
+    pub(crate) exit_code: Option<i64>,
     /// Keys uploaded from OUTPUT_DIR.
-    pub outputs: Vec<String>,
+    pub(crate) outputs: Vec<String>,
     /// Why it failed, when it did.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Epoch ms of the outcome.
-    pub at: i64,
+    pub(crate) at: i64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,18 +44,18 @@ struct OnDisk {
 
 /// The records, and where they are saved.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     objects: BTreeMap<String, Outcome>,
 }
 
 /// The record key of an object.
-pub fn object_id(bucket: &str, key: &str, etag: &str) -> String {
+pub(crate) fn object_id(bucket: &str, key: &str, etag: &str) -> String {
     format!("{bucket}/{key}@{etag}")
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<Self, String> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join("processed.json");
@@ -76,16 +76,16 @@ impl Store {
         Ok(Store { path, objects })
     }
 
-    pub fn get(&self, id: &str) -> Option<&Outcome> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Outcome> {
         self.objects.get(id)
     }
 
-    pub fn succeeded(&self, id: &str) -> bool {
+    pub(crate) fn succeeded(&self, id: &str) -> bool {
         self.get(id).is_some_and(|o| o.status == "succeeded")
     }
 
     /// Records an outcome and saves atomically.
-    pub fn record(&mut self, id: &str, outcome: Outcome) -> Result<(), String> {
+    pub(crate) fn record(&mut self, id: &str, outcome: Outcome) -> Result<(), String> {
         self.objects.insert(id.to_string(), outcome);
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             version: 1,

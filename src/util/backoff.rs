@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Capped exponential backoff with full jitter: try `n` waits a random time in
 /// `[0, min(cap, base * 2^n)]`, never less than `floor`.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// First ceiling.
     base: Duration,
     /// Largest ceiling.
@@ -18,7 +18,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
         Self {
             base,
             cap,
@@ -28,7 +28,7 @@ impl Backoff {
     }
 
     /// The wait before the next try.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(1u32 << self.attempt.min(20))
@@ -38,7 +38,7 @@ impl Backoff {
         jittered.max(self.floor)
     }
 
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 }

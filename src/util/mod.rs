@@ -2,9 +2,9 @@
 //! ([`time`]), waits between tries ([`backoff`]), crash-safe file writes ([`durable`]) and a
 //! stable hash ([`fnv1a`]). Nothing here knows Docker, AWS or a command.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub(crate) mod durable;
-pub mod time;
+pub(crate) mod time;
 
 /// FNV-1a, 64 bits: a stable, dependency-free hash for names and ids that must not change
 /// between versions (file names of long streams, dedupe keys, TLS identities).

@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 pub struct InvalidTime(pub String);
 
 /// Resolves `s` to epoch milliseconds; `now_ms` anchors relative forms.
-pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, InvalidTime> {
+pub(crate) fn parse_time(s: &str, now_ms: i64) -> Result<i64, InvalidTime> {
     let t = s.trim();
     let bad = || InvalidTime(s.to_string());
     if t.is_empty() {
@@ -75,12 +75,12 @@ fn unix_seconds(t: &str) -> Option<Option<i64>> {
 }
 
 /// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// `2026-11-23T10:00:00.123Z`: how events' times are printed and written.
-pub fn format_rfc3339_ms(ms: i64) -> String {
+pub(crate) fn format_rfc3339_ms(ms: i64) -> String {
     match DateTime::from_timestamp_millis(ms) {
         Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         None => ms.to_string(),

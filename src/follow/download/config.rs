@@ -88,16 +88,16 @@ pub enum ConfigFileError {
 
 /// Which streams of a followed group are downloaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamSelection {
+pub(crate) struct StreamSelection {
     /// Exact names.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Name prefixes.
-    pub prefixes: Vec<String>,
+    pub(crate) prefixes: Vec<String>,
 }
 
 impl StreamSelection {
     /// Everything when nothing is listed.
-    pub fn matches(&self, stream: &str) -> bool {
+    pub(crate) fn matches(&self, stream: &str) -> bool {
         (self.names.is_empty() && self.prefixes.is_empty())
             || self.names.iter().any(|n| n == stream)
             || self.prefixes.iter().any(|p| stream.starts_with(p.as_str()))
@@ -106,22 +106,20 @@ impl StreamSelection {
 
 /// Validated daemon settings.
 #[derive(Debug, Clone)]
-pub struct DownloadConfig {
-    /// The file it came from, for reloads and messages.
-    pub file: Option<PathBuf>,
-    pub output_dir: PathBuf,
-    pub group_prefixes: Vec<String>,
-    pub streams: StreamSelection,
-    pub poll_interval: Duration,
-    pub discovery_interval: Duration,
-    pub line_format: LineFormat,
-    pub metrics_addr: Option<SocketAddr>,
-    pub aws: AwsOptions,
+pub(crate) struct DownloadConfig {
+    pub(crate) output_dir: PathBuf,
+    pub(crate) group_prefixes: Vec<String>,
+    pub(crate) streams: StreamSelection,
+    pub(crate) poll_interval: Duration,
+    pub(crate) discovery_interval: Duration,
+    pub(crate) line_format: LineFormat,
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) aws: AwsOptions,
 }
 
 impl DownloadConfig {
     /// Reads the file (if any) and lays the environment and flags over it.
-    pub fn load(args: &DownloadArgs) -> Result<Self, FollowError> {
+    pub(crate) fn load(args: &DownloadArgs) -> Result<Self, FollowError> {
         let file = match &args.config {
             Some(p) => parse_file(p)?,
             None => FileConfig::default(),
@@ -130,7 +128,7 @@ impl DownloadConfig {
     }
 
     /// Only the output directory (for `--status`): the rest need not be valid.
-    pub fn output_dir_only(args: &DownloadArgs) -> Result<PathBuf, FollowError> {
+    pub(crate) fn output_dir_only(args: &DownloadArgs) -> Result<PathBuf, FollowError> {
         let file = match &args.config {
             Some(p) => parse_file(p)?,
             None => FileConfig::default(),
@@ -195,7 +193,6 @@ impl DownloadConfig {
         let aws =
             crate::config::aws_options(aws_args).map_err(|e| FollowError::Usage(e.to_string()))?;
         Ok(DownloadConfig {
-            file: args.config.clone(),
             output_dir,
             group_prefixes,
             streams,
@@ -208,13 +205,6 @@ impl DownloadConfig {
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
             aws,
         })
-    }
-
-    /// Whether the daemon follows this group.
-    pub fn follows_group(&self, group: &str) -> bool {
-        self.group_prefixes
-            .iter()
-            .any(|p| group.starts_with(p.as_str()))
     }
 }
 
@@ -292,9 +282,9 @@ mod tests {
     }
 
     mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
+        pub(crate) struct Dir(pub std::path::PathBuf);
         impl Dir {
-            pub fn new() -> Self {
+            pub(crate) fn new() -> Self {
                 let p = std::env::temp_dir().join(format!(
                     "dockwatch-cfg-{}-{}",
                     std::process::id(),

@@ -22,7 +22,7 @@ const MAX_COMPONENT: usize = 200;
 const KEEP: usize = 180;
 
 /// One name as one safe path component.
-pub fn encode_component(name: &str) -> String {
+pub(crate) fn encode_component(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for (i, b) in name.bytes().enumerate() {
         let plain = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') || (b == b'.' && i > 0);
@@ -49,12 +49,12 @@ pub fn encode_component(name: &str) -> String {
 }
 
 /// The file for a stream, relative to the output directory.
-pub fn relative_path(group: &str, stream: &str) -> PathBuf {
+pub(crate) fn relative_path(group: &str, stream: &str) -> PathBuf {
     Path::new(&encode_component(group)).join(format!("{}.log", encode_component(stream)))
 }
 
 /// Renders events as lines into `buf`.
-pub fn render_into(buf: &mut Vec<u8>, format: LineFormat, events: &[Event]) {
+pub(crate) fn render_into(buf: &mut Vec<u8>, format: LineFormat, events: &[Event]) {
     for e in events {
         match format {
             LineFormat::Json => {
@@ -95,7 +95,7 @@ fn push_text(buf: &mut Vec<u8>, msg: &str) {
 
 /// Appends `bytes` to `path` (created with its directory when missing) and makes them
 /// durable before returning. Returns the file's new length.
-pub fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
+pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
     let created = !path.exists();
     if created && let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

@@ -30,30 +30,30 @@ use tokio_util::sync::CancellationToken;
 
 /// One stream's counters.
 #[derive(Debug, Clone, Default)]
-pub struct StreamMetrics {
-    pub events: u64,
-    pub bytes: u64,
-    pub lag_ms: i64,
+pub(crate) struct StreamMetrics {
+    pub(crate) events: u64,
+    pub(crate) bytes: u64,
+    pub(crate) lag_ms: i64,
 }
 
 /// Everything the endpoint shows; updated by the daemon.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Per (group, stream) currently followed.
-    pub streams: BTreeMap<(String, String), StreamMetrics>,
+    pub(crate) streams: BTreeMap<(String, String), StreamMetrics>,
     /// Epoch ms of the last poll round without error; 0: none yet.
-    pub last_success_ms: i64,
-    pub polls: u64,
-    pub errors: u64,
+    pub(crate) last_success_ms: i64,
+    pub(crate) polls: u64,
+    pub(crate) errors: u64,
     /// Poll interval, for `/healthz`.
-    pub poll_interval_ms: i64,
+    pub(crate) poll_interval_ms: i64,
 }
 
-pub type Shared = Arc<Mutex<Metrics>>;
+pub(crate) type Shared = Arc<Mutex<Metrics>>;
 
 impl Metrics {
     /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# HELP dockwatch_download_streams Streams followed now.");
         let _ = writeln!(s, "# TYPE dockwatch_download_streams gauge");
@@ -118,7 +118,7 @@ impl Metrics {
     }
 
     /// Healthy while polls succeed.
-    pub fn healthy(&self, now_ms: i64) -> bool {
+    pub(crate) fn healthy(&self, now_ms: i64) -> bool {
         self.last_success_ms > 0
             && now_ms - self.last_success_ms <= 3 * self.poll_interval_ms + 60_000
     }
@@ -132,7 +132,7 @@ fn escape(v: &str) -> String {
 }
 
 /// Binds `addr` and serves until `shutdown`. Binding errors are returned at once.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Shared,
     shutdown: CancellationToken,

@@ -13,10 +13,10 @@
 //! the daemon with every file and the state on disk (exit 0); SIGHUP reloads the
 //! configuration (the output directory, AWS settings and metrics address need a restart).
 
-pub mod config;
-pub mod files;
-pub mod metrics;
-pub mod state;
+pub(crate) mod config;
+pub(crate) mod files;
+pub(crate) mod metrics;
+pub(crate) mod state;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

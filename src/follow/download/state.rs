@@ -37,32 +37,32 @@ use serde::{Deserialize, Serialize};
 use crate::follow::FollowError;
 
 /// The state file's name inside the output directory.
-pub const STATE_FILE: &str = ".dockwatch-download.json";
+pub(crate) const STATE_FILE: &str = ".dockwatch-download.json";
 /// The lock file's name inside the output directory.
-pub const LOCK_FILE: &str = ".dockwatch-download.lock";
+pub(crate) const LOCK_FILE: &str = ".dockwatch-download.lock";
 
 /// One stream's position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamState {
-    pub group: String,
-    pub stream: String,
+pub(crate) struct StreamState {
+    pub(crate) group: String,
+    pub(crate) stream: String,
     /// The local file, relative to the output directory.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// GetLogEvents token to read from next; `None`: from the head (or `last_timestamp`).
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Bytes of `file` covered by `token` (invariant 1).
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Events written so far.
-    pub events: u64,
+    pub(crate) events: u64,
     /// Message bytes written so far.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Timestamp of the last event written (epoch ms), if any.
-    pub last_timestamp: Option<i64>,
+    pub(crate) last_timestamp: Option<i64>,
     /// How many events with `last_timestamp` were written (for token-less resumption).
-    pub at_last_timestamp: u64,
+    pub(crate) at_last_timestamp: u64,
     /// The stream was deleted in CloudWatch; the file is kept.
     #[serde(default)]
-    pub gone: bool,
+    pub(crate) gone: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,18 +74,18 @@ struct OnDisk {
 
 /// All streams' positions, and where they are saved.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// The output directory.
     dir: PathBuf,
     /// Positions by (group, stream).
-    pub streams: BTreeMap<(String, String), StreamState>,
+    pub(crate) streams: BTreeMap<(String, String), StreamState>,
     /// When the state was last saved (epoch ms), 0 before the first save.
-    pub saved_at: i64,
+    pub(crate) saved_at: i64,
 }
 
 impl State {
     /// Reads the saved state (none yet: empty).
-    pub fn load(dir: &Path) -> Result<Self, FollowError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, FollowError> {
         let path = dir.join(STATE_FILE);
         let mut streams = BTreeMap::new();
         let mut saved_at = 0;
@@ -124,7 +124,7 @@ impl State {
     }
 
     /// Applies the recovery rules (module doc) to every file; returns what was done, for the log.
-    pub fn recover(&mut self) -> Result<Vec<String>, FollowError> {
+    pub(crate) fn recover(&mut self) -> Result<Vec<String>, FollowError> {
         let mut notes = Vec::new();
         for s in self.streams.values_mut() {
             let path = self.dir.join(&s.file);
@@ -192,7 +192,7 @@ impl State {
     }
 
     /// Saves atomically (invariant 2). Synchronous on purpose: see the module doc.
-    pub fn save(&mut self) -> Result<(), FollowError> {
+    pub(crate) fn save(&mut self) -> Result<(), FollowError> {
         let path = self.dir.join(STATE_FILE);
         self.saved_at = crate::util::time::now_ms();
         let d = OnDisk {
@@ -226,13 +226,13 @@ fn restart(s: &mut StreamState) {
 
 /// The daemon's exclusive hold on an output directory (invariant 3); released on drop.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     /// The open lock file; the lock lives as long as it does.
     _file: File,
 }
 
 impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<Self, FollowError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, FollowError> {
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -256,7 +256,7 @@ impl DirLock {
     }
 
     /// Whether some process holds the lock now (for `--status`).
-    pub fn is_held(dir: &Path) -> bool {
+    pub(crate) fn is_held(dir: &Path) -> bool {
         let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
             return false;
         };

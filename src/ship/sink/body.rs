@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::ship::batcher::Batch;
 
 /// The JSON body of PutLogEvents for `batch`.
-pub fn put_log_events(group: &str, stream: &str, batch: &Batch) -> Bytes {
+pub(crate) fn put_log_events(group: &str, stream: &str, batch: &Batch) -> Bytes {
     // Messages + per-event framing (`{"timestamp":<20 digits>,"message":""},` = 45 bytes);
     // escapes make it grow, rarely.
     let mut out = Vec::with_capacity(
@@ -82,7 +82,7 @@ fn escape_of(c: u8) -> Option<&'static [u8]> {
 
 /// Appends `s` as the inside of a JSON string. Runs of bytes that need no escape (checked a
 /// word at a time) are copied whole.
-pub fn escape_into(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     let mut run = 0; // start of the bytes not yet copied
     let mut i = 0;

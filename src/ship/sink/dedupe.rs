@@ -12,7 +12,7 @@ use crate::ship::framing::Event;
 
 /// Filters the first events of a resumed run.
 #[derive(Debug)]
-pub struct Dedupe {
+pub(crate) struct Dedupe {
     /// The stream's newest events, oldest first: (timestamp, message).
     tail: Vec<(i64, String)>,
     /// Events held while undecided.
@@ -22,7 +22,7 @@ pub struct Dedupe {
     /// Decided: everything now passes.
     decided: bool,
     /// Events dropped as already delivered.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 fn matches(stored: &(i64, String), e: &Event) -> bool {
@@ -30,7 +30,7 @@ fn matches(stored: &(i64, String), e: &Event) -> bool {
 }
 
 impl Dedupe {
-    pub fn new(tail: Vec<(i64, String)>) -> Self {
+    pub(crate) fn new(tail: Vec<(i64, String)>) -> Self {
         let decided = tail.is_empty();
         Self {
             tail,
@@ -42,12 +42,12 @@ impl Dedupe {
     }
 
     /// True while events are held back.
-    pub fn is_deciding(&self) -> bool {
+    pub(crate) fn is_deciding(&self) -> bool {
         !self.decided
     }
 
     /// Feeds events in order; returns those to ship.
-    pub fn feed(&mut self, events: Vec<Event>) -> Vec<Event> {
+    pub(crate) fn feed(&mut self, events: Vec<Event>) -> Vec<Event> {
         if self.decided {
             return events;
         }
@@ -79,7 +79,7 @@ impl Dedupe {
     }
 
     /// The input ended: what is still held.
-    pub fn finish(&mut self) -> Vec<Event> {
+    pub(crate) fn finish(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.decided {
             let n = self.tail.len();

@@ -9,10 +9,10 @@
 //! for as long as it takes, unless the shipper is told to stop (`abort`) or a failure is fatal;
 //! then everything not acknowledged is handed back, in order, as undelivered.
 
-pub mod body;
-pub mod dedupe;
-pub mod request;
-pub mod split;
+pub(crate) mod body;
+pub(crate) mod dedupe;
+pub(crate) mod request;
+pub(crate) mod split;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -32,38 +32,38 @@ use crate::ship::batcher::{Batch, Batcher, Limits};
 use crate::ship::framing::Event;
 use crate::ship::reader::Chunk;
 use crate::util::backoff::Backoff;
-pub use request::LogService;
+pub(crate) use request::LogService;
 use request::Rejected;
 
 /// What the shipper did.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ShipStats {
+pub(crate) struct ShipStats {
     /// Events CloudWatch acknowledged (including rejected ones, counted apart).
-    pub events: u64,
+    pub(crate) events: u64,
     /// Message bytes of those events.
-    pub message_bytes: u64,
+    pub(crate) message_bytes: u64,
     /// Successful PutLogEvents requests.
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// Failed tries that were tried again.
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// Of those, how many were throttling.
-    pub throttled: u64,
+    pub(crate) throttled: u64,
     /// Times the group or stream had to be created again.
-    pub recreated: u64,
+    pub(crate) recreated: u64,
     /// Events CloudWatch refused in `rejectedLogEventsInfo`.
-    pub rejected: Rejected,
+    pub(crate) rejected: Rejected,
     /// On resume: events not sent again because CloudWatch already had them.
-    pub skipped_duplicates: u64,
+    pub(crate) skipped_duplicates: u64,
 }
 
 /// The outcome of shipping.
 #[derive(Debug, Default)]
-pub struct ShipReport {
-    pub stats: ShipStats,
+pub(crate) struct ShipReport {
+    pub(crate) stats: ShipStats,
     /// Events not acknowledged, in order.
-    pub undelivered: Vec<Event>,
+    pub(crate) undelivered: Vec<Event>,
     /// The failure that stopped shipping, if one did.
-    pub fatal: Option<Failure>,
+    pub(crate) fatal: Option<Failure>,
 }
 
 /// Why a delivery ended without an acknowledgement.
@@ -85,7 +85,7 @@ type InFlight = BoxFuture<'static, (Batch, Result<Delivery, NotDelivered>, Deliv
 
 /// Called with each new delivered position: everything the container wrote up to the cursor
 /// is acknowledged, `u64` events in all.
-pub type OnDelivered = Box<dyn FnMut(Cursor, u64) + Send>;
+pub(crate) type OnDelivered = Box<dyn FnMut(Cursor, u64) + Send>;
 
 /// Which events are acknowledged, in order, and which log positions that covers.
 #[derive(Default)]
@@ -128,7 +128,7 @@ impl Progress {
 }
 
 /// Ships events to one log stream through `S` (the SDK client, or a fake in tests).
-pub struct Shipper<S> {
+pub(crate) struct Shipper<S> {
     /// The service (cheap to clone).
     service: S,
     /// Destination group.
@@ -148,7 +148,7 @@ pub struct Shipper<S> {
 }
 
 impl<S: LogService> Shipper<S> {
-    pub fn new(service: S, cfg: &ShipConfig) -> Self {
+    pub(crate) fn new(service: S, cfg: &ShipConfig) -> Self {
         Self {
             service,
             group: cfg.group.as_str().into(),
@@ -169,20 +169,20 @@ impl<S: LogService> Shipper<S> {
     }
 
     /// Skips leading events that already stand at the end of `tail` (see [`dedupe`]).
-    pub fn skip_already_delivered(mut self, tail: Vec<(i64, String)>) -> Self {
+    pub(crate) fn skip_already_delivered(mut self, tail: Vec<(i64, String)>) -> Self {
         self.dedupe = Some(dedupe::Dedupe::new(tail));
         self
     }
 
     /// Calls `f` after each acknowledgement that moves the delivered position.
-    pub fn on_delivered(mut self, f: OnDelivered) -> Self {
+    pub(crate) fn on_delivered(mut self, f: OnDelivered) -> Self {
         self.on_delivered = Some(f);
         self
     }
 
     /// Ships until `rx` closes and everything is acknowledged, or until `abort` is cancelled
     /// or a failure is fatal (then the rest comes back as undelivered).
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Chunk>,
         abort: CancellationToken,

@@ -10,20 +10,20 @@ use crate::ship::batcher::Batch;
 
 /// Events CloudWatch refused, by reason (from `rejectedLogEventsInfo`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     /// Older than the group's retention or 14 days.
-    pub too_old: u64,
+    pub(crate) too_old: u64,
     /// More than 2 hours in the future.
-    pub too_new: u64,
+    pub(crate) too_new: u64,
     /// Past the group's retention.
-    pub expired: u64,
+    pub(crate) expired: u64,
 }
 
 impl Rejected {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.too_old + self.too_new + self.expired
     }
-    pub fn add(&mut self, o: Rejected) {
+    pub(crate) fn add(&mut self, o: Rejected) {
         self.too_old += o.too_old;
         self.too_new += o.too_new;
         self.expired += o.expired;
@@ -33,7 +33,7 @@ impl Rejected {
 /// What the shipper needs from CloudWatch Logs: one PutLogEvents, and creating a missing
 /// destination again. The SDK client is the real one; tests give the shipper a fake that
 /// answers in any order, fails on purpose and records what it was sent.
-pub trait LogService: Clone + Send + Sync + 'static {
+pub(crate) trait LogService: Clone + Send + Sync + 'static {
     /// Sends the batch once: what CloudWatch rejected, or why it failed.
     fn put(
         &self,
@@ -74,7 +74,7 @@ impl LogService for Client {
 /// The body is dockwatch's own ([`super::body`]): the SDK is given the operation without
 /// events and its body is replaced before signing, so the signature, endpoint, credentials and
 /// response parsing stay the SDK's.
-pub async fn put(
+pub(crate) async fn put(
     client: &Client,
     group: &str,
     stream: &str,
@@ -109,7 +109,7 @@ pub async fn put(
 /// Counts the rejected events from the three indexes AWS returns: `tooNewLogEventStartIndex`
 /// (first too-new event, inclusive), `tooOldLogEventEndIndex` and `expiredLogEventEndIndex`
 /// (end of the too-old / expired prefix, exclusive).
-pub fn rejected_counts(
+pub(crate) fn rejected_counts(
     n: usize,
     info: Option<(Option<i32>, Option<i32>, Option<i32>)>,
 ) -> Rejected {

@@ -19,7 +19,7 @@ use crate::ship::framing::Source;
 use crate::ship::reader::Chunk;
 
 /// The stream names events go to: `[STREAM]`, or `[STREAM/stdout, STREAM/stderr]`.
-pub fn stream_names(stream: &str, split: bool) -> Vec<String> {
+pub(crate) fn stream_names(stream: &str, split: bool) -> Vec<String> {
     if split {
         vec![format!("{stream}/stdout"), format!("{stream}/stderr")]
     } else {
@@ -57,7 +57,7 @@ impl Joint {
 
 /// Ships everything from `rx` to one stream or two. `tails`, on resume, are the newest
 /// events of each destination stream (for [`super::dedupe`]).
-pub async fn ship<S: LogService>(
+pub(crate) async fn ship<S: LogService>(
     service: S,
     cfg: &ShipConfig,
     mut rx: mpsc::Receiver<Chunk>,
