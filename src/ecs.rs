@@ -202,7 +202,7 @@ pub(crate) async fn run_task(
     cfg: &EcsConfig,
     job: &EcsJob,
     aws: &AwsOptions,
-    mut stop: Shutdown,
+    stop: Shutdown,
 ) -> Result<i64, EcsError> {
     let region = c
         .ecs
@@ -211,7 +211,15 @@ pub(crate) async fn run_task(
         .map(|r| r.to_string())
         .or(aws.region.clone())
         .unwrap_or_default();
-    // The cluster must exist and be active.
+    check_cluster(c, cfg, &region).await?;
+    let _ = crate::aws::logs::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3).await;
+    let td = task_definition(c, cfg, job, &region).await?;
+    let task_arn = start_task(c, cfg, job, &td).await?;
+    follow_task(c, cfg, job, &td, &task_arn, stop).await
+}
+
+/// The cluster must exist and be active.
+async fn check_cluster(c: &Clients, cfg: &EcsConfig, region: &str) -> Result<(), EcsError> {
     let cl = c
         .ecs
         .describe_clusters()
@@ -223,11 +231,19 @@ pub(crate) async fn run_task(
     if !active {
         return Err(EcsError::ClusterNotFound {
             cluster: cfg.cluster.clone(),
-            region,
+            region: region.to_string(),
         });
     }
-    let _ = crate::aws::logs::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3).await;
-    let td = task_definition(c, cfg, job, &region).await?;
+    Ok(())
+}
+
+/// RunTask on Fargate with the job's command and environment; the task's ARN.
+async fn start_task(
+    c: &Clients,
+    cfg: &EcsConfig,
+    job: &EcsJob,
+    td: &str,
+) -> Result<String, EcsError> {
     let net = AwsVpcConfiguration::builder()
         .set_subnets(Some(cfg.subnets.clone()))
         .assign_public_ip(if cfg.public_ip {
@@ -256,7 +272,7 @@ pub(crate) async fn run_task(
         .ecs
         .run_task()
         .cluster(&cfg.cluster)
-        .task_definition(&td)
+        .task_definition(td)
         .launch_type(LaunchType::Fargate)
         .count(1)
         .started_by("dockwatch")
@@ -278,13 +294,24 @@ pub(crate) async fn run_task(
             detail: f.detail().unwrap_or("").to_string(),
         });
     }
-    let task_arn = r
-        .tasks()
+    r.tasks()
         .first()
         .and_then(|t| t.task_arn())
-        .ok_or(EcsError::NoTask)?
-        .to_string();
-    let task_id = task_arn.rsplit('/').next().unwrap_or(&task_arn).to_string();
+        .map(str::to_string)
+        .ok_or(EcsError::NoTask)
+}
+
+/// Until the task stops: its state every 2 s, its log echoed; a stop asked for is passed on
+/// as StopTask. The container's exit code.
+async fn follow_task(
+    c: &Clients,
+    cfg: &EcsConfig,
+    job: &EcsJob,
+    td: &str,
+    task_arn: &str,
+    mut stop: Shutdown,
+) -> Result<i64, EcsError> {
+    let task_id = task_arn.rsplit('/').next().unwrap_or(task_arn).to_string();
     eprintln!(
         "dockwatch: started ECS task {task_id} on {} ({td}); logs: {}/{}/{CONTAINER}/{task_id}",
         cfg.cluster, job.group, job.stream_prefix
@@ -299,7 +326,7 @@ pub(crate) async fn run_task(
             c.ecs
                 .stop_task()
                 .cluster(&cfg.cluster)
-                .task(&task_arn)
+                .task(task_arn)
                 .reason("dockwatch: interrupted")
                 .send()
                 .await
@@ -309,7 +336,7 @@ pub(crate) async fn run_task(
             .ecs
             .describe_tasks()
             .cluster(&cfg.cluster)
-            .tasks(&task_arn)
+            .tasks(task_arn)
             .send()
             .await
             .map_err(|e| EcsError::call("describe the ECS task", &e))?;

@@ -117,6 +117,9 @@ impl Interceptor for TokenCheck {
 }
 
 /// Runs the agent until a stop signal; returns the exit code.
+///
+/// Long on purpose: the listen policy, TLS and token, the two transports (TCP and Unix
+/// socket) and the shutdown that waits for shipping tasks are read best in sequence.
 pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, AgentError> {
     let cfg = AgentConfig::from_args(args)?;
     if cfg.exposure == Exposure::Insecure {

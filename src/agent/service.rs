@@ -345,6 +345,9 @@ impl Agent for AgentService {
 
     type ExecContainerStream = BoxStream<ExecResponse>;
 
+    /// Long on purpose: the exec is created, started and resized in one place because its
+    /// input pump, output stream and exit-code lookup all hold the same exec id and engine
+    /// handles; each step is a few lines with its own comment.
     async fn exec_container(
         &self,
         request: Request<Streaming<ExecRequest>>,

@@ -271,45 +271,7 @@ pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunErro
     if let Some(path) = &args.spool {
         return resume_spool(path, &args).await;
     }
-    let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
-        .into_iter()
-        .filter(|p| {
-            let name = p
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            args.container
-                .as_deref()
-                .is_none_or(|c| name.starts_with(c))
-        })
-        .collect();
-    let path = match candidates.as_slice() {
-        [one] => one.clone(),
-        [] => {
-            return Err(RunError::Resume(format!(
-                "no checkpoint{} in {}; nothing to resume",
-                args.container
-                    .as_deref()
-                    .map(|c| format!(" for {c}"))
-                    .unwrap_or_default(),
-                args.state_dir.display()
-            )));
-        }
-        many => {
-            let names: Vec<String> = many
-                .iter()
-                .filter_map(|p| {
-                    p.file_stem()
-                        .map(|n| n.to_string_lossy()[..12.min(n.len())].to_string())
-                })
-                .collect();
-            return Err(RunError::Resume(format!(
-                "several checkpoints in {}: name the container, one of {}",
-                args.state_dir.display(),
-                names.join(", ")
-            )));
-        }
-    };
+    let path = find_checkpoint(&args)?;
     let cp = Checkpoint::load(&path).map_err(RunError::Resume)?;
     let mut aws = crate::config::aws_options(args.aws.clone())?;
     aws.region = aws.region.or(cp.region.clone());
@@ -370,6 +332,47 @@ pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunErro
         tap: None,
     };
     finish(&session, &docker, &id, client, shutdown, started, start).await
+}
+
+/// The one checkpoint `args` names (a container id prefix, or the only one there is).
+fn find_checkpoint(args: &ResumeArgs) -> Result<std::path::PathBuf, RunError> {
+    let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            args.container
+                .as_deref()
+                .is_none_or(|c| name.starts_with(c))
+        })
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(RunError::Resume(format!(
+            "no checkpoint{} in {}; nothing to resume",
+            args.container
+                .as_deref()
+                .map(|c| format!(" for {c}"))
+                .unwrap_or_default(),
+            args.state_dir.display()
+        ))),
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .filter_map(|p| {
+                    p.file_stem()
+                        .map(|n| n.to_string_lossy()[..12.min(n.len())].to_string())
+                })
+                .collect();
+            Err(RunError::Resume(format!(
+                "several checkpoints in {}: name the container, one of {}",
+                args.state_dir.display(),
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 /// Delivers the events of a spool file; removes it once they are all delivered.

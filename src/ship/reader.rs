@@ -183,6 +183,9 @@ impl State {
 
 /// Reads the container's whole output (see the module doc) until it ends or `stop` is
 /// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
+///
+/// Long on purpose: the follow loop, its reconnects after a broken stream and the final read
+/// after the end share one cursor tracker and one framing state, which must not be copied.
 pub(crate) async fn read(
     cfg: ReaderConfig,
     tx: mpsc::Sender<Chunk>,

@@ -37,14 +37,28 @@ pub(crate) fn queue_names(bucket: &str) -> (String, String) {
     )
 }
 
-/// Makes everything; returns the queue URL.
-pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, TriggerError> {
-    let aws = &a.aws;
-    let fail = |what: &str, detail: String| TriggerError::Setup {
+fn fail(what: &str, detail: String) -> TriggerError {
+    TriggerError::Setup {
         what: what.to_string(),
         detail,
-    };
-    // The bucket.
+    }
+}
+
+/// Makes everything; returns the queue URL.
+pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, TriggerError> {
+    ensure_bucket(c, a).await?;
+    let (url, arn, dlq_url) = ensure_queues(c, a).await?;
+    set_notification(c, a, &arn).await?;
+    log(&format!(
+        "set up: s3://{}/{}* -> {url} (dead letters after {} receives: {dlq_url})",
+        a.bucket, a.prefix, a.max_attempts
+    ));
+    Ok(url)
+}
+
+/// The bucket, created when missing (in the client's region).
+async fn ensure_bucket(c: &Clients, a: &OnUploadConfig) -> Result<(), TriggerError> {
+    let aws = &a.aws;
     if c.s3.head_bucket().bucket(&a.bucket).send().await.is_err() {
         let mut req = c.s3.create_bucket().bucket(&a.bucket);
         let region =
@@ -68,7 +82,16 @@ pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, Tri
             Err(e) => return Err(fail(&format!("create bucket {}", a.bucket), chain(&e))),
         }
     }
-    // The queues (CreateQueue returns the existing queue when the attributes match).
+    Ok(())
+}
+
+/// The queue and its dead-letter queue, made or found (CreateQueue returns the existing queue
+/// when the attributes match), with the redrive policy, S3's permission to send and the
+/// visibility timeout: (queue URL, queue ARN, dead-letter queue URL).
+async fn ensure_queues(
+    c: &Clients,
+    a: &OnUploadConfig,
+) -> Result<(String, String, String), TriggerError> {
     let (name, dlq_name) = queue_names(&a.bucket);
     let dlq_url = c
         .sqs
@@ -119,9 +142,14 @@ pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, Tri
         .send()
         .await
         .map_err(|e| fail("configure the queue", chain(&e)))?;
-    // The notification, keeping the bucket's others.
+    Ok((url, arn, dlq_url))
+}
+
+/// The bucket's ObjectCreated notification to the queue `arn` for the prefix, keeping the
+/// bucket's other notifications.
+async fn set_notification(c: &Clients, a: &OnUploadConfig, arn: &str) -> Result<(), TriggerError> {
     // Some AWS-compatible servers answer an empty configuration in a form the SDK cannot
-    // parse; then there is nothing to keep.
+    // parse (a success status whose body is an error); then there is nothing to keep.
     let current = match c
         .s3
         .get_bucket_notification_configuration()
@@ -130,14 +158,11 @@ pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, Tri
         .await
     {
         Ok(cur) => cur,
-        Err(e) => {
-            let text = chain(&e);
-            if !text.contains("error parsing XML") {
-                return Err(fail("read the bucket's notifications", text));
-            }
+        Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
             log("the bucket's notification configuration is unreadable (taken as empty)");
             GetBucketNotificationConfigurationOutput::builder().build()
         }
+        Err(e) => return Err(fail("read the bucket's notifications", chain(&e))),
     };
     let mut queues: Vec<QueueConfiguration> = current
         .queue_configurations()
@@ -147,7 +172,7 @@ pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, Tri
         .collect();
     let mut q = QueueConfiguration::builder()
         .id(NOTIFICATION_ID)
-        .queue_arn(&arn)
+        .queue_arn(arn)
         .events(Event::S3ObjectCreated);
     if !a.prefix.is_empty() {
         q = q.filter(
@@ -181,11 +206,7 @@ pub(crate) async fn setup(c: &Clients, a: &OnUploadConfig) -> Result<String, Tri
         .send()
         .await
         .map_err(|e| fail("set the bucket notification", chain(&e)))?;
-    log(&format!(
-        "set up: s3://{}/{}* -> {url} (dead letters after {} receives: {dlq_url})",
-        a.bucket, a.prefix, a.max_attempts
-    ));
-    Ok(url)
+    Ok(())
 }
 
 async fn queue_arn(c: &Clients, url: &str) -> Result<String, TriggerError> {

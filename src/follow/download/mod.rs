@@ -42,6 +42,9 @@ const MAX_PAGES_PER_ROUND: usize = 50;
 type Key = (String, String);
 
 /// Runs `dockwatch download` (or `--status`); returns the exit code.
+///
+/// Long on purpose: the daemon's one loop (a round, a wait, SIGHUP, a stop) and its set-up and
+/// last save around it, which share the state lock and the metrics server's handle.
 pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32, FollowError> {
     if args.status {
         return status(&args);
@@ -289,6 +292,9 @@ impl Daemon {
     }
 
     /// Reads one stream forward and appends what is new to its file.
+    ///
+    /// Long on purpose: the page loop writes the file and then the state in the order the
+    /// state module's invariants need; keeping it in one function keeps that order visible.
     async fn poll_stream(&mut self, key: &Key) -> Result<(), FollowError> {
         for _ in 0..MAX_PAGES_PER_ROUND {
             let Some(st) = self.state.streams.get(key).cloned() else {

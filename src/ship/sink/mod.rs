@@ -56,6 +56,20 @@ pub(crate) struct ShipStats {
     pub(crate) skipped_duplicates: u64,
 }
 
+impl ShipStats {
+    /// Adds another shipper's counts (split streams).
+    pub(crate) fn add(&mut self, b: &ShipStats) {
+        self.events += b.events;
+        self.message_bytes += b.message_bytes;
+        self.requests += b.requests;
+        self.retries += b.retries;
+        self.throttled += b.throttled;
+        self.recreated += b.recreated;
+        self.rejected.add(b.rejected);
+        self.skipped_duplicates += b.skipped_duplicates;
+    }
+}
+
 /// The outcome of shipping.
 #[derive(Debug, Default)]
 pub(crate) struct ShipReport {
@@ -182,6 +196,11 @@ impl<S: LogService> Shipper<S> {
 
     /// Ships until `rx` closes and everything is acknowledged, or until `abort` is cancelled
     /// or a failure is fatal (then the rest comes back as undelivered).
+    ///
+    /// Long on purpose: one `select!` loop whose arms (an answer, a chunk, the flush timer, a
+    /// stop) share the batcher, the ready queue, the requests in flight and the progress; cut
+    /// into functions they would pass all of that back and forth. Its behaviour is pinned by
+    /// the in-process tests below (`service`).
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Chunk>,

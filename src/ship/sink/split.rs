@@ -60,7 +60,7 @@ impl Joint {
 pub(crate) async fn ship<S: LogService>(
     service: S,
     cfg: &ShipConfig,
-    mut rx: mpsc::Receiver<Chunk>,
+    rx: mpsc::Receiver<Chunk>,
     abort: CancellationToken,
     on_delivered: Option<OnDelivered>,
     tails: Option<Vec<Vec<(i64, String)>>>,
@@ -105,57 +105,11 @@ pub(crate) async fn ship<S: LogService>(
         }));
         shippers.push(tokio::spawn(s.run(rx, abort.clone())));
     }
-    // The router: events by source, positions to both.
-    let router_joint = joint.clone();
-    let router = async move {
-        while let Some(chunk) = rx.recv().await {
-            if let Some(b) = chunk.boundary {
-                router_joint
-                    .lock()
-                    .expect("not poisoned")
-                    .order
-                    .push_back(b);
-            }
-            let (out, err): (Vec<_>, Vec<_>) = chunk
-                .events
-                .into_iter()
-                .partition(|e| e.source == Source::Stdout);
-            let a = senders[0]
-                .send(Chunk {
-                    events: out,
-                    boundary: chunk.boundary,
-                })
-                .await;
-            let b = senders[1]
-                .send(Chunk {
-                    events: err,
-                    boundary: chunk.boundary,
-                })
-                .await;
-            if a.is_err() || b.is_err() {
-                break;
-            }
-        }
-        rx.close();
-        let mut rest = Vec::new();
-        while let Ok(chunk) = rx.try_recv() {
-            rest.extend(chunk.events);
-        }
-        rest
-    };
-    let rest = router.await;
+    let rest = route(rx, senders, joint.clone()).await;
     let mut report = ShipReport::default();
     for s in shippers {
         let r = s.await.unwrap_or_default();
-        let (a, b) = (&mut report.stats, r.stats);
-        a.events += b.events;
-        a.message_bytes += b.message_bytes;
-        a.requests += b.requests;
-        a.retries += b.retries;
-        a.throttled += b.throttled;
-        a.recreated += b.recreated;
-        a.rejected.add(b.rejected);
-        a.skipped_duplicates += b.skipped_duplicates;
+        report.stats.add(&r.stats);
         report.undelivered.extend(r.undelivered);
         if report.fatal.is_none() {
             report.fatal = r.fatal;
@@ -164,6 +118,45 @@ pub(crate) async fn ship<S: LogService>(
     report.undelivered.extend(rest);
     report.undelivered.sort_by_key(|e| e.ts_ms);
     report
+}
+
+/// The router: each chunk's events to the shipper of their source, its clean position to
+/// both (and to `joint`, in the order seen). Returns the events it could not hand on.
+async fn route(
+    mut rx: mpsc::Receiver<Chunk>,
+    senders: Vec<mpsc::Sender<Chunk>>,
+    joint: Arc<Mutex<Joint>>,
+) -> Vec<crate::ship::framing::Event> {
+    while let Some(chunk) = rx.recv().await {
+        if let Some(b) = chunk.boundary {
+            joint.lock().expect("not poisoned").order.push_back(b);
+        }
+        let (out, err): (Vec<_>, Vec<_>) = chunk
+            .events
+            .into_iter()
+            .partition(|e| e.source == Source::Stdout);
+        let a = senders[0]
+            .send(Chunk {
+                events: out,
+                boundary: chunk.boundary,
+            })
+            .await;
+        let b = senders[1]
+            .send(Chunk {
+                events: err,
+                boundary: chunk.boundary,
+            })
+            .await;
+        if a.is_err() || b.is_err() {
+            break;
+        }
+    }
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        rest.extend(chunk.events);
+    }
+    rest
 }
 
 #[cfg(test)]
