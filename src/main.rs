@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dockwatch::agent::{AgentError, remote, server};
 use dockwatch::cli::{Cli, Command};
-use dockwatch::config::{ConfigError, OnUploadConfig, RunConfig};
+use dockwatch::config::{ConfigError, OnUploadConfig, ResumeConfig, RunConfig};
 use dockwatch::ecs::EcsError;
 use dockwatch::exit_codes;
 use dockwatch::follow::{FollowError, download, tail};
@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let code = match cli.command {
         Some(Command::Run(a)) => run_main(*a),
-        Some(Command::Resume(a)) => block_on(|s| job::resume(*a, s)),
+        Some(Command::Resume(a)) => match ResumeConfig::from_args(*a) {
+            Ok(cfg) => block_on(|s| job::resume(cfg, s)),
+            Err(e) => usage(e),
+        },
         Some(Command::Tail(a)) => block_on(|s| tail::tail(*a, s)),
         Some(Command::Download(a)) => block_on(|s| download::download(*a, s)),
         Some(Command::Agent(a)) => block_on(|s| server::serve(*a, s)),

@@ -393,6 +393,37 @@ impl RunConfig {
     }
 }
 
+/// `dockwatch resume`: which run to finish, and how.
+#[derive(Debug, Clone)]
+pub struct ResumeConfig {
+    /// Container id or prefix of the checkpoint; optional when there is one.
+    pub(crate) container: Option<String>,
+    /// Deliver this spool file instead of resuming a checkpoint.
+    pub(crate) spool: Option<PathBuf>,
+    /// AWS settings; region and endpoint fall back to the checkpoint's.
+    pub(crate) aws: AwsOptions,
+    pub(crate) echo: bool,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) spool_dir: PathBuf,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+}
+
+impl ResumeConfig {
+    pub fn from_args(a: cli::ResumeArgs) -> Result<Self, ConfigError> {
+        Ok(ResumeConfig {
+            container: a.container,
+            spool: a.spool,
+            aws: aws_options(a.aws)?,
+            echo: !a.quiet,
+            state_dir: a.state_dir,
+            spool_dir: a.spool_dir,
+            stop_timeout: a.stop_timeout,
+            flush_timeout: a.flush_timeout,
+        })
+    }
+}
+
 /// Compiles `--multiline-pattern`.
 pub(crate) fn multiline(
     pattern: Option<&str>,
@@ -516,6 +547,7 @@ mod tests {
     use super::*;
     use crate::cli::Cli;
     use clap::Parser;
+    use std::path::Path;
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut v = vec![
@@ -609,6 +641,50 @@ mod tests {
         assert!(c.transforms.multiline.is_some() && c.transforms.json);
         let e = RunConfig::from_args(args(&["--multiline-pattern", "(unclosed"])).unwrap_err();
         assert!(matches!(e, ConfigError::Multiline { .. }), "{e}");
+    }
+
+    #[test]
+    fn built_configurations_have_the_command_line_defaults() {
+        let parsed = RunConfig::from_args(args(&[])).unwrap();
+        let spec = ContainerSpec::new("img".into(), "bash".into(), "true".into()).unwrap();
+        let ship = ShipConfig::new("grp".into(), "str".into()).unwrap();
+        let built = RunConfig::managed(spec, AwsOptions::default(), ship, Path::new("/s"));
+        let (p, b) = (&parsed.ship, &built.ship);
+        assert_eq!(
+            (
+                p.max_event_size,
+                p.flush_interval,
+                p.max_in_flight,
+                p.split_streams
+            ),
+            (
+                b.max_event_size,
+                b.flush_interval,
+                b.max_in_flight,
+                b.split_streams
+            )
+        );
+        assert_eq!(
+            (parsed.stop_timeout, parsed.flush_timeout),
+            (built.stop_timeout, built.flush_timeout)
+        );
+        assert_eq!(parsed.container.labels, built.container.labels);
+        assert_eq!(parsed.container.pull, built.container.pull);
+        assert_eq!(built.state_dir, Path::new("/s/checkpoints"));
+    }
+
+    #[test]
+    fn a_built_configuration_checks_names() {
+        assert!(matches!(
+            ShipConfig::new("a b".into(), "s".into()),
+            Err(ConfigError::GroupName { .. })
+        ));
+        assert!(ContainerSpec::new(String::new(), "bash".into(), "x".into()).is_err());
+        assert!(matches!(
+            "sometimes".parse::<PullPolicy>(),
+            Err(ConfigError::Pull(_))
+        ));
+        assert_eq!("Always".parse::<PullPolicy>().unwrap(), PullPolicy::Always);
     }
 
     #[test]

@@ -25,12 +25,11 @@ use super::checkpoint::Checkpoint;
 use super::reader::Chunk;
 use super::sink::split;
 use super::spool;
-use super::supervisor::{self, Start};
+use super::supervisor::{self, Report, Session, Start};
 use crate::aws::AwsError;
 use crate::aws::logs::{self as cw, preflight_error};
 use crate::aws::retry::Failure;
-use crate::cli::ResumeArgs;
-use crate::config::{ConfigError, RunConfig, ShipConfig};
+use crate::config::{ConfigError, ResumeConfig, RunConfig, ShipConfig};
 use crate::docker::attach::Tap;
 use crate::docker::logs::Cursor;
 use crate::docker::{self, DockerError, container};
@@ -211,19 +210,35 @@ async fn ensure_destinations(
     Ok(())
 }
 
-/// What a run or a resume needs to ship a started container's output.
-pub(crate) struct Session {
-    pub(crate) ship: ShipConfig,
-    pub(crate) echo: bool,
-    pub(crate) keep_container: bool,
-    pub(crate) stop_timeout: Duration,
-    pub(crate) flush_timeout: Duration,
-    pub(crate) spool_dir: std::path::PathBuf,
-    pub(crate) state_dir: std::path::PathBuf,
-    /// The checkpoint, updated as delivery goes on.
-    pub(crate) checkpoint: Checkpoint,
-    /// Transforms between framing and batching.
-    pub(crate) transforms: crate::config::TransformConfig,
+/// How supervision ended.
+struct Outcome {
+    result: Result<i32, RunError>,
+    /// Everything the container wrote was delivered.
+    complete: bool,
+}
+
+/// The run's result from what supervision saw: a delivery failure first, then a reader
+/// failure, then the signal that interrupted the container, else the container's exit code.
+fn decide(r: Report) -> Outcome {
+    let complete = r.ship.fatal.is_none()
+        && r.undelivered == 0
+        && r.reader.error.is_none()
+        && !r.reader.stopped;
+    let result = if let Some(failure) = r.ship.fatal {
+        Err(RunError::Delivery {
+            failure,
+            undelivered: r.undelivered,
+            saved: r.saved,
+        })
+    } else if let Some(e) = r.reader.error {
+        Err(RunError::Docker(e))
+    } else if let Some(s) = r.interrupted {
+        Ok(s.exit_code())
+    } else {
+        Ok(r.exit_code
+            .map_or(exit_codes::FAILURE, exit_codes::from_container))
+    };
+    Outcome { result, complete }
 }
 
 /// Supervises the shipping, prints the summary, then cleans up after a complete delivery
@@ -243,7 +258,7 @@ async fn finish(
         "{}",
         supervisor::summary(&session.ship.group, &session.ship.stream, &report)
     );
-    let outcome = supervisor::decide(report);
+    let outcome = decide(report);
     let short = &id[..12.min(id.len())];
     if outcome.complete {
         if session.keep_container {
@@ -266,14 +281,14 @@ async fn finish(
 }
 
 /// Resumes an interrupted run from its checkpoint, or delivers a spool file.
-pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunError> {
+pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunError> {
     let started = Instant::now();
     if let Some(path) = &args.spool {
         return resume_spool(path, &args).await;
     }
     let path = find_checkpoint(&args)?;
     let cp = Checkpoint::load(&path).map_err(RunError::Resume)?;
-    let mut aws = crate::config::aws_options(args.aws.clone())?;
+    let mut aws = args.aws.clone();
     aws.region = aws.region.or(cp.region.clone());
     aws.endpoint_url = aws.endpoint_url.or(cp.endpoint_url.clone());
     let client = cw::build(&aws).await?;
@@ -312,7 +327,7 @@ pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunErro
     );
     let session = Session {
         ship,
-        echo: !args.quiet,
+        echo: args.echo,
         keep_container: cp.keep_container,
         stop_timeout: args.stop_timeout,
         flush_timeout: args.flush_timeout,
@@ -335,7 +350,7 @@ pub async fn resume(args: ResumeArgs, shutdown: Shutdown) -> Result<i32, RunErro
 }
 
 /// The one checkpoint `args` names (a container id prefix, or the only one there is).
-fn find_checkpoint(args: &ResumeArgs) -> Result<std::path::PathBuf, RunError> {
+fn find_checkpoint(args: &ResumeConfig) -> Result<std::path::PathBuf, RunError> {
     let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
         .into_iter()
         .filter(|p| {
@@ -376,10 +391,10 @@ fn find_checkpoint(args: &ResumeArgs) -> Result<std::path::PathBuf, RunError> {
 }
 
 /// Delivers the events of a spool file; removes it once they are all delivered.
-async fn resume_spool(path: &std::path::Path, args: &ResumeArgs) -> Result<i32, RunError> {
+async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32, RunError> {
     let started = Instant::now();
     let (header, events) = spool::read(path).map_err(RunError::Resume)?;
-    let mut aws = crate::config::aws_options(args.aws.clone())?;
+    let mut aws = args.aws.clone();
     aws.region = aws.region.or(header.region.clone());
     aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
     let client = cw::build(&aws).await?;
@@ -436,3 +451,48 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeArgs) -> Result<i32, 
 /// events, more than the requests in flight (4 x 10,000 by default) plus what a checkpoint
 /// may lag behind (the checkpoint's save interval and one batch).
 const RESUME_PAGES: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ship::supervisor::tests::report;
+
+    #[test]
+    fn a_complete_run_exits_with_the_container_code() {
+        let o = decide(report());
+        assert!(o.complete);
+        assert_eq!(o.result.unwrap(), 3);
+    }
+
+    #[test]
+    fn a_signal_that_stopped_the_container_names_the_exit_code() {
+        let o = decide(Report {
+            interrupted: Some(Signal::Terminate),
+            ..report()
+        });
+        assert_eq!(o.result.unwrap(), exit_codes::SIGTERM);
+    }
+
+    #[test]
+    fn undelivered_events_make_a_run_incomplete() {
+        let r = Report {
+            undelivered: 7,
+            saved: ", saved to /tmp/x.jsonl".into(),
+            ..report()
+        };
+        assert!(!decide(r).complete);
+    }
+
+    #[test]
+    fn a_delivery_failure_wins_over_the_exit_code() {
+        let mut r = report();
+        r.ship.fatal = Some(Failure::Construction("bad".into()));
+        r.undelivered = 2;
+        let o = decide(r);
+        assert!(!o.complete);
+        assert!(matches!(
+            o.result,
+            Err(RunError::Delivery { undelivered: 2, .. })
+        ));
+    }
+}

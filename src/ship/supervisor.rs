@@ -22,17 +22,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::Checkpoint;
 use super::checkpoint::Saver;
 use super::framing::Event;
-use super::job::{RunError, Session};
 use super::reader::{self, ReaderConfig, ReaderReport};
 use super::sink::{ShipReport, ShipStats, split};
 use super::spool;
 use crate::aws::retry::Failure;
+use crate::config::ShipConfig;
 use crate::docker::attach::Tap;
 use crate::docker::logs::Cursor;
 use crate::docker::{DockerError, container};
-use crate::exit_codes;
 use crate::shutdown::{Shutdown, Signal, Stop};
 
 /// Where shipping starts.
@@ -61,11 +61,19 @@ pub(crate) struct Report {
     pub(crate) started: Instant,
 }
 
-/// How supervision ended.
-pub(crate) struct Outcome {
-    pub(crate) result: Result<i32, RunError>,
-    /// Everything the container wrote was delivered.
-    pub(crate) complete: bool,
+/// What a run or a resume needs to ship a started container's output.
+pub(crate) struct Session {
+    pub(crate) ship: ShipConfig,
+    pub(crate) echo: bool,
+    pub(crate) keep_container: bool,
+    pub(crate) stop_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) spool_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
+    /// The checkpoint, updated as delivery goes on.
+    pub(crate) checkpoint: Checkpoint,
+    /// Transforms between framing and batching.
+    pub(crate) transforms: crate::config::TransformConfig,
 }
 
 /// Ships a started container's output until the shipper ends, then settles the container,
@@ -304,30 +312,6 @@ fn spool_undelivered(session: &Session, id: &str, undelivered: &[Event]) -> Stri
     }
 }
 
-/// The run's result from what supervision saw: a delivery failure first, then a reader
-/// failure, then the signal that interrupted the container, else the container's exit code.
-pub(crate) fn decide(r: Report) -> Outcome {
-    let complete = r.ship.fatal.is_none()
-        && r.undelivered == 0
-        && r.reader.error.is_none()
-        && !r.reader.stopped;
-    let result = if let Some(failure) = r.ship.fatal {
-        Err(RunError::Delivery {
-            failure,
-            undelivered: r.undelivered,
-            saved: r.saved,
-        })
-    } else if let Some(e) = r.reader.error {
-        Err(RunError::Docker(e))
-    } else if let Some(s) = r.interrupted {
-        Ok(s.exit_code())
-    } else {
-        Ok(r.exit_code
-            .map_or(exit_codes::FAILURE, exit_codes::from_container))
-    };
-    Outcome { result, complete }
-}
-
 /// The one summary line: what was shipped where, the container's end, and every note the
 /// user must know (retries, rejections, framing changes, what was NOT delivered).
 pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
@@ -434,10 +418,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn report() -> Report {
+    pub(crate) fn report() -> Report {
         Report {
             ship: ShipReport::default(),
             reader: ReaderReport::default(),
@@ -450,23 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_run_exits_with_the_container_code() {
-        let o = decide(report());
-        assert!(o.complete);
-        assert_eq!(o.result.unwrap(), 3);
-    }
-
-    #[test]
-    fn a_signal_that_stopped_the_container_names_the_exit_code() {
-        let o = decide(Report {
-            interrupted: Some(Signal::Terminate),
-            ..report()
-        });
-        assert_eq!(o.result.unwrap(), exit_codes::SIGTERM);
-    }
-
-    #[test]
-    fn undelivered_events_make_a_run_incomplete_and_are_in_the_summary() {
+    fn undelivered_events_are_in_the_summary() {
         let r = Report {
             undelivered: 7,
             saved: ", saved to /tmp/x.jsonl".into(),
@@ -477,20 +445,6 @@ mod tests {
             line.contains("7 events NOT delivered, saved to /tmp/x.jsonl"),
             "{line}"
         );
-        assert!(!decide(r).complete);
-    }
-
-    #[test]
-    fn a_delivery_failure_wins_over_the_exit_code() {
-        let mut r = report();
-        r.ship.fatal = Some(Failure::Construction("bad".into()));
-        r.undelivered = 2;
-        let o = decide(r);
-        assert!(!o.complete);
-        assert!(matches!(
-            o.result,
-            Err(RunError::Delivery { undelivered: 2, .. })
-        ));
     }
 
     #[test]
