@@ -84,6 +84,21 @@ pub(crate) fn classify(f: &Failure) -> Action {
     }
 }
 
+/// Error codes that mean the request was throttled (counted apart in the summary).
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+impl Failure {
+    /// True when CloudWatch throttled the request.
+    pub(crate) fn is_throttling(&self) -> bool {
+        matches!(self, Failure::Service { code: Some(c), .. } if THROTTLING_CODES.contains(&c.as_str()))
+    }
+}
+
 /// True when the failure says the credentials were refused.
 pub(crate) fn is_auth(f: &Failure) -> bool {
     matches!(f, Failure::Service { code: Some(c), .. } if AUTH_CODES.contains(&c.as_str()))

@@ -183,10 +183,7 @@ pub(crate) async fn start(
         }
         attempt += 1;
         if status_of(&err).is_some() || attempt >= 5 {
-            return Err(DockerError::Api {
-                context: "start container".into(),
-                reason,
-            });
+            return Err(DockerError::api("start container", &err));
         }
         tracing::warn!("starting the container failed ({reason}); trying again");
         tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;

@@ -370,12 +370,9 @@ fn raw_stream(
 }
 
 /// True when an error from [`open`] means the stream itself broke (worth reopening after
-/// the cursor), as opposed to an answer from the engine.
+/// the cursor), as opposed to an answer from the engine ([`DockerError::Answered`]).
 pub(crate) fn is_transport_error(e: &DockerError) -> bool {
-    match e {
-        DockerError::Api { reason, .. } => !reason.contains("(HTTP "),
-        _ => false,
-    }
+    matches!(e, DockerError::Api { .. })
 }
 
 fn parse(out: LogOutput) -> Result<Option<Frame>, DockerError> {

@@ -46,15 +46,35 @@ pub enum DockerError {
         "image {image:?} has no {shell:?} executable; use an image that has it, or choose another with --shell (e.g. --shell sh)"
     )]
     NoShell { image: String, shell: String },
+    /// The engine answered with an error status: a decision of the engine's, not a broken
+    /// connection.
+    #[error("Docker: {context}: {message} (HTTP {status})")]
+    Answered {
+        context: String,
+        status: u16,
+        message: String,
+    },
+    /// The request or its stream failed without an answer (connection refused or broken, a
+    /// malformed stream).
     #[error("Docker: {context}: {reason}")]
     Api { context: String, reason: String },
 }
 
 impl DockerError {
     pub(crate) fn api(context: impl Into<String>, err: &bollard::errors::Error) -> Self {
-        DockerError::Api {
-            context: context.into(),
-            reason: describe(err),
+        match err {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            } => DockerError::Answered {
+                context: context.into(),
+                status: *status_code,
+                message: message.trim().to_string(),
+            },
+            _ => DockerError::Api {
+                context: context.into(),
+                reason: describe(err),
+            },
         }
     }
 }
@@ -107,14 +127,25 @@ pub(crate) async fn connect(request_timeout: Duration) -> Result<Docker, DockerE
         })?
         .with_timeout(request_timeout);
     docker.negotiate_version().await.map_err(|e| {
-        let reason = describe(&e);
-        if reason.contains("Permission denied") || reason.contains("permission denied") {
+        if io_error_kind(&e) == Some(std::io::ErrorKind::PermissionDenied) {
             DockerError::PermissionDenied { host: host.clone() }
         } else {
             DockerError::Unreachable {
                 host: host.clone(),
-                reason,
+                reason: describe(&e),
             }
         }
     })
+}
+
+/// The kind of the I/O error under `err`, if one caused it (the socket's permissions).
+fn io_error_kind(err: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
 }

@@ -141,7 +141,11 @@ impl RawLogs {
                 .ok()
                 .and_then(|v| v["message"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&logs.body).trim().to_string());
-            return Err(err(format!("{msg} (HTTP {status})")));
+            return Err(DockerError::Answered {
+                context: "read container logs".into(),
+                status,
+                message: msg,
+            });
         }
         Ok(logs)
     }

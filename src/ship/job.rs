@@ -288,20 +288,12 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     }
     let path = find_checkpoint(&args)?;
     let cp = Checkpoint::load(&path).map_err(RunError::Resume)?;
-    let mut aws = args.aws.clone();
-    aws.region = aws.region.or(cp.region.clone());
-    aws.endpoint_url = aws.endpoint_url.or(cp.endpoint_url.clone());
-    let client = cw::build(&aws).await?;
-    let endpoint = cw::endpoint_of(&client, &aws);
     let ship = ShipConfig {
-        group: cp.group.clone(),
-        stream: cp.stream.clone(),
         max_event_size: cp.max_event_size,
-        flush_interval: Duration::from_millis(200),
-        max_in_flight: 4,
         split_streams: cp.split_streams,
+        ..ShipConfig::new(cp.group.clone(), cp.stream.clone())?
     };
-    ensure_destinations(&client, &ship, &endpoint).await?;
+    let (client, endpoint) = reconnect(&args, &cp.region, &cp.endpoint_url, &ship).await?;
     let docker =
         docker::connect(Duration::from_secs(120).max(args.stop_timeout + Duration::from_secs(60)))
             .await?;
@@ -349,6 +341,24 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     finish(&session, &docker, &id, client, shutdown, started, start).await
 }
 
+/// CloudWatch again for a saved run (a checkpoint or a spool): the flags' AWS settings, with
+/// the saved region and endpoint where the flags give none, and the destination made sure
+/// of. The client and the endpoint's name for messages.
+async fn reconnect(
+    args: &ResumeConfig,
+    region: &Option<String>,
+    endpoint_url: &Option<String>,
+    ship: &ShipConfig,
+) -> Result<(aws_sdk_cloudwatchlogs::Client, String), RunError> {
+    let mut aws = args.aws.clone();
+    aws.region = aws.region.or(region.clone());
+    aws.endpoint_url = aws.endpoint_url.or(endpoint_url.clone());
+    let client = cw::build(&aws).await?;
+    let endpoint = cw::endpoint_of(&client, &aws);
+    ensure_destinations(&client, ship, &endpoint).await?;
+    Ok((client, endpoint))
+}
+
 /// The one checkpoint `args` names (a container id prefix, or the only one there is).
 fn find_checkpoint(args: &ResumeConfig) -> Result<std::path::PathBuf, RunError> {
     let candidates: Vec<_> = Checkpoint::list(&args.state_dir)
@@ -394,20 +404,12 @@ fn find_checkpoint(args: &ResumeConfig) -> Result<std::path::PathBuf, RunError> 
 async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32, RunError> {
     let started = Instant::now();
     let (header, events) = spool::read(path).map_err(RunError::Resume)?;
-    let mut aws = args.aws.clone();
-    aws.region = aws.region.or(header.region.clone());
-    aws.endpoint_url = aws.endpoint_url.or(header.endpoint_url.clone());
-    let client = cw::build(&aws).await?;
-    let endpoint = cw::endpoint_of(&client, &aws);
     let ship = ShipConfig {
-        group: header.group.clone(),
-        stream: header.stream.clone(),
         max_event_size: crate::ship::batcher::MAX_BATCH_BYTES,
-        flush_interval: Duration::from_millis(200),
-        max_in_flight: 4,
         split_streams: header.split_streams,
+        ..ShipConfig::new(header.group.clone(), header.stream.clone())?
     };
-    ensure_destinations(&client, &ship, &endpoint).await?;
+    let (client, _) = reconnect(args, &header.region, &header.endpoint_url, &ship).await?;
     let (tx, rx) = mpsc::channel(16);
     let abort = CancellationToken::new();
     let shipper =

@@ -381,8 +381,7 @@ impl<S: LogService> Shipper<S> {
                         }
                     }
                     Action::Retry => {
-                        if matches!(&failure, Failure::Service { code: Some(c), .. } if c.contains("Throttl"))
-                        {
+                        if failure.is_throttling() {
                             d.throttled += 1;
                         }
                         tracing::debug!("PutLogEvents failed ({failure}); retrying");
