@@ -96,6 +96,27 @@ pub(crate) enum PullPolicy {
     Never,
 }
 
+/// How the command runs in its container: one group of flags for `run`, `on-upload` and
+/// `remote launch`.
+#[derive(Debug, Args, Clone)]
+pub struct ContainerArgs {
+    /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
+    #[arg(long, value_name = "SHELL", default_value = "bash")]
+    pub(crate) shell: String,
+
+    /// Environment variable for the container, repeatable, e.g. `-e LEVEL=debug`.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+
+    /// Label for the container, repeatable, e.g. `--label team=data`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+
+    /// When to pull the image: missing, always or never.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub(crate) pull: PullPolicy,
+}
+
 /// How to reach CloudWatch Logs; every field falls back to the standard AWS chain.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct AwsArgs {
@@ -152,9 +173,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub(crate) ecs: EcsArgs,
 
-    /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
-    #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub(crate) shell: String,
+    #[command(flatten)]
+    pub(crate) container: ContainerArgs,
 
     /// Do not echo the container's output on this terminal (it is still shipped).
     #[arg(short, long)]
@@ -168,14 +188,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
 
-    /// Environment variable for the container, repeatable, e.g. `-e LEVEL=debug`.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub(crate) env: Vec<String>,
-
-    /// Label for the container, repeatable, e.g. `--label team=data`.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub(crate) labels: Vec<String>,
-
     /// Bind mount, repeatable, e.g. `--volume /data:/data:ro`.
     #[arg(long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub(crate) volumes: Vec<String>,
@@ -183,10 +195,6 @@ pub struct RunArgs {
     /// Allocate a pseudo-TTY for the container (stdout and stderr then arrive as one stream).
     #[arg(short, long)]
     pub(crate) tty: bool,
-
-    /// When to pull the image.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub(crate) pull: PullPolicy,
 
     /// After SIGINT/SIGTERM, how long the container gets to stop before it is killed, e.g. `10s`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
@@ -660,21 +668,11 @@ pub struct LaunchArgs {
     /// Container name.
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
-    /// Environment variable, repeatable.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub(crate) env: Vec<String>,
-    /// Shell that runs the command.
-    #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub(crate) shell: String,
     /// Allocate a TTY.
     #[arg(short, long)]
     pub(crate) tty: bool,
-    /// Pull policy: missing, always or never.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub(crate) pull: PullPolicy,
-    /// Label for the container, repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub(crate) labels: Vec<String>,
+    #[command(flatten)]
+    pub(crate) container: ContainerArgs,
     /// Ship the container's output to this CloudWatch Logs group (with --cloudwatch-stream).
     #[arg(long, value_name = "GROUP", requires = "cloudwatch_stream")]
     pub(crate) cloudwatch_group: Option<String>,
@@ -876,21 +874,8 @@ pub struct OnUploadArgs {
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
     pub(crate) state_dir: std::path::PathBuf,
 
-    /// Shell that runs the command.
-    #[arg(long, value_name = "SHELL", default_value = "bash")]
-    pub(crate) shell: String,
-
-    /// Environment variable for the container, repeatable.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
-    pub(crate) env: Vec<String>,
-
-    /// When to pull the image.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
-    pub(crate) pull: PullPolicy,
-
-    /// Label for the containers, repeatable.
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub(crate) labels: Vec<String>,
+    #[command(flatten)]
+    pub(crate) container: ContainerArgs,
 
     #[command(flatten)]
     pub(crate) ecs: EcsArgs,

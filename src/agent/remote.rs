@@ -230,6 +230,7 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
 
 fn launch_request(l: LaunchArgs) -> LaunchContainerRequest {
     let env = l
+        .container
         .env
         .iter()
         .map(|e| match e.split_once('=') {
@@ -242,14 +243,15 @@ fn launch_request(l: LaunchArgs) -> LaunchContainerRequest {
         command: l.command,
         name: l.name.unwrap_or_default(),
         env,
-        shell: l.shell,
+        shell: l.container.shell,
         tty: l.tty,
         cloudwatch: l.cloudwatch_group.map(|g| pb::CloudWatchTarget {
             group: g,
             stream: l.cloudwatch_stream.unwrap_or_default(),
         }),
-        pull: format!("{:?}", l.pull).to_lowercase(),
+        pull: format!("{:?}", l.container.pull).to_lowercase(),
         labels: l
+            .container
             .labels
             .iter()
             .map(|e| match e.split_once('=') {

@@ -321,7 +321,7 @@ impl RunConfig {
         if a.split_streams {
             validate_stream_name(&format!("{stream}/stdout"))?;
         }
-        if a.shell.trim().is_empty() {
+        if a.container.shell.trim().is_empty() {
             return Err(ConfigError::Empty("--shell"));
         }
 
@@ -329,10 +329,11 @@ impl RunConfig {
         for v in &a.volumes {
             validate_bind(v)?;
         }
-        for e in &a.env {
+        for e in &a.container.env {
             split_kv(e, "--env")?;
         }
         let mut labels = a
+            .container
             .labels
             .iter()
             .map(|l| split_kv(l, "--label"))
@@ -354,13 +355,13 @@ impl RunConfig {
         Ok(RunConfig {
             container: ContainerSpec {
                 image,
-                shell: a.shell,
+                shell: a.container.shell,
                 command,
                 name: a.name,
-                env: a.env,
+                env: a.container.env,
                 labels,
                 tty: a.tty,
-                pull: a.pull.into(),
+                pull: a.container.pull.into(),
                 binds: a.volumes,
             },
             aws,

@@ -48,11 +48,12 @@ impl OnUploadConfig {
         // The same checks as the main job's, once, before the first message arrives.
         ContainerSpec::new(
             a.docker_image.clone(),
-            a.shell.clone(),
+            a.container.shell.clone(),
             a.bash_command.clone(),
         )?
-        .with_env(a.env.clone())?;
+        .with_env(a.container.env.clone())?;
         let labels = a
+            .container
             .labels
             .iter()
             .map(|l| split_kv(l, "--label"))
@@ -67,11 +68,11 @@ impl OnUploadConfig {
             prefix: a.prefix,
             output_prefix: a.output_prefix,
             image: a.docker_image,
-            shell: a.shell,
+            shell: a.container.shell,
             command: a.bash_command,
-            env: a.env,
+            env: a.container.env,
             labels,
-            pull: a.pull.into(),
+            pull: a.container.pull.into(),
             group: a.aws_cloudwatch_group,
             queue_url: a.queue_url,
             concurrency: a.concurrency,

@@ -4,8 +4,9 @@
 //!  preflight: AWS client + group/stream, Docker engine, image
 //!  create container ──► start ──► reader task ──(bounded channel)──► shipper task
 //!                                   (docker logs → framing)            (batcher → PutLogEvents)
-//!  interrupts: 1st signal: docker stop (grace), delivery deadline starts
-//!              2nd: kill the container      3rd: stop now, spool what is left
+//!  stop steps (one per signal, crate::shutdown::Stop):
+//!    Graceful: docker stop (grace), delivery deadline starts
+//!    Kill: kill the container       Abandon: stop now, spool what is left
 //!  end: exit code, spool of anything undelivered, summary, container removed
 //! ```
 //!
