@@ -31,7 +31,7 @@ pub enum ConfigError {
     )]
     Volume(String),
     #[error(
-        "invalid log group name {name:?}: {reason}; use 1-512 characters of A-Z a-z 0-9 . _ / # -"
+        "invalid log group name {name:?}: {reason}; use 1-512 characters of A-Z a-z 0-9 . _ / # -, not starting with aws/"
     )]
     GroupName { name: String, reason: &'static str },
     #[error("invalid log stream name {name:?}: {reason}; use 1-512 characters without ':' or '*'")]
@@ -455,7 +455,8 @@ fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigErro
     }
 }
 
-/// CloudWatch's rule for log group names: 1-512 characters of `[A-Za-z0-9._/#-]`.
+/// CloudWatch's rule for log group names (CreateLogGroup in the API reference): 1-512
+/// characters of `[A-Za-z0-9._/#-]`, not starting with `aws/` (reserved for AWS services).
 pub(crate) fn validate_group_name(name: &str) -> Result<(), ConfigError> {
     let err = |reason| ConfigError::GroupName {
         name: name.to_string(),
@@ -472,6 +473,11 @@ pub(crate) fn validate_group_name(name: &str) -> Result<(), ConfigError> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'#' | b'-'))
     {
         return Err(err("it contains a character CloudWatch does not allow"));
+    }
+    if name.starts_with("aws/") {
+        return Err(err(
+            "names starting with 'aws/' are reserved for AWS services",
+        ));
     }
     Ok(())
 }
@@ -574,6 +580,9 @@ mod tests {
         assert!(validate_group_name("a:b").is_err());
         assert!(validate_group_name(&"a".repeat(512)).is_ok());
         assert!(validate_group_name(&"a".repeat(513)).is_err());
+        assert!(validate_group_name("aws/x").is_err());
+        assert!(validate_group_name("/aws/lambda/f").is_ok());
+        assert!(validate_group_name("my-aws/x").is_ok());
     }
 
     #[test]

@@ -123,17 +123,15 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
             "dockwatch: warning: a secret on the command line is visible to other local users; prefer AWS_SECRET_ACCESS_KEY or --aws-profile"
         );
     }
-    let client = cw::build(&cfg.aws).await?;
-    let endpoint = cw::endpoint_of(&client, &cfg.aws);
-    ensure_destinations(&client, &cfg.ship, &endpoint).await?;
-
-    let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
-    let docker = docker::connect(request_timeout).await?;
-    container::ensure_image(&docker, &cfg.container).await?;
+    // Start-up calls can wait long (an endpoint that never answers, a slow pull): a stop
+    // asked for meanwhile ends them at once, before any container exists.
+    let mut stop = shutdown.clone();
+    let (client, docker) = tokio::select! {
+        r = prepare(cfg) => r?,
+        () = stop.requested() => return Err(interrupted_early(shutdown)),
+    };
     if shutdown.is_requested() {
-        return Err(RunError::InterruptedEarly(
-            shutdown.signal().unwrap_or(Signal::Terminate),
-        ));
+        return Err(interrupted_early(shutdown));
     }
 
     let id = container::create(&docker, &cfg.container).await?;
@@ -195,6 +193,23 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         started,
         tap,
     })
+}
+
+/// The start-up calls: the CloudWatch client and destination, the engine, the image.
+async fn prepare(
+    cfg: &RunConfig,
+) -> Result<(aws_sdk_cloudwatchlogs::Client, bollard::Docker), RunError> {
+    let client = cw::build(&cfg.aws).await?;
+    let endpoint = cw::endpoint_of(&client, &cfg.aws);
+    ensure_destinations(&client, &cfg.ship, &endpoint).await?;
+    let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
+    let docker = docker::connect(request_timeout).await?;
+    container::ensure_image(&docker, &cfg.container).await?;
+    Ok((client, docker))
+}
+
+fn interrupted_early(shutdown: &Shutdown) -> RunError {
+    RunError::InterruptedEarly(shutdown.signal().unwrap_or(Signal::Terminate))
 }
 
 /// Creates the group and every destination stream when missing (start-up: few retries).

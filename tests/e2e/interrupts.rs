@@ -325,3 +325,37 @@ fn sigkill_then_resume_with_split_streams() {
     }
     assert!(containers_with_label(&job.label).is_empty());
 }
+
+#[test]
+fn a_signal_during_a_start_up_call_that_never_answers_ends_it_at_once() {
+    // An endpoint that accepts connections and never answers: the SDK would wait for its
+    // timeouts (tens of seconds per call) before failing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in listener.incoming().take(8) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let mut job = Job::new(&url, "echo never");
+    let child = job.spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?} to stop",
+        t0.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted before the container started"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(containers_with_label(&job.label).is_empty());
+    drop(held);
+}
