@@ -119,6 +119,8 @@ struct Ctx {
     clients: Clients,
     queue_url: String,
     store: Mutex<Store>,
+    /// Saves the store's snapshots, off the runtime.
+    writer: store::Writer,
     /// Stop steps passed to running containers (after the grace period).
     task_stop: Shutdown,
 }
@@ -143,6 +145,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         clients,
         queue_url,
         store: Mutex::new(store),
+        writer: store::Writer::default(),
         task_stop,
     });
     log(&format!(
@@ -400,13 +403,14 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
     record(ctx, id, outcome).await && ok
 }
 
-/// Saves an outcome durably, off the runtime (an fsync must not hold up the heartbeats).
+/// Saves an outcome durably, off the runtime (an fsync must not hold up the heartbeats, nor
+/// the store's lock, which other tasks take on the runtime).
 async fn record(ctx: &Arc<Ctx>, id: String, outcome: Outcome) -> bool {
+    let snapshot = ctx.store.lock().expect("store").record(&id, outcome);
     let c = ctx.clone();
-    let saved =
-        tokio::task::spawn_blocking(move || c.store.lock().expect("store").record(&id, outcome))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+    let saved = tokio::task::spawn_blocking(move || c.writer.save(snapshot))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     match saved {
         Ok(()) => true,
         Err(e) => {

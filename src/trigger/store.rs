@@ -13,6 +13,12 @@
 //! - The identity of an object is key + ETag: the same key uploaded with new content is a new
 //!   object and runs.
 //!
+//! - The file is only written off the async runtime ([`Writer::save`] on a blocking thread),
+//!   and never under the records' lock: a record is staged (inserted, serialised, numbered)
+//!   under the lock in microseconds, and the writer, behind its own lock, writes a snapshot
+//!   only when it is newer than the last one written, so concurrent saves never put an older
+//!   snapshot over a newer one.
+//!
 //! # Recovery
 //! Nothing to repair: the file is replaced atomically, so it is the old or the new version.
 
@@ -47,6 +53,35 @@ struct OnDisk {
 pub(crate) struct Store {
     path: PathBuf,
     objects: BTreeMap<String, Outcome>,
+    /// Snapshots staged so far.
+    staged: u64,
+}
+
+/// The whole file as of one staged record, numbered.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    number: u64,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// Writes snapshots in order of staging: the number of the newest one written.
+#[derive(Debug, Default)]
+pub(crate) struct Writer(std::sync::Mutex<u64>);
+
+impl Writer {
+    /// Writes `s` atomically unless a newer snapshot is already on disk (blocking: call it off
+    /// the runtime).
+    pub(crate) fn save(&self, s: Snapshot) -> Result<(), String> {
+        let mut newest = self.0.lock().expect("writer");
+        if s.number <= *newest {
+            return Ok(());
+        }
+        crate::util::durable::replace(&s.path, &s.bytes)
+            .map_err(|e| format!("cannot save {}: {e}", s.path.display()))?;
+        *newest = s.number;
+        Ok(())
+    }
 }
 
 /// The record key of an object.
@@ -73,7 +108,11 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        Ok(Store { path, objects })
+        Ok(Store {
+            path,
+            objects,
+            staged: 0,
+        })
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Outcome> {
@@ -84,16 +123,20 @@ impl Store {
         self.get(id).is_some_and(|o| o.status == "succeeded")
     }
 
-    /// Records an outcome and saves atomically.
-    pub(crate) fn record(&mut self, id: &str, outcome: Outcome) -> Result<(), String> {
+    /// Records an outcome; the returned snapshot is what [`Writer::save`] makes durable.
+    pub(crate) fn record(&mut self, id: &str, outcome: Outcome) -> Snapshot {
         self.objects.insert(id.to_string(), outcome);
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
             objects: self.objects.clone(),
         })
         .expect("serialises");
-        crate::util::durable::replace(&self.path, &bytes)
-            .map_err(|e| format!("cannot save {}: {e}", self.path.display()))
+        self.staged += 1;
+        Snapshot {
+            number: self.staged,
+            path: self.path.clone(),
+            bytes,
+        }
     }
 }
 
@@ -115,7 +158,22 @@ mod tests {
             error: None,
             at: 5,
         };
-        s.record(&id, o.clone()).unwrap();
+        let writer = Writer::default();
+        let first = s.record(&id, o.clone());
+        let failed = Outcome {
+            status: "failed".into(),
+            ..o.clone()
+        };
+        let second = s.record(&object_id("b", "in/other", "e9"), failed);
+        writer.save(second).unwrap();
+        // An older snapshot saved late never replaces a newer one.
+        writer.save(first).unwrap();
+        assert!(
+            Store::open(&dir)
+                .unwrap()
+                .get(&object_id("b", "in/other", "e9"))
+                .is_some()
+        );
         let s2 = Store::open(&dir).unwrap();
         assert!(s2.succeeded(&id));
         assert_eq!(s2.get(&id), Some(&o));
