@@ -263,7 +263,7 @@ impl ContainerSpec {
             command,
             name: None,
             env: Vec::new(),
-            labels: vec![(MANAGED_LABEL.to_string(), "true".to_string())],
+            labels: vec![managed_label()],
             tty: false,
             pull: PullPolicy::Missing,
             binds: Vec::new(),
@@ -272,9 +272,7 @@ impl ContainerSpec {
 
     /// Adds `KEY=VALUE` environment entries, checked.
     pub(crate) fn with_env(mut self, env: Vec<String>) -> Result<Self, ConfigError> {
-        for e in &env {
-            split_kv(e, "--env")?;
-        }
+        check_env(&env)?;
         self.env.extend(env);
         Ok(self)
     }
@@ -329,16 +327,14 @@ impl RunConfig {
         for v in &a.volumes {
             validate_bind(v)?;
         }
-        for e in &a.container.env {
-            split_kv(e, "--env")?;
-        }
+        check_env(&a.container.env)?;
         let mut labels = a
             .container
             .labels
             .iter()
             .map(|l| split_kv(l, "--label"))
             .collect::<Result<Vec<_>, _>>()?;
-        labels.push((MANAGED_LABEL.to_string(), "true".to_string()));
+        labels.push(managed_label());
 
         if !(EVENT_OVERHEAD + 1024..=MAX_BATCH_BYTES).contains(&a.max_event_size) {
             return Err(ConfigError::MaxEventSize(a.max_event_size));
@@ -446,6 +442,19 @@ pub(crate) fn multiline(
                 })
         })
         .transpose()
+}
+
+/// Every `KEY=VALUE` of `--env`, checked.
+fn check_env(env: &[String]) -> Result<(), ConfigError> {
+    for e in env {
+        split_kv(e, "--env")?;
+    }
+    Ok(())
+}
+
+/// dockwatch's label on every container it creates.
+fn managed_label() -> (String, String) {
+    (MANAGED_LABEL.to_string(), "true".to_string())
 }
 
 fn non_empty(v: Option<String>, flag: &'static str) -> Result<String, ConfigError> {

@@ -27,9 +27,9 @@ use super::reader::Chunk;
 use super::sink::split;
 use super::spool;
 use super::supervisor::{self, Report, Session, Start};
-use crate::aws::AwsError;
 use crate::aws::logs::{self as cw, preflight_error};
 use crate::aws::retry::Failure;
+use crate::aws::{AwsError, AwsOptions};
 use crate::config::{ConfigError, ResumeConfig, RunConfig, ShipConfig};
 use crate::docker::attach::Tap;
 use crate::docker::logs::Cursor;
@@ -199,9 +199,7 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
 async fn prepare(
     cfg: &RunConfig,
 ) -> Result<(aws_sdk_cloudwatchlogs::Client, bollard::Docker), RunError> {
-    let client = cw::build(&cfg.aws).await?;
-    let endpoint = cw::endpoint_of(&client, &cfg.aws);
-    ensure_destinations(&client, &cfg.ship, &endpoint).await?;
+    let (client, _) = destination(&cfg.aws, &cfg.ship).await?;
     let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
     let docker = docker::connect(request_timeout).await?;
     container::ensure_image(&docker, &cfg.container).await?;
@@ -369,8 +367,17 @@ async fn reconnect(
     let mut aws = args.aws.clone();
     aws.region = aws.region.or(region.clone());
     aws.endpoint_url = aws.endpoint_url.or(endpoint_url.clone());
-    let client = cw::build(&aws).await?;
-    let endpoint = cw::endpoint_of(&client, &aws);
+    destination(&aws, ship).await
+}
+
+/// The CloudWatch client, with the group and every destination stream made sure of; the
+/// client and the endpoint's name for messages.
+async fn destination(
+    aws: &AwsOptions,
+    ship: &ShipConfig,
+) -> Result<(aws_sdk_cloudwatchlogs::Client, String), RunError> {
+    let client = cw::build(aws).await?;
+    let endpoint = cw::endpoint_of(&client, aws);
     ensure_destinations(&client, ship, &endpoint).await?;
     Ok((client, endpoint))
 }

@@ -162,7 +162,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     ));
     let slots = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let tracker = TaskTracker::new();
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = receive_backoff();
     loop {
         if shutdown.is_requested() {
             break;
@@ -188,7 +188,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         };
         let messages = match r {
             Ok(r) => {
-                backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+                backoff = receive_backoff();
                 r.messages.unwrap_or_default()
             }
             Err(e) => {
@@ -266,6 +266,11 @@ async fn stop_tasks(
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
     }
+}
+
+/// Waits between failed ReceiveMessage calls: from 0.5 s up to 30 s.
+fn receive_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 fn log(msg: &str) {
