@@ -1,5 +1,5 @@
 //! CloudWatch Logs calls shared by the commands: the client, the calls that make sure a
-//! destination exists, a stream's newest events (resume), and start-up failures in the words
+//! destination exists, a stream's events in a time range (resume, lost answers), and start-up failures in the words
 //! the user sees.
 //!
 //! The SDK's own retries are off (see [`super::sdk_config`]): every failure goes through
@@ -110,22 +110,27 @@ pub(crate) fn preflight_error(f: Failure, endpoint: String) -> AwsError {
     }
 }
 
-/// The stream's newest events, oldest first (at most `pages` pages of GetLogEvents, read
-/// backwards). A missing group or stream has none.
-pub(crate) async fn newest_events(
+/// The stream's events with timestamps in `from_ms..to_ms` (to the end without `to_ms`), in
+/// CloudWatch's order, at most about `max_events`; the flag is false when there were more. A
+/// missing stream holds nothing.
+pub(crate) async fn events_between(
     client: &Client,
     group: &str,
     stream: &str,
-    pages: usize,
-) -> Result<Vec<(i64, String)>, Failure> {
-    let mut pages_read: Vec<Vec<(i64, String)>> = Vec::new();
+    from_ms: i64,
+    to_ms: Option<i64>,
+    max_events: usize,
+) -> Result<(Vec<(i64, String)>, bool), Failure> {
+    let mut events: Vec<(i64, String)> = Vec::new();
     let mut token: Option<String> = None;
-    for _ in 0..pages {
+    loop {
         let r = client
             .get_log_events()
             .log_group_name(group)
             .log_stream_name(stream)
-            .start_from_head(false)
+            .start_from_head(true)
+            .start_time(from_ms.max(0))
+            .set_end_time(to_ms)
             .set_next_token(token.clone())
             .send()
             .await;
@@ -134,28 +139,25 @@ pub(crate) async fn newest_events(
             Err(e) => {
                 let f = failure_of(&e);
                 if classify(&f) == Action::Recreate {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), true));
                 }
                 return Err(f);
             }
         };
-        let page: Vec<(i64, String)> = r
-            .events()
-            .iter()
-            .map(|e| {
-                (
-                    e.timestamp().unwrap_or(0),
-                    e.message().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        let next = r.next_backward_token().map(str::to_string);
-        let done = page.is_empty() || next == token;
-        pages_read.push(page);
-        if done {
-            break;
+        let before = events.len();
+        events.extend(r.events().iter().map(|e| {
+            (
+                e.timestamp().unwrap_or(0),
+                e.message().unwrap_or("").to_string(),
+            )
+        }));
+        let next = r.next_forward_token().map(str::to_string);
+        if events.len() == before || next.is_none() || next == token {
+            return Ok((events, true));
+        }
+        if events.len() >= max_events {
+            return Ok((events, false));
         }
         token = next;
     }
-    Ok(pages_read.into_iter().rev().flatten().collect())
 }

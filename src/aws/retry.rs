@@ -93,6 +93,12 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 impl Failure {
+    /// True when the request may have been applied although no answer came (a timeout, a
+    /// broken connection): sending it again could store it twice.
+    pub(crate) fn is_ambiguous(&self) -> bool {
+        matches!(self, Failure::Timeout(_) | Failure::Transport(_))
+    }
+
     /// True when CloudWatch throttled the request.
     pub(crate) fn is_throttling(&self) -> bool {
         matches!(self, Failure::Service { code: Some(c), .. } if THROTTLING_CODES.contains(&c.as_str()))

@@ -14,6 +14,15 @@
 //! batch is cut, the events that share its last millisecond with the next event move to the
 //! next batch (when that keeps the current one non-empty), and the shipper never sends a batch
 //! whose first millisecond equals the last millisecond of a batch still in flight.
+//!
+//! What precedes a position ([`Mark`]): the batcher counts, over every event in order, the
+//! newest timestamp and how many events carry it. With the ordering rules above, the events
+//! CloudWatch stores for a stream, read in its order (timestamp, then arrival), are a
+//! subsequence of the events the batcher saw, with the same timestamps; so "skip the first
+//! `tie` stored events at `last_ms`" separates what came before a position from what came
+//! after it. Each batch carries its `lead`, the events before it that share its first
+//! millisecond, so that a batch whose answer was lost can be looked up exactly
+//! (see `sink`'s lost answers).
 
 pub(crate) use crate::aws::limits::{
     EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_SPAN_MS,
@@ -52,6 +61,15 @@ pub(crate) struct Batch {
     pub(crate) events: Vec<Event>,
     /// Counted bytes (messages + 26 per event).
     pub(crate) bytes: usize,
+    /// Events before this batch that carry its first millisecond.
+    pub(crate) lead: u64,
+}
+
+/// What precedes a position in a stream: its newest timestamp and how many events carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Mark {
+    pub(crate) last_ms: i64,
+    pub(crate) tie: u64,
 }
 
 impl Batch {
@@ -78,6 +96,10 @@ pub(crate) struct Batcher {
     cur_bytes: usize,
     /// Highest timestamp seen: later events are clamped up to it.
     last_ts: i64,
+    /// Events seen with `last_ts`.
+    tie: u64,
+    /// `lead` of the batch being filled.
+    cur_lead: u64,
     /// Sequence number of the next batch.
     next_seq: u64,
 }
@@ -89,8 +111,44 @@ impl Batcher {
             cur: Vec::new(),
             cur_bytes: 0,
             last_ts: i64::MIN,
+            tie: 0,
+            cur_lead: 0,
             next_seq: 0,
         }
+    }
+
+    /// Continues after a position whose [`Mark`] is `mark` (resume): timestamps are raised
+    /// and counted as they were in the run that stored what precedes it.
+    pub(crate) fn after(mut self, mark: Mark) -> Self {
+        self.last_ts = mark.last_ms;
+        self.tie = mark.tie;
+        self
+    }
+
+    /// What precedes the next event.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            last_ms: self.last_ts,
+            tie: self.tie,
+        }
+    }
+
+    /// The timestamp `ts` is stored with when it comes next.
+    pub(crate) fn adjusted(&self, ts: i64) -> i64 {
+        ts.max(self.last_ts)
+    }
+
+    /// Counts an event that is not batched (CloudWatch has it already: resume).
+    pub(crate) fn observe(&mut self, ts: i64) {
+        self.count(self.adjusted(ts));
+    }
+
+    /// Counts `ts` as the newest timestamp; returns the events before it that carry it.
+    fn count(&mut self, ts: i64) -> u64 {
+        let before = if ts == self.last_ts { self.tie } else { 0 };
+        self.last_ts = ts;
+        self.tie = before + 1;
+        before
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -104,8 +162,8 @@ impl Batcher {
             size <= self.limits.max_bytes,
             "framing keeps events within the limit"
         );
-        ev.ts_ms = ev.ts_ms.max(self.last_ts);
-        self.last_ts = ev.ts_ms;
+        ev.ts_ms = self.adjusted(ev.ts_ms);
+        let before = self.count(ev.ts_ms);
 
         let mut closed = None;
         if let Some(first) = self.cur.first() {
@@ -115,6 +173,9 @@ impl Batcher {
             if full || too_long {
                 closed = Some(self.cut(&ev, size));
             }
+        }
+        if self.cur.is_empty() {
+            self.cur_lead = before;
         }
         self.cur_bytes += size;
         self.cur.push(ev);
@@ -179,7 +240,15 @@ impl Batcher {
     fn make(&mut self, events: Vec<Event>, bytes: usize) -> Batch {
         let seq = self.next_seq;
         self.next_seq += 1;
-        Batch { seq, events, bytes }
+        // What stays behind starts at a millisecond the closed batch does not have (cut and
+        // flush_on_timer keep a millisecond whole), so its lead is 0.
+        let lead = std::mem::replace(&mut self.cur_lead, 0);
+        Batch {
+            seq,
+            events,
+            bytes,
+            lead,
+        }
     }
 }
 
@@ -288,6 +357,25 @@ mod tests {
         assert_eq!((first.seq, second.seq), (0, 1));
     }
 
+    #[test]
+    fn the_mark_counts_what_precedes_and_resumes_alike() {
+        let mut b = Batcher::new(Limits::default());
+        for (ts, m) in [(5, "a"), (7, "b"), (6, "c"), (7, "d")] {
+            b.push(ev(ts, m));
+        }
+        let mark = b.mark();
+        assert_eq!(mark, Mark { last_ms: 7, tie: 3 });
+        // Continuing from the mark raises and counts exactly as the first run did.
+        let mut again = Batcher::new(Limits::default()).after(mark);
+        assert_eq!(again.adjusted(6), 7);
+        again.observe(6);
+        assert_eq!(again.mark(), Mark { last_ms: 7, tie: 4 });
+        b.push(ev(6, "e"));
+        assert_eq!(b.mark(), again.mark());
+        let batch = again.push(ev(7, "f")).or_else(|| again.flush()).unwrap();
+        assert_eq!((batch.first_ms(), batch.lead), (7, 4));
+    }
+
     proptest! {
         #[test]
         fn every_batch_obeys_the_rules(
@@ -305,9 +393,13 @@ mod tests {
             }).collect();
             let batches = run(limits, events.clone());
             let mut flat = Vec::new();
+            let mut flat_ts: Vec<i64> = Vec::new();
             let mut prev_ts = i64::MIN;
             for (n, b) in batches.iter().enumerate() {
                 prop_assert_eq!(b.seq, n as u64);
+                // lead: the events before the batch that share its first millisecond.
+                let lead = flat_ts.iter().filter(|&&t| t == b.first_ms()).count() as u64;
+                prop_assert_eq!(b.lead, lead);
                 prop_assert!(!b.events.is_empty());
                 prop_assert!(b.events.len() <= max_events);
                 prop_assert!(b.bytes <= max_bytes);
@@ -318,6 +410,7 @@ mod tests {
                     prev_ts = e.ts_ms;
                 }
                 flat.extend(b.events.iter().map(|e| e.message.clone()));
+                flat_ts.extend(b.events.iter().map(|e| e.ts_ms));
             }
             let want: Vec<String> = events.into_iter().map(|e| e.message).collect();
             prop_assert_eq!(flat, want);

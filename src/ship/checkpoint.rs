@@ -2,25 +2,31 @@
 //! the rest after dockwatch was killed (SIGKILL, power cut) or gave up.
 //!
 //! Design:
-//! - Format: one JSON file per container, `STATE_DIR/<container id>.json`, holding the
-//!   destination (group, stream, region and endpoint, never credentials), the container id,
-//!   whether the container is to be kept, the largest event size, and the delivered position:
-//!   a log [`Cursor`] (absent: nothing delivered yet) and the number of events delivered.
+//! - Format (version 2): one JSON file per container, `STATE_DIR/<container id>.json`, holding
+//!   the destination (group, stream, region and endpoint, never credentials), the container
+//!   id, whether the container is to be kept, the largest event size, when the container was
+//!   created, the transforms, and the delivered position: a log [`Cursor`] (absent: nothing
+//!   delivered yet), the number of events delivered, and for each destination stream the
+//!   [`Mark`] there (its newest timestamp and how many delivered events carry it).
 //! - Invariant: every event made from the container's log up to the cursor has been
 //!   acknowledged by CloudWatch, and the framer held no partial line there, so framing again
-//!   from right after the cursor gives exactly the events not yet delivered. The cursor only
-//!   moves after CloudWatch acknowledged, in order, every batch before it.
+//!   from right after the cursor gives exactly the events not delivered up to the cursor. The
+//!   cursor only moves after CloudWatch acknowledged, in order, every batch before it.
+//! - What it does not hold: batches acknowledged past the cursor (a batch still retried when
+//!   later ones were stored: a hole; at most `sink::MAX_AHEAD` batches), acknowledgements
+//!   since the last save, and requests in flight at a crash. Rather than recording those
+//!   ranges (which would still miss the in-flight ones), resume reads what each stream holds
+//!   from the mark on and skips exactly what is there (`sink::dedupe`): one mechanism for
+//!   all three.
 //! - Writes are atomic: a temporary file in the same directory, fsync, rename over the old
 //!   one, fsync of the directory. A crash leaves the old checkpoint or the new one, never a
 //!   mix. It is written when the container is created, then as acknowledgements move the
 //!   position, at most every 250 ms unless 40,000 events are unsaved (an fsync per request
 //!   was a measurable share of a flood's CPU), and once more when shipping ends; it is removed
 //!   when a run ends with everything delivered.
-//! - Recovery: `dockwatch resume` reads it, reopens the container's log after the cursor and
-//!   ships the rest. Requests that were in flight when dockwatch died, and acknowledgements
-//!   since the last save, may have been stored by CloudWatch without the checkpoint knowing;
-//!   resume reads the stream's newest 100,000 events first and skips those of its own first
-//!   events that are already there.
+//! - Recovery: `dockwatch resume` reads it, reopens the container's log after the cursor,
+//!   reads each stream from its mark on, and ships the rest without what CloudWatch already
+//!   has. A version-1 file (no marks) is refused with what to do.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,10 +34,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::docker::logs::Cursor;
+use crate::ship::batcher::Mark;
 use crate::ship::framing::Source;
 
 /// Version of the file format.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The saved state of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +55,13 @@ pub(crate) struct Checkpoint {
     pub(crate) cursor: Option<SavedCursor>,
     /// Events delivered up to the cursor.
     pub(crate) events_delivered: u64,
+    /// Each destination stream's mark at the cursor (empty before anything was delivered).
+    #[serde(default)]
+    pub(crate) marks: Vec<Mark>,
+    /// When the container was created, less a second (ms since the epoch): nothing of its
+    /// output is older, so a resume with no position reads its streams from here.
+    #[serde(default)]
+    pub(crate) created_ms: i64,
     /// The transforms of the run, so that resume frames the rest the same way.
     #[serde(default)]
     pub(crate) strip_ansi: bool,
@@ -119,6 +133,8 @@ impl Checkpoint {
             max_event_size,
             cursor: None,
             events_delivered: 0,
+            marks: Vec::new(),
+            created_ms: crate::util::time::now_ms() - 1000,
             strip_ansi: false,
             multiline_pattern: None,
             multiline_timeout_ms: 0,
@@ -163,6 +179,25 @@ impl Checkpoint {
         })
     }
 
+    /// Each destination stream's mark at the cursor, `streams` of them.
+    pub(crate) fn marks(&self, streams: usize) -> Result<Vec<Mark>, String> {
+        if self.cursor.is_none() {
+            let start = Mark {
+                last_ms: self.created_ms,
+                tie: 0,
+            };
+            return Ok(vec![start; streams]);
+        }
+        if self.marks.len() != streams {
+            return Err(format!(
+                "the checkpoint of container {} has {} stream marks for {streams} streams",
+                &self.container_id[..12.min(self.container_id.len())],
+                self.marks.len()
+            ));
+        }
+        Ok(self.marks.clone())
+    }
+
     /// The file of a container's checkpoint.
     pub(crate) fn path(dir: &Path, container_id: &str) -> PathBuf {
         dir.join(format!("{container_id}.json"))
@@ -181,7 +216,7 @@ impl Checkpoint {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if cp.version != VERSION {
             return Err(format!(
-                "{}: unknown checkpoint version {}",
+                "{}: checkpoint version {} is not this dockwatch's ({VERSION}); resume it with the dockwatch that wrote it, or remove it",
                 path.display(),
                 cp.version
             ));
@@ -249,10 +284,12 @@ impl Saver {
         }
     }
 
-    /// Everything up to `cursor` is acknowledged, `events` in this run.
-    pub(crate) fn delivered(&mut self, cursor: Cursor, events: u64) {
+    /// Everything up to `cursor` is acknowledged, `events` in this run; `marks` are the
+    /// destination streams' marks there.
+    pub(crate) fn delivered(&mut self, cursor: Cursor, marks: &[Mark], events: u64) {
         let before = self.checkpoint.events_delivered;
         self.checkpoint.cursor = Some(cursor.into());
+        self.checkpoint.marks = marks.to_vec();
         self.checkpoint.events_delivered = self.base + events;
         self.unsaved += self.checkpoint.events_delivered.saturating_sub(before);
         self.dirty = true;

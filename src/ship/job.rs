@@ -319,13 +319,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
             path.display()
         )));
     }
-    let mut tails = Vec::new();
-    for name in split::stream_names(&cp.stream, cp.split_streams) {
-        let tail = cw::newest_events(&client, &cp.group, &name, RESUME_PAGES)
-            .await
-            .map_err(|f| preflight_error(f, endpoint.clone()))?;
-        tails.push(tail);
-    }
+    let resume_from = stored_past(&client, &cp, &endpoint).await?;
     eprintln!(
         "dockwatch: resuming container {} after {} delivered events",
         &id[..12.min(id.len())],
@@ -349,10 +343,36 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     }
     let start = Start {
         cursor: cp.cursor.map(Cursor::from),
-        tails: Some(tails),
+        resume: Some(resume_from),
         tap: None,
     };
     finish(&session, &docker, &id, client, shutdown, started, start).await
+}
+
+/// What each destination stream holds past the checkpoint's position (see
+/// `sink::dedupe`).
+async fn stored_past(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    cp: &Checkpoint,
+    endpoint: &str,
+) -> Result<Vec<split::ResumeFrom>, RunError> {
+    let names = split::stream_names(&cp.stream, cp.split_streams);
+    let marks = cp.marks(names.len()).map_err(RunError::Resume)?;
+    let mut out = Vec::new();
+    for (name, mark) in names.iter().zip(marks) {
+        let (stored, complete) =
+            cw::events_between(client, &cp.group, name, mark.last_ms, None, RESUME_EVENTS)
+                .await
+                .map_err(|f| preflight_error(f, endpoint.to_string()))?;
+        if !complete {
+            eprintln!(
+                "dockwatch: warning: {}/{name} holds more than {RESUME_EVENTS} events past the checkpoint; only those are recognised, later ones may be sent twice",
+                cp.group
+            );
+        }
+        out.push(split::ResumeFrom { mark, stored });
+    }
+    Ok(out)
 }
 
 /// CloudWatch again for a saved run (a checkpoint or a spool): the flags' AWS settings, with
@@ -472,10 +492,10 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32
     Ok(0)
 }
 
-/// Pages of a stream's newest events read by resume to skip what is already there: 100,000
-/// events, more than the requests in flight (4 x 10,000 by default) plus what a checkpoint
-/// may lag behind (the checkpoint's save interval and one batch).
-const RESUME_PAGES: usize = 10;
+/// Most events resume reads past the checkpoint's position, per stream: what can be stored
+/// past it is at most `sink::MAX_AHEAD` batches of 10,000 events plus what the checkpoint's
+/// save lags behind (40,000 events or 250 ms), with room to spare.
+const RESUME_EVENTS: usize = 500_000;
 
 #[cfg(test)]
 mod tests {

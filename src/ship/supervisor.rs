@@ -40,8 +40,8 @@ use crate::shutdown::{Shutdown, Signal, Stop};
 pub(crate) struct Start {
     /// After this log position (resume), or at the beginning.
     pub(crate) cursor: Option<Cursor>,
-    /// On resume: each destination stream's newest events, to skip what is already there.
-    pub(crate) tails: Option<Vec<Vec<(i64, String)>>>,
+    /// On resume: where each destination stream continues, to skip what is already there.
+    pub(crate) resume: Option<Vec<split::ResumeFrom>>,
     /// The attach stream, for `--invalid-utf8 escape`.
     pub(crate) tap: Option<Tap>,
 }
@@ -148,8 +148,11 @@ impl Pipeline {
             session.state_dir.clone(),
         )));
         let on_saver = saver.clone();
-        let on_delivered: super::sink::OnDelivered = Box::new(move |cursor, events| {
-            on_saver.lock().expect("saver").delivered(cursor, events);
+        let on_position: split::OnPosition = Box::new(move |cursor, marks, events| {
+            on_saver
+                .lock()
+                .expect("saver")
+                .delivered(cursor, marks, events);
         });
         let (ship_cfg, ship_abort) = (session.ship.clone(), abort.clone());
         let shipper = tokio::spawn(async move {
@@ -158,8 +161,8 @@ impl Pipeline {
                 &ship_cfg,
                 rx,
                 ship_abort,
-                Some(on_delivered),
-                start.tails,
+                Some(on_position),
+                start.resume,
             )
             .await
         });
@@ -359,6 +362,24 @@ fn ship_notes(s: &ShipStats) -> Vec<String> {
     }
     if s.recreated > 0 {
         notes.push(format!("group/stream recreated {} times", s.recreated));
+    }
+    if s.lost_answers > 0 {
+        notes.push(format!(
+            "{} lost answers found stored, not sent again",
+            s.lost_answers
+        ));
+    }
+    if s.maybe_twice > 0 {
+        notes.push(format!(
+            "{} events may be stored twice: their answers were lost and reading the stream back could not tell",
+            s.maybe_twice
+        ));
+    }
+    if s.unrecognised > 0 {
+        notes.push(format!(
+            "{} events in the stream past the checkpoint were not this run's (another writer?)",
+            s.unrecognised
+        ));
     }
     if s.rejected.total() > 0 {
         notes.push(format!(

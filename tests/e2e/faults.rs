@@ -95,6 +95,26 @@ fn a_twenty_second_outage() {
 }
 
 #[test]
+fn lost_answers_are_looked_up_not_sent_twice() {
+    let server = StrictServer::start();
+    server.faults(|f| f.lose_response = 0.05);
+    let mut job = Job::new(&server.url, &paced(20000, 500));
+    let out = job.arg("--quiet").output();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lost = server.with_stats(|s| s.lost_responses);
+    assert!(lost > 0, "no answer was lost: {err}");
+    assert!(
+        err.contains(&format!("{lost} lost answers found stored")),
+        "the summary counts exactly the server's lost answers ({lost}): {err}"
+    );
+    assert!(!err.contains("may be stored twice"), "{err}");
+    // Exactly once: nothing stored twice, in order.
+    assert_exactly(&server.messages(&job.group, &job.stream), 20000);
+    no_violations(&server);
+}
+
+#[test]
 fn group_deleted_mid_run_is_recreated() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &paced(20_000, 500));

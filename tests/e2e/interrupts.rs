@@ -283,6 +283,104 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
     server.with_stats(|s| assert_eq!(s.violations, 0));
 }
 
+/// `dockwatch resume` started in the background.
+fn spawn_resume(state: &std::path::Path) -> Child {
+    dockwatch()
+        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+        .args([
+            "--aws-access-key-id",
+            "AKIDTESTKEY",
+            "--aws-secret-access-key",
+            "x",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// 30% throttled, 10% 5xx, 50 ms on every request: batches sit in backoff while later ones
+/// are stored (holes past the checkpoint's position).
+fn faulty_server() -> StrictServer {
+    let server = StrictServer::start();
+    server.faults(|f| {
+        f.throttle = 0.3;
+        f.server_error = 0.1;
+        f.latency = Duration::from_millis(50);
+    });
+    server
+}
+
+const PACED_30K: &str = "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); echo $i; if [ $((i % 1000)) -eq 0 ]; then sleep 0.1; fi; done";
+
+fn assert_exactly_once(server: &StrictServer, job: &Job, what: &str) {
+    let stored = server.archive(&job.group, &job.stream);
+    assert_eq!(stored.len(), 30000, "{what}: duplicates or losses");
+    assert_numbered_prefix(&server.messages(&job.group, &job.stream));
+}
+
+#[test]
+fn sigkill_under_throttling_and_5xx_then_resume_sends_exactly_the_holes() {
+    let server = faulty_server();
+    for (n, wait_ms) in moments(10).into_iter().enumerate() {
+        let state = std::env::temp_dir().join(unique("state"));
+        let mut job = Job::new(&server.url, PACED_30K);
+        job.arg("--quiet")
+            .arg("--state-dir")
+            .arg(state.to_str().unwrap());
+        let child = job.spawn();
+        wait_for_checkpoint(&state);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        signal(&child, "KILL");
+        let _ = child.wait_with_output();
+        let before = server.archive(&job.group, &job.stream).len();
+        let out = resume(&state, None);
+        let what = format!(
+            "kill {n} at {wait_ms} ms ({before} stored before resume): {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        assert_exactly_once(&server, &job, &what);
+        assert!(
+            containers_with_label(&job.label).is_empty(),
+            "resume cleans up"
+        );
+    }
+    server.with_stats(|s| {
+        assert_eq!(s.violations, 0);
+        assert!(
+            s.throttled > 0 && s.server_errors > 0,
+            "the faults happened"
+        );
+    });
+}
+
+#[test]
+fn a_chain_of_kills_and_resumes_under_faults_delivers_exactly_once() {
+    let server = faulty_server();
+    let state = std::env::temp_dir().join(unique("state"));
+    let mut job = Job::new(&server.url, PACED_30K);
+    job.arg("--quiet")
+        .arg("--state-dir")
+        .arg(state.to_str().unwrap());
+    let child = job.spawn();
+    wait_for_checkpoint(&state);
+    std::thread::sleep(Duration::from_millis(900));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    // Each resume is killed in turn while it ships.
+    for wait_ms in [700, 1100, 500] {
+        let child = spawn_resume(&state);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        signal(&child, "KILL");
+        let _ = child.wait_with_output();
+    }
+    let out = resume(&state, None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&server, &job, &stderr(&out));
+    assert!(containers_with_label(&job.label).is_empty());
+}
+
 #[test]
 fn resume_without_checkpoint_is_a_clear_error() {
     let state = std::env::temp_dir().join(unique("empty-state"));

@@ -67,6 +67,11 @@ pub struct Faults {
     /// Share of read requests (DescribeLogGroups, DescribeLogStreams, Get/FilterLogEvents) answered
     /// with a fault: ThrottlingException, 500 or 503 in turn.
     pub read_faults: f64,
+    /// Share of accepted PutLogEvents whose answer is lost: stored, then the connection is
+    /// dropped (the ambiguous failure CloudWatch's lack of an idempotency key allows).
+    pub lose_response: f64,
+    /// Answer PutLogEvents with ExpiredTokenException (credentials that expired mid-run).
+    pub expired_token: bool,
 }
 
 /// What the server saw.
@@ -88,6 +93,8 @@ pub struct Stats {
     pub latencies_ms: Vec<i64>,
     /// Read requests answered with a fault (`read_faults`).
     pub read_faults: u64,
+    /// Accepted PutLogEvents whose answer was dropped (`lose_response`).
+    pub lost_responses: u64,
     /// Events accepted in all.
     pub accepted_events: u64,
     /// Message bytes accepted in all.
@@ -350,7 +357,23 @@ async fn handle(
             Ok(v) => v,
             Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
         };
-        return Ok(put(&mut st.lock().unwrap(), input));
+        let mut s = st.lock().unwrap();
+        if s.faults.expired_token {
+            return Ok(error(
+                400,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            ));
+        }
+        let resp = put(&mut s, input);
+        if resp.status() == 200
+            && s.faults.lose_response > 0.0
+            && roll(&mut s) < s.faults.lose_response
+        {
+            s.stats.lost_responses += 1;
+            return Err(std::io::Error::other("answer lost"));
+        }
+        return Ok(resp);
     }
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -693,7 +716,14 @@ fn get(s: &State, input: &Value) -> Response<Full<Bytes>> {
             "The specified log group or stream does not exist.",
         );
     };
-    let mut ev = stream.clone();
+    // startTime inclusive, endTime exclusive, as CloudWatch.
+    let from = input["startTime"].as_i64().unwrap_or(i64::MIN);
+    let to = input["endTime"].as_i64().unwrap_or(i64::MAX);
+    let mut ev: Vec<(i64, String)> = stream
+        .iter()
+        .filter(|e| (from..to).contains(&e.0))
+        .cloned()
+        .collect();
     ev.sort_by_key(|e| e.0);
     let limit = input["limit"].as_u64().unwrap_or(10_000).min(10_000) as usize;
     let token = input["nextToken"].as_str();

@@ -165,6 +165,7 @@ mod tests {
             seq: 0,
             events,
             bytes,
+            lead: 0,
         };
         let body = put_log_events("g/1", "s", &batch);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

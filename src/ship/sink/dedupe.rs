@@ -1,193 +1,183 @@
-//! Resume without duplicates: requests in flight when dockwatch died may have been stored by
-//! CloudWatch after the last checkpoint. Before shipping, resume reads the stream's newest
-//! events (`tail`) and [`Dedupe`] drops the leading events it is about to send that already
-//! stand at the very end of the stream, in the same order.
+//! Resume without duplicates and without a gap: after a crash, CloudWatch may hold events
+//! past the checkpoint's position that the checkpoint does not know of — acknowledged
+//! batches beyond a batch that was still being retried (a hole), acknowledgements since the
+//! last save, requests in flight at the crash. Resume reads what the stream holds from the
+//! position's [`Mark`] on and [`AlreadyStored`] drops, from the events it frames again, every
+//! one CloudWatch already has; it sends exactly the holes.
 //!
-//! Matching: an event matches a stored one when the messages are equal and the stored
-//! timestamp is the event's or up to one second later (the batcher may have raised it to its
-//! predecessor's). Only a run of events that reaches the end of the tail counts; the longest
-//! such run wins.
+//! Why this is exact: the shipper's ordering rules (see `batcher`) make the stream's events,
+//! read in CloudWatch's order (timestamp, then arrival), a subsequence of the events framed
+//! from the log, with the timestamps the batcher gave them; the batcher continues from the
+//! mark, so the events framed again get the same timestamps. The first `tie` stored events
+//! at `last_ms` precede the position and are dropped from the read. Then one pass matches:
+//! an event equal (timestamp and message) to the oldest stored event left is skipped and
+//! that stored event consumed. Equal events are interchangeable, so taking the first match
+//! gives the same stream as taking the "right" one.
+//!
+//! What it cannot know: a stored event no framed event matches (another writer in the same
+//! stream, or an event changed) is counted as unrecognised once the framed events have passed
+//! its timestamp, and reported; a read that lags CloudWatch's writes (seconds, on AWS) can let
+//! a duplicate through, which is why resume reads only after the crash, never during a run.
 
-use crate::ship::framing::Event;
+use std::collections::VecDeque;
 
-/// Filters the first events of a resumed run.
-#[derive(Debug)]
-pub(crate) struct Dedupe {
-    /// The stream's newest events, oldest first: (timestamp, message).
-    tail: Vec<(i64, String)>,
-    /// Events held while undecided.
-    held: Vec<Event>,
-    /// Positions in `tail` where the held events may start.
-    candidates: Vec<usize>,
-    /// Decided: everything now passes.
-    decided: bool,
-    /// Events dropped as already delivered.
+use crate::ship::batcher::Mark;
+
+/// The stored events past a position, consumed as the events framed again pass them.
+#[derive(Debug, Default)]
+pub(crate) struct AlreadyStored {
+    /// Stored events past the position, in CloudWatch's order: (timestamp, message).
+    stored: VecDeque<(i64, String)>,
+    /// Events skipped because CloudWatch has them.
     pub(crate) skipped: u64,
+    /// Stored events no framed event matched.
+    pub(crate) unrecognised: u64,
 }
 
-fn matches(stored: &(i64, String), e: &Event) -> bool {
-    stored.1 == e.message && (e.ts_ms..=e.ts_ms + 1000).contains(&stored.0)
-}
-
-impl Dedupe {
-    pub(crate) fn new(tail: Vec<(i64, String)>) -> Self {
-        let decided = tail.is_empty();
+impl AlreadyStored {
+    /// `read`: the stream's events with timestamps from `mark.last_ms` on, in its order.
+    pub(crate) fn after(mark: Mark, read: Vec<(i64, String)>) -> Self {
+        let mut stored: VecDeque<(i64, String)> =
+            read.into_iter().filter(|e| e.0 >= mark.last_ms).collect();
+        let mut tie = mark.tie;
+        while tie > 0 && stored.front().is_some_and(|e| e.0 == mark.last_ms) {
+            stored.pop_front();
+            tie -= 1;
+        }
         Self {
-            tail,
-            held: Vec::new(),
-            candidates: Vec::new(),
-            decided,
-            skipped: 0,
+            stored,
+            ..Self::default()
         }
     }
 
-    /// True while events are held back.
-    pub(crate) fn is_deciding(&self) -> bool {
-        !self.decided
+    /// True while stored events are left to match.
+    pub(crate) fn is_matching(&self) -> bool {
+        !self.stored.is_empty()
     }
 
-    /// Feeds events in order; returns those to ship.
-    pub(crate) fn feed(&mut self, events: Vec<Event>) -> Vec<Event> {
-        if self.decided {
-            return events;
+    /// The next framed event, with the timestamp it is stored with: true when CloudWatch
+    /// has it already (skip it).
+    pub(crate) fn take(&mut self, ts: i64, message: &str) -> bool {
+        // Stored events older than this one can match nothing any more.
+        while self.stored.front().is_some_and(|e| e.0 < ts) {
+            self.stored.pop_front();
+            self.unrecognised += 1;
         }
-        let mut out = Vec::new();
-        for e in events {
-            if self.decided {
-                out.push(e);
-                continue;
+        match self.stored.front() {
+            Some(e) if e.0 == ts && e.1 == message => {
+                self.stored.pop_front();
+                self.skipped += 1;
+                true
             }
-            let i = self.held.len();
-            let n = self.tail.len();
-            if i == 0 {
-                self.candidates = (0..n).filter(|&j| matches(&self.tail[j], &e)).collect();
-            } else {
-                let tail = &self.tail;
-                self.candidates
-                    .retain(|&j| j + i >= n || matches(&tail[j + i], &e));
-            }
-            self.held.push(e);
-            let held = self.held.len();
-            if self.candidates.is_empty() {
-                self.decide(0, &mut out);
-            } else if self.candidates.iter().all(|&j| j + held >= n) {
-                let j = *self.candidates.iter().min().expect("non-empty");
-                self.decide(n - j, &mut out);
-            }
+            _ => false,
         }
-        out
     }
 
-    /// The input ended: what is still held.
-    pub(crate) fn finish(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        if !self.decided {
-            let n = self.tail.len();
-            let held = self.held.len();
-            let complete = self
-                .candidates
-                .iter()
-                .filter(|&&j| j + held >= n)
-                .min()
-                .copied();
-            self.decide(complete.map_or(0, |j| n - j), &mut out);
-        }
-        out
-    }
-
-    fn decide(&mut self, dup: usize, out: &mut Vec<Event>) {
-        self.decided = true;
-        self.skipped = dup as u64;
-        out.extend(self.held.drain(..).skip(dup));
-        self.tail = Vec::new();
+    /// The framed events ended: stored events left are unrecognised.
+    pub(crate) fn finish(&mut self) {
+        self.unrecognised += self.stored.len() as u64;
+        self.stored.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::framing::Source;
+    use proptest::prelude::*;
 
-    fn ev(ts: i64, m: &str) -> Event {
-        Event {
-            ts_ms: ts,
-            message: m.into(),
-            source: Source::Stdout,
-        }
-    }
-
-    fn tail(v: &[(i64, &str)]) -> Vec<(i64, String)> {
+    fn stored(v: &[(i64, &str)]) -> Vec<(i64, String)> {
         v.iter().map(|(t, m)| (*t, m.to_string())).collect()
     }
 
-    fn run(t: Vec<(i64, String)>, chunks: Vec<Vec<Event>>) -> (Vec<String>, u64) {
-        let mut d = Dedupe::new(t);
-        let mut out = Vec::new();
-        for c in chunks {
-            out.extend(d.feed(c));
-        }
-        out.extend(d.finish());
-        (out.into_iter().map(|e| e.message).collect(), d.skipped)
+    /// The framed events that are sent, and the skip count.
+    fn run(mark: Mark, read: Vec<(i64, String)>, framed: &[(i64, &str)]) -> (Vec<String>, u64) {
+        let mut a = AlreadyStored::after(mark, read);
+        let sent = framed
+            .iter()
+            .filter(|(t, m)| !a.take(*t, m))
+            .map(|(_, m)| m.to_string())
+            .collect();
+        a.finish();
+        (sent, a.skipped)
     }
 
     #[test]
-    fn drops_what_is_already_at_the_end() {
-        let t = tail(&[(1, "a"), (2, "b"), (3, "c")]);
-        let (out, skipped) = run(t, vec![vec![ev(2, "b")], vec![ev(3, "c"), ev(4, "d")]]);
-        assert_eq!(out, ["d"]);
-        assert_eq!(skipped, 2);
-    }
-
-    #[test]
-    fn nothing_delivered_after_the_checkpoint() {
-        let t = tail(&[(1, "a"), (2, "b")]);
-        let (out, skipped) = run(t, vec![vec![ev(3, "c"), ev(4, "d")]]);
-        assert_eq!(out, ["c", "d"]);
-        assert_eq!(skipped, 0);
-    }
-
-    #[test]
-    fn a_match_that_does_not_reach_the_end_is_no_duplicate() {
-        // "b" is in the tail, but followed there by "x", not by what we send next.
-        let t = tail(&[(1, "b"), (2, "x")]);
-        let (out, _) = run(t, vec![vec![ev(1, "b"), ev(2, "c")]]);
-        assert_eq!(out, ["b", "c"]);
-    }
-
-    #[test]
-    fn repeated_lines_take_the_longest_run() {
-        let t = tail(&[(1, "tick"), (1, "tick"), (1, "tick")]);
-        let (out, skipped) = run(
-            t,
-            vec![vec![
-                ev(1, "tick"),
-                ev(1, "tick"),
-                ev(1, "tick"),
-                ev(2, "tock"),
-            ]],
-        );
-        assert_eq!(out, ["tock"]);
-        assert_eq!(skipped, 3);
-    }
-
-    #[test]
-    fn input_shorter_than_the_suffix() {
-        let t = tail(&[(1, "a"), (2, "b")]);
-        let (out, skipped) = run(t, vec![vec![ev(2, "b")]]);
-        assert_eq!(out, Vec::<String>::new());
-        assert_eq!(skipped, 1);
-        let (out, _) = run(tail(&[(1, "a"), (2, "b")]), vec![vec![ev(1, "a")]]);
+    fn sends_exactly_the_holes() {
+        // Batches [b c] and [f] were stored, [d e] was not (still retried at the crash).
+        let mark = Mark { last_ms: 1, tie: 1 };
+        let read = stored(&[(1, "a"), (2, "b"), (3, "c"), (6, "f")]);
+        let framed = [(2, "b"), (3, "c"), (4, "d"), (5, "e"), (6, "f"), (7, "g")];
         assert_eq!(
-            out,
-            ["a"],
-            "a is followed by b in the stream, so it is no tail of ours"
+            run(mark, read, &framed),
+            (vec!["d".into(), "e".into(), "g".into()], 3)
         );
     }
 
     #[test]
-    fn timestamps_must_be_close() {
-        let t = tail(&[(10_000, "a")]);
-        let (out, _) = run(t, vec![vec![ev(1, "a")]]);
-        assert_eq!(out, ["a"]);
+    fn the_tie_separates_what_precedes_the_position() {
+        // Three "x" at ms 5: two before the position, one after it (stored).
+        let mark = Mark { last_ms: 5, tie: 2 };
+        let read = stored(&[(5, "x"), (5, "x"), (5, "x")]);
+        assert_eq!(
+            run(mark, read.clone(), &[(5, "x"), (5, "x")]),
+            (vec!["x".into()], 1)
+        );
+        // With all three before the position, nothing after it is stored.
+        let mark = Mark { tie: 3, ..mark };
+        assert_eq!(run(mark, read, &[(5, "x")]), (vec!["x".into()], 0));
+    }
+
+    #[test]
+    fn a_foreign_event_is_unrecognised_and_does_not_block() {
+        let mut a = AlreadyStored::after(Mark::default(), stored(&[(1, "other"), (2, "b")]));
+        assert!(!a.take(2, "a"), "same-ms event a is not stored");
+        assert!(a.take(2, "b"));
+        a.finish();
+        assert_eq!((a.skipped, a.unrecognised), (1, 1));
+    }
+
+    proptest! {
+        /// Whatever subset of whole batches was stored, the stream ends up with every framed
+        /// event exactly once.
+        #[test]
+        fn stored_batches_plus_what_is_sent_is_everything_once(
+            gaps in prop::collection::vec(0i64..2, 1..120),
+            words in prop::collection::vec(0u8..3, 120),
+            batch in 1usize..8,
+            stored_mask in prop::collection::vec(any::<bool>(), 120),
+            cut in 0usize..120,
+        ) {
+            // Framed events: timestamps non-decreasing, few distinct messages (repeats).
+            let mut ts = 0;
+            let events: Vec<(i64, String)> = gaps.iter().zip(&words).map(|(g, w)| {
+                ts += g;
+                (ts, format!("m{w}"))
+            }).collect();
+            // The position: after `cut` events; its mark.
+            let cut = cut.min(events.len());
+            let last_ms = if cut == 0 { -1 } else { events[cut - 1].0 };
+            let tie = events[..cut].iter().filter(|e| e.0 == last_ms).count() as u64;
+            // Past the position, whole batches were stored or not.
+            let after = &events[cut..];
+            let mut stream: Vec<(i64, String)> = events[..cut].to_vec();
+            for (i, b) in after.chunks(batch).enumerate() {
+                if stored_mask[i] {
+                    stream.extend(b.iter().cloned());
+                }
+            }
+            let mut a = AlreadyStored::after(Mark { last_ms, tie }, stream.clone());
+            for e in after {
+                if !a.take(e.0, &e.1) {
+                    stream.push(e.clone());
+                }
+            }
+            a.finish();
+            prop_assert_eq!(a.unrecognised, 0);
+            let mut got = stream;
+            got.sort();
+            let mut want = events.clone();
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
     }
 }

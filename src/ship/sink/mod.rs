@@ -8,6 +8,18 @@
 //! engine's log file). Failed requests are retried, with capped exponential backoff and jitter,
 //! for as long as it takes, unless the shipper is told to stop (`abort`) or a failure is fatal;
 //! then everything not acknowledged is handed back, in order, as undelivered.
+//!
+//! How far ahead: a batch is sent only while fewer than [`MAX_AHEAD`] batches separate it
+//! from the oldest unacknowledged one, so that a batch stuck in backoff bounds what a crash
+//! leaves acknowledged past the checkpoint's position (resume reads that much back).
+//!
+//! Lost answers: CloudWatch has no idempotency key, so a timeout or a broken connection after
+//! a request was sent leaves it unknown whether the batch was stored. Before sending it again
+//! the shipper reads the stream over the batch's milliseconds (retrying the read for as long
+//! as the put would be retried): the `lead` events before the batch that share its first
+//! millisecond, then exactly the batch, means stored (acknowledged without a second send);
+//! only the lead means not stored (sent again); anything else is uncertain: it is sent again
+//! and counted as possibly stored twice, as is a batch handed back while still unresolved.
 
 pub(crate) mod body;
 pub(crate) mod dedupe;
@@ -28,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::retry::{Action, Failure, classify};
 use crate::config::ShipConfig;
 use crate::docker::logs::Cursor;
-use crate::ship::batcher::{Batch, Batcher, Limits};
+use crate::ship::batcher::{Batch, Batcher, Limits, Mark};
 use crate::ship::framing::Event;
 use crate::ship::reader::Chunk;
 use crate::util::backoff::Backoff;
@@ -54,6 +66,13 @@ pub(crate) struct ShipStats {
     pub(crate) rejected: Rejected,
     /// On resume: events not sent again because CloudWatch already had them.
     pub(crate) skipped_duplicates: u64,
+    /// On resume: stored events past the position that matched nothing framed again.
+    pub(crate) unrecognised: u64,
+    /// Requests whose answer was lost, found stored by reading the stream back.
+    pub(crate) lost_answers: u64,
+    /// Events that may be stored twice: sent again, or handed back, after a lost answer that
+    /// reading the stream could not settle.
+    pub(crate) maybe_twice: u64,
 }
 
 impl ShipStats {
@@ -67,6 +86,9 @@ impl ShipStats {
         self.recreated += b.recreated;
         self.rejected.add(b.rejected);
         self.skipped_duplicates += b.skipped_duplicates;
+        self.unrecognised += b.unrecognised;
+        self.lost_answers += b.lost_answers;
+        self.maybe_twice += b.maybe_twice;
     }
 }
 
@@ -93,13 +115,25 @@ struct Delivery {
     retries: u64,
     throttled: u64,
     recreated: u64,
+    lost_answers: u64,
+    maybe_twice: u64,
 }
 
 type InFlight = BoxFuture<'static, (Batch, Result<Delivery, NotDelivered>, Delivery)>;
 
-/// Called with each new delivered position: everything the container wrote up to the cursor
-/// is acknowledged, `u64` events in all.
-pub(crate) type OnDelivered = Box<dyn FnMut(Cursor, u64) + Send>;
+/// A log position now delivered, and what of the stream precedes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Passed {
+    pub(crate) cursor: Cursor,
+    pub(crate) mark: Mark,
+}
+
+/// Called when delivered positions moved: every position passed, oldest first (everything
+/// the container wrote up to each is in CloudWatch), and the events delivered in all.
+pub(crate) type OnDelivered = Box<dyn FnMut(&[Passed], u64) + Send>;
+
+/// Batches sent at most ahead of the oldest unacknowledged one.
+pub(crate) const MAX_AHEAD: u64 = 16;
 
 /// Which events are acknowledged, in order, and which log positions that covers.
 #[derive(Default)]
@@ -107,7 +141,7 @@ struct Progress {
     /// Events received so far.
     received: u64,
     /// (events received up to a clean position, that position), oldest first.
-    boundaries: VecDeque<(u64, Cursor)>,
+    boundaries: VecDeque<(u64, Passed)>,
     /// Batches acknowledged out of order: seq -> events.
     done: BTreeMap<u64, u64>,
     /// The next batch to acknowledge in order.
@@ -117,8 +151,8 @@ struct Progress {
 }
 
 impl Progress {
-    /// Records an acknowledged batch; returns the newest position now fully delivered.
-    fn ack(&mut self, seq: u64, events: u64) -> Option<Cursor> {
+    /// Records an acknowledged batch; returns the positions now fully delivered.
+    fn ack(&mut self, seq: u64, events: u64) -> Vec<Passed> {
         self.done.insert(seq, events);
         while let Some(n) = self.done.remove(&self.next_seq) {
             self.acked += n;
@@ -127,17 +161,17 @@ impl Progress {
         self.advance()
     }
 
-    /// The newest clean position whose events are all acknowledged, if it moved.
-    fn advance(&mut self) -> Option<Cursor> {
-        let mut newest = None;
+    /// The clean positions whose events are all acknowledged now, oldest first.
+    fn advance(&mut self) -> Vec<Passed> {
+        let mut passed = Vec::new();
         while self
             .boundaries
             .front()
             .is_some_and(|(n, _)| *n <= self.acked)
         {
-            newest = self.boundaries.pop_front().map(|(_, c)| c);
+            passed.extend(self.boundaries.pop_front().map(|(_, p)| p));
         }
-        newest
+        passed
     }
 }
 
@@ -157,8 +191,8 @@ pub(crate) struct Shipper<S> {
     max_in_flight: usize,
     /// Told about each new delivered position (the checkpoint).
     on_delivered: Option<OnDelivered>,
-    /// On resume: drops the first events when CloudWatch already has them.
-    dedupe: Option<dedupe::Dedupe>,
+    /// On resume: where the batcher continues, and what CloudWatch holds past it.
+    resume: Option<(Mark, dedupe::AlreadyStored)>,
 }
 
 impl<S: LogService> Shipper<S> {
@@ -171,7 +205,7 @@ impl<S: LogService> Shipper<S> {
             flush_interval: cfg.flush_interval,
             max_in_flight: cfg.max_in_flight,
             on_delivered: None,
-            dedupe: None,
+            resume: None,
         }
     }
 
@@ -182,9 +216,10 @@ impl<S: LogService> Shipper<S> {
         self
     }
 
-    /// Skips leading events that already stand at the end of `tail` (see [`dedupe`]).
-    pub(crate) fn skip_already_delivered(mut self, tail: Vec<(i64, String)>) -> Self {
-        self.dedupe = Some(dedupe::Dedupe::new(tail));
+    /// Continues after a position whose mark is `mark`, skipping the events CloudWatch
+    /// holds past it (`stored`, read from `mark.last_ms` on; see [`dedupe`]).
+    pub(crate) fn resume_after(mut self, mark: Mark, stored: Vec<(i64, String)>) -> Self {
+        self.resume = Some((mark, dedupe::AlreadyStored::after(mark, stored)));
         self
     }
 
@@ -210,6 +245,11 @@ impl<S: LogService> Shipper<S> {
         let stop = abort.child_token();
         let mut report = ShipReport::default();
         let mut batcher = Batcher::new(self.limits);
+        let mut already = None;
+        if let Some((mark, stored)) = self.resume.take() {
+            batcher = batcher.after(mark);
+            already = Some(stored);
+        }
         let mut ready: VecDeque<Batch> = VecDeque::new();
         let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         // seq -> last millisecond of each batch in flight.
@@ -223,6 +263,9 @@ impl<S: LogService> Shipper<S> {
             if !stopping {
                 while inflight.len() < self.max_in_flight {
                     let Some(front) = ready.front() else { break };
+                    if front.seq >= progress.next_seq + MAX_AHEAD {
+                        break;
+                    }
                     // Equal timestamps in two concurrent requests may be stored in either
                     // order: wait for the batch that shares this one's first millisecond.
                     if inflight_last
@@ -260,13 +303,12 @@ impl<S: LogService> Shipper<S> {
                     report.stats.retries += d.retries;
                     report.stats.throttled += d.throttled;
                     report.stats.recreated += d.recreated;
+                    report.stats.lost_answers += d.lost_answers;
+                    report.stats.maybe_twice += d.maybe_twice;
                     match result {
                         Ok(ok) => {
-                            if let Some(c) = progress.ack(batch.seq, batch.events.len() as u64)
-                                && let Some(f) = self.on_delivered.as_mut()
-                            {
-                                f(c, progress.acked);
-                            }
+                            let passed = progress.ack(batch.seq, batch.events.len() as u64);
+                            self.tell(&passed, progress.acked + skipped(&already));
                             report.stats.requests += 1;
                             report.stats.events += batch.events.len() as u64;
                             report.stats.message_bytes += batch.message_bytes() as u64;
@@ -282,27 +324,26 @@ impl<S: LogService> Shipper<S> {
                 }
                 msg = rx.recv(), if accept => match msg {
                     Some(chunk) => {
-                        let deciding = self.dedupe.as_ref().is_some_and(|d| d.is_deciding());
-                        let events = match self.dedupe.as_mut() {
-                            Some(d) => d.feed(chunk.events),
-                            None => chunk.events,
-                        };
-                        progress.received += events.len() as u64;
-                        for e in events {
+                        for e in chunk.events {
+                            if let Some(a) = already.as_mut().filter(|a| a.is_matching())
+                                && a.take(batcher.adjusted(e.ts_ms), &e.message)
+                            {
+                                // CloudWatch has it. Batches stay contiguous in the log, as a
+                                // lost answer's lookup needs.
+                                ready.extend(batcher.flush());
+                                batcher.observe(e.ts_ms);
+                                continue;
+                            }
+                            progress.received += 1;
                             ready.extend(batcher.push(e));
                         }
-                        // While undecided, positions cannot be counted in shipped events.
-                        if let Some(c) = chunk.boundary
-                            && !deciding
-                        {
-                            progress.boundaries.push_back((progress.received, c));
+                        if let Some(cursor) = chunk.boundary {
+                            let passed = Passed { cursor, mark: batcher.mark() };
+                            progress.boundaries.push_back((progress.received, passed));
                         }
                         // A position with nothing left to deliver is delivered already.
-                        if let Some(c) = progress.advance()
-                            && let Some(f) = self.on_delivered.as_mut()
-                        {
-                            f(c, progress.acked);
-                        }
+                        let passed = progress.advance();
+                        self.tell(&passed, progress.acked + skipped(&already));
                         if batcher.is_empty() {
                             flush_at = None;
                         } else if flush_at.is_none() {
@@ -311,10 +352,8 @@ impl<S: LogService> Shipper<S> {
                     }
                     None => {
                         closed = true;
-                        if let Some(d) = self.dedupe.as_mut() {
-                            for e in d.finish() {
-                                ready.extend(batcher.push(e));
-                            }
+                        if let Some(a) = already.as_mut() {
+                            a.finish();
                         }
                         ready.extend(batcher.flush());
                         flush_at = None;
@@ -343,8 +382,16 @@ impl<S: LogService> Shipper<S> {
             undelivered.extend(chunk.events);
         }
         report.undelivered = undelivered;
-        report.stats.skipped_duplicates = self.dedupe.map_or(0, |d| d.skipped);
+        report.stats.skipped_duplicates = skipped(&already);
+        report.stats.unrecognised = already.map_or(0, |a| a.unrecognised);
         report
+    }
+
+    /// Tells `on_delivered` about the positions passed.
+    fn tell(&mut self, passed: &[Passed], events: u64) {
+        if let (false, Some(f)) = (passed.is_empty(), self.on_delivered.as_mut()) {
+            f(passed, events);
+        }
     }
 
     /// Sends one batch until it is acknowledged, a failure is fatal, or `stop` is cancelled.
@@ -371,6 +418,25 @@ impl<S: LogService> Shipper<S> {
                 };
                 match classify(&failure) {
                     Action::Fatal => return (batch, Err(NotDelivered::Fatal(failure)), d),
+                    Action::Retry if failure.is_ambiguous() => {
+                        d.retries += 1;
+                        tracing::debug!("PutLogEvents failed ({failure}); was it stored?");
+                        let n = batch.events.len() as u64;
+                        match lookup(&service, &group, &stream, &batch, &stop).await {
+                            Some(Lookup::Stored) => {
+                                d.lost_answers += 1;
+                                return (batch, Ok(Delivery::default()), d);
+                            }
+                            Some(Lookup::Missing) => {}
+                            Some(Lookup::Unsure) => d.maybe_twice += n,
+                            None => {
+                                d.maybe_twice += n;
+                                return (batch, Err(NotDelivered::Aborted), d);
+                            }
+                        }
+                        // The lookup waited already: send again now.
+                        continue;
+                    }
                     Action::Recreate => {
                         d.recreated += 1;
                         tracing::warn!(
@@ -397,6 +463,63 @@ impl<S: LogService> Shipper<S> {
     }
 }
 
+/// Events skipped on resume as already in CloudWatch.
+fn skipped(already: &Option<dedupe::AlreadyStored>) -> u64 {
+    already.as_ref().map_or(0, |a| a.skipped)
+}
+
+/// What reading the stream says of a batch whose answer was lost.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Stored,
+    Missing,
+    Unsure,
+}
+
+/// First wait before reading a batch back: gives the service time to make a write readable.
+const LOOKUP_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads the batch's milliseconds back until a read succeeds; `None` when stopped first.
+async fn lookup<S: LogService>(
+    service: &S,
+    group: &str,
+    stream: &str,
+    batch: &Batch,
+    stop: &CancellationToken,
+) -> Option<Lookup> {
+    let mut backoff = Backoff::new(LOOKUP_FIRST_WAIT, Duration::from_secs(20));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay().max(LOOKUP_FIRST_WAIT)) => {}
+            () = stop.cancelled() => return None,
+        }
+        let read = tokio::select! {
+            r = service.read(group, stream, batch.first_ms(), batch.last_ms() + 1) => r,
+            () = stop.cancelled() => return None,
+        };
+        match read {
+            Ok(window) => return Some(settle(batch, &window)),
+            Err(f) => tracing::debug!("reading the stream back failed ({f}); trying again"),
+        }
+    }
+}
+
+/// Stored when the window holds the batch's lead and then exactly the batch; missing when
+/// it holds only the lead (see the module doc).
+fn settle(batch: &Batch, window: &[(i64, String)]) -> Lookup {
+    let lead = batch.lead as usize;
+    let same = |(s, e): (&(i64, String), &Event)| s.0 == e.ts_ms && s.1 == e.message;
+    if window.len() == lead {
+        Lookup::Missing
+    } else if window.len() == lead + batch.events.len()
+        && window[lead..].iter().zip(&batch.events).all(same)
+    {
+        Lookup::Stored
+    } else {
+        Lookup::Unsure
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -417,21 +540,28 @@ mod tests {
         }
     }
 
+    fn passed(n: i64) -> Passed {
+        Passed {
+            cursor: cur(n),
+            mark: Mark::default(),
+        }
+    }
+
     #[test]
     fn delivered_position_waits_for_every_earlier_batch() {
         // Batches 0 (3 events) and 1 (2 events); clean positions after events 3 and 5.
         let mut p = Progress {
             received: 5,
-            boundaries: VecDeque::from([(3, cur(1)), (5, cur(2))]),
+            boundaries: VecDeque::from([(3, passed(1)), (5, passed(2))]),
             ..Progress::default()
         };
-        assert_eq!(p.ack(1, 2), None, "batch 0 is still in flight");
-        assert_eq!(p.ack(0, 3), Some(cur(2)));
+        assert_eq!(p.ack(1, 2), [], "batch 0 is still in flight");
+        assert_eq!(p.ack(0, 3), [passed(1), passed(2)]);
         assert_eq!(p.acked, 5);
         // A position reached with no new events is delivered at once.
-        p.boundaries.push_back((5, cur(3)));
-        assert_eq!(p.advance(), Some(cur(3)));
-        assert_eq!(p.advance(), None);
+        p.boundaries.push_back((5, passed(3)));
+        assert_eq!(p.advance(), [passed(3)]);
+        assert_eq!(p.advance(), []);
     }
 
     /// The shipper in-process, against a fake CloudWatch, on paused time: request order, the
@@ -446,6 +576,8 @@ mod tests {
         enum Answer {
             Accept,
             Fail(Failure),
+            /// Stored, then the connection breaks before the answer.
+            StoreThenBreak,
         }
 
         #[derive(Default)]
@@ -456,6 +588,9 @@ mod tests {
             delay_of: Option<fn(u64) -> Duration>,
             /// Accepted batches: (when, seq, messages).
             accepted: Vec<(Instant, u64, Vec<String>)>,
+            /// The stream as stored, in arrival order: (timestamp, message).
+            stream: Vec<(i64, String)>,
+            reads: u64,
             calls: u64,
             recreated: u64,
         }
@@ -497,6 +632,11 @@ mod tests {
                 let seq = batch.seq;
                 let messages: Vec<String> =
                     batch.events.iter().map(|e| e.message.clone()).collect();
+                let events: Vec<(i64, String)> = batch
+                    .events
+                    .iter()
+                    .map(|e| (e.ts_ms, e.message.clone()))
+                    .collect();
                 async move {
                     let (answer, delay) = {
                         let mut st = this.0.lock().unwrap();
@@ -505,16 +645,17 @@ mod tests {
                         (a, st.delay_of.map_or(Duration::ZERO, |d| d(seq)))
                     };
                     tokio::time::sleep(delay).await;
+                    if let Answer::Fail(f) = answer {
+                        return Err(f);
+                    }
+                    let mut st = this.0.lock().unwrap();
+                    st.accepted.push((Instant::now(), seq, messages));
+                    st.stream.extend(events);
                     match answer {
-                        Answer::Accept => {
-                            this.0
-                                .lock()
-                                .unwrap()
-                                .accepted
-                                .push((Instant::now(), seq, messages));
-                            Ok(Rejected::default())
+                        Answer::StoreThenBreak => {
+                            Err(Failure::Transport("connection reset".into()))
                         }
-                        Answer::Fail(f) => Err(f),
+                        _ => Ok(Rejected::default()),
                     }
                 }
             }
@@ -527,6 +668,31 @@ mod tests {
                 self.0.lock().unwrap().recreated += 1;
                 std::future::ready(Ok(()))
             }
+
+            fn read(
+                &self,
+                _group: &str,
+                _stream: &str,
+                from_ms: i64,
+                to_ms: i64,
+            ) -> impl std::future::Future<Output = Result<Vec<(i64, String)>, Failure>> + Send
+            {
+                let mut st = self.0.lock().unwrap();
+                st.reads += 1;
+                std::future::ready(Ok(stored_order(&st.stream, from_ms, to_ms)))
+            }
+        }
+
+        /// A stream's events in `from..to` as CloudWatch returns them: by timestamp, then
+        /// arrival.
+        fn stored_order(stream: &[(i64, String)], from: i64, to: i64) -> Vec<(i64, String)> {
+            let mut v: Vec<(i64, String)> = stream
+                .iter()
+                .filter(|e| (from..to).contains(&e.0))
+                .cloned()
+                .collect();
+            v.sort_by_key(|e| e.0);
+            v
         }
 
         fn service_error(code: &str, status: u16) -> Failure {
@@ -594,7 +760,8 @@ mod tests {
             fake.0.lock().unwrap().delay_of = Some(|seq| Duration::from_millis(500 - 100 * seq));
             let seen = Arc::new(Mutex::new(Vec::new()));
             let (check, log) = (fake.clone(), seen.clone());
-            let s = shipper(&fake, 4).on_delivered(Box::new(move |c, events| {
+            let s = shipper(&fake, 4).on_delivered(Box::new(move |passed, events| {
+                let c = passed.last().unwrap().cursor;
                 // Everything up to the position is acknowledged, in order.
                 let mut acked = check.accepted_seqs();
                 acked.sort();
@@ -685,6 +852,109 @@ mod tests {
                 .map(|e| e.message.clone())
                 .collect();
             assert_eq!(back, messages(30)[10..]);
+        }
+
+        fn stream_messages(fake: &Fake) -> Vec<String> {
+            let st = fake.0.lock().unwrap();
+            stored_order(&st.stream, i64::MIN, i64::MAX)
+                .into_iter()
+                .map(|e| e.1)
+                .collect()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_lost_answer_of_a_stored_batch_is_not_sent_again() {
+            let fake = Fake::scripted([Answer::Accept, Answer::StoreThenBreak]);
+            let report = shipper(&fake, 1)
+                .run(feed(chunks(30), false), CancellationToken::new())
+                .await;
+            assert_eq!(stream_messages(&fake), messages(30), "each event once");
+            assert_eq!(report.stats.lost_answers, 1);
+            assert_eq!(report.stats.maybe_twice, 0);
+            assert_eq!(report.stats.events, 30);
+            assert!(fake.0.lock().unwrap().reads >= 1);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_lost_request_is_sent_again_once() {
+            let reset = Failure::Transport("connection reset".into());
+            let fake = Fake::scripted([Answer::Fail(reset)]);
+            let report = shipper(&fake, 2)
+                .run(feed(chunks(30), false), CancellationToken::new())
+                .await;
+            assert_eq!(stream_messages(&fake), messages(30));
+            assert_eq!(
+                (report.stats.lost_answers, report.stats.maybe_twice),
+                (0, 0)
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_lost_answer_among_equal_lines_is_settled_by_the_lead() {
+            // Every event the same line at the same millisecond: batch 1 looks exactly like
+            // batch 0, so only the count of what precedes it (its lead) tells them apart.
+            let same: Vec<Chunk> = (0..2)
+                .map(|_| Chunk {
+                    events: (0..10)
+                        .map(|_| Event {
+                            ts_ms: 5,
+                            message: "tick".into(),
+                            source: Source::Stdout,
+                        })
+                        .collect(),
+                    boundary: None,
+                })
+                .collect();
+            let reset = Failure::Transport("connection reset".into());
+            let fake = Fake::scripted([Answer::Accept, Answer::Fail(reset)]);
+            let report = shipper(&fake, 1)
+                .run(feed(same, false), CancellationToken::new())
+                .await;
+            assert_eq!(stream_messages(&fake).len(), 20, "not taken for stored");
+            assert_eq!(report.stats.lost_answers, 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_stuck_batch_holds_back_at_most_max_ahead_batches() {
+            let fake = Fake::default();
+            // Batch 0 is answered only after a minute; the others at once.
+            fake.0.lock().unwrap().delay_of =
+                Some(|seq| Duration::from_secs(if seq == 0 { 60 } else { 0 }));
+            let run = tokio::spawn(
+                shipper(&fake, 4).run(feed(chunks(400), false), CancellationToken::new()),
+            );
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let sent = fake.accepted_seqs();
+            assert_eq!(sent.len() as u64, MAX_AHEAD - 1, "{sent:?}");
+            let report = run.await.unwrap();
+            assert_eq!(fake.accepted_messages(), messages(400));
+            assert!(report.undelivered.is_empty());
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn resume_sends_exactly_the_holes() {
+            // A first run stored batches 0, 2 and 3 of 5 (batch 1 was still being retried
+            // when dockwatch died); it checkpointed nothing past the start.
+            let all = chunks(50);
+            let first = Fake::default();
+            {
+                let mut st = first.0.lock().unwrap();
+                for (i, c) in all.iter().enumerate() {
+                    if [0, 2, 3].contains(&i) {
+                        st.stream
+                            .extend(c.events.iter().map(|e| (e.ts_ms, e.message.clone())));
+                    }
+                }
+            }
+            let stored = stored_order(&first.0.lock().unwrap().stream, 0, i64::MAX);
+            let report = shipper(&first, 4)
+                .resume_after(Mark { last_ms: 0, tie: 0 }, stored)
+                .run(feed(chunks(50), false), CancellationToken::new())
+                .await;
+            assert_eq!(stream_messages(&first), messages(50), "each event once");
+            assert_eq!(report.stats.skipped_duplicates, 30);
+            assert_eq!(report.stats.events, 20);
+            assert_eq!(report.stats.unrecognised, 0);
         }
 
         #[tokio::test(start_paused = true)]

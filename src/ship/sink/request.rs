@@ -4,6 +4,8 @@ use aws_sdk_cloudwatchlogs::Client;
 use aws_smithy_types::body::SdkBody;
 
 const CONTENT_LENGTH: &str = "content-length";
+/// Most events read to look a batch up.
+const LOOKUP_EVENTS: usize = 100_000;
 
 use crate::aws::retry::{Failure, failure_of};
 use crate::ship::batcher::Batch;
@@ -48,6 +50,16 @@ pub(crate) trait LogService: Clone + Send + Sync + 'static {
         group: &str,
         stream: &str,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send;
+
+    /// The stream's events with timestamps in `from_ms..to_ms`, in CloudWatch's order (to
+    /// find out whether a batch whose answer was lost was stored).
+    fn read(
+        &self,
+        group: &str,
+        stream: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<(i64, String)>, Failure>> + Send;
 }
 
 impl LogService for Client {
@@ -66,6 +78,30 @@ impl LogService for Client {
         stream: &str,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
         crate::aws::logs::ensure_destination(self, group, stream, 1)
+    }
+
+    fn read(
+        &self,
+        group: &str,
+        stream: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl std::future::Future<Output = Result<Vec<(i64, String)>, Failure>> + Send {
+        let (client, group, stream) = (self.clone(), group.to_string(), stream.to_string());
+        async move {
+            // A batch holds at most 10,000 events; what shares its first millisecond before
+            // it is bounded by the same rule.
+            let (events, _) = crate::aws::logs::events_between(
+                &client,
+                &group,
+                &stream,
+                from_ms,
+                Some(to_ms),
+                LOOKUP_EVENTS,
+            )
+            .await?;
+            Ok(events)
+        }
     }
 }
 
