@@ -232,6 +232,14 @@ pub(crate) async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, 
     Ok(Some(state.exit_code.unwrap_or(0)))
 }
 
+/// True when the engine no longer knows the container (removed under us).
+pub(crate) async fn is_gone(docker: &Docker, id: &str) -> bool {
+    matches!(
+        docker.inspect_container(id, None).await,
+        Err(e) if status_of(&e) == Some(404)
+    )
+}
+
 /// Removes the container (forcefully: it may still run after an error).
 pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let opts = RemoveContainerOptionsBuilder::default()

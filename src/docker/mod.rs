@@ -46,6 +46,12 @@ pub enum DockerError {
         "image {image:?} has no {shell:?} executable; use an image that has it, or choose another with --shell (e.g. --shell sh)"
     )]
     NoShell { image: String, shell: String },
+    /// The container is gone while its output was being read (`docker rm -f`, or an engine
+    /// that lost it): what it wrote after the last line read is gone with it.
+    #[error(
+        "container {id} disappeared while its output was being shipped (removed, or lost by the engine); what it wrote after the last line read is gone"
+    )]
+    ContainerGone { id: String },
     /// The engine answered with an error status: a decision of the engine's, not a broken
     /// connection.
     #[error("Docker: {context}: {message} (HTTP {status})")]

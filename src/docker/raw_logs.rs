@@ -133,9 +133,23 @@ impl RawLogs {
         if upgrade && status == 101 {
             logs.chunked = false;
         } else if status != 200 {
-            // The engine's error: {"message": "..."}.
-            while !logs.eof && logs.body.len() < 64 * 1024 {
-                logs.fill().await?;
+            // The engine's error: {"message": "..."}, read to its Content-Length: the engine
+            // keeps the connection open after it (a 404 of a removed container), so reading
+            // to the end of the stream would wait for ever.
+            let length = header("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(64 * 1024)
+                .min(64 * 1024);
+            let read_body = async {
+                while !logs.eof && logs.body.len() + logs.raw.len() < length {
+                    logs.fill().await?;
+                }
+                Ok::<_, DockerError>(())
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read_body).await;
+            if !logs.chunked {
+                let raw = std::mem::take(&mut logs.raw);
+                logs.body.extend_from_slice(&raw);
             }
             let msg = serde_json::from_slice::<serde_json::Value>(&logs.body)
                 .ok()
@@ -338,6 +352,46 @@ mod tests {
         );
         drop(b);
         assert!(logs.next().await.is_none());
+    }
+
+    /// The engine keeps the connection open after an error answer: its body is read to its
+    /// Content-Length, not to the end of the stream (which never comes).
+    #[tokio::test]
+    async fn an_error_answer_on_a_connection_kept_open_returns_at_once() {
+        let dir = std::env::temp_dir().join(format!("dockwatch-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("engine.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let body = br#"{"message":"No such container: 0123456789abcdef"}"#;
+            let head = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(body).await.unwrap();
+            // Held open, as the engine does.
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            drop(s);
+        });
+        let wait = std::time::Duration::from_secs(2);
+        let r = tokio::time::timeout(wait, RawLogs::open(path.to_str().unwrap(), "/x"))
+            .await
+            .expect("waited for the end of a connection the engine keeps open");
+        match r {
+            Err(DockerError::Answered {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 404);
+                assert_eq!(message, "No such container: 0123456789abcdef");
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("a 404 is no log stream"),
+        }
+        server.abort();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

@@ -182,6 +182,12 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         Err(e) => {
             let _ = container::remove(&docker, &id).await;
             let _ = Checkpoint::remove(&session.state_dir, &id);
+            let e = match e {
+                DockerError::Answered { status: 404, .. } => DockerError::ContainerGone {
+                    id: id[..12.min(id.len())].to_string(),
+                },
+                e => e,
+            };
             return Err(e.into());
         }
     };
@@ -229,6 +235,8 @@ struct Outcome {
     result: Result<i32, RunError>,
     /// Everything the container wrote was delivered.
     complete: bool,
+    /// The container is gone: nothing is left to resume.
+    gone: bool,
 }
 
 /// The run's result from what supervision saw: a delivery failure first, then a reader
@@ -238,6 +246,7 @@ fn decide(r: Report) -> Outcome {
         && r.undelivered == 0
         && r.reader.error.is_none()
         && !r.reader.stopped;
+    let gone = matches!(r.reader.error, Some(DockerError::ContainerGone { .. }));
     let result = if let Some(failure) = r.ship.fatal {
         Err(RunError::Delivery {
             failure,
@@ -252,7 +261,11 @@ fn decide(r: Report) -> Outcome {
         Ok(r.exit_code
             .map_or(exit_codes::FAILURE, exit_codes::from_container))
     };
-    Outcome { result, complete }
+    Outcome {
+        result,
+        complete,
+        gone,
+    }
 }
 
 /// Supervises the shipping, prints the summary, then cleans up after a complete delivery
@@ -272,9 +285,18 @@ async fn finish(
         "{}",
         supervisor::summary(&session.ship.group, &session.ship.stream, &report)
     );
+    let spool = report.spool.clone();
     let outcome = decide(report);
     let short = &id[..12.min(id.len())];
-    if outcome.complete {
+    if outcome.gone {
+        let _ = Checkpoint::remove(&session.state_dir, id);
+        if let Some(p) = spool {
+            eprintln!(
+                "dockwatch: deliver what was read but not delivered with: dockwatch resume --spool {}",
+                p.display()
+            );
+        }
+    } else if outcome.complete {
         if session.keep_container {
             eprintln!("dockwatch: kept container {short}");
         } else if let Err(e) = container::remove(docker, id).await {

@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::DockerError;
 use crate::docker::attach::Tap;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
+use crate::docker::{DockerError, container};
 use crate::ship::framing::{Event, Framer, FramingStats, Source};
 use crate::ship::transform::{TransformConfig, Transforms};
 use crate::util::backoff::Backoff;
@@ -27,6 +27,9 @@ const SEND_BYTES: usize = 256 * 1024;
 const ECHO_BYTES: usize = 64 * 1024;
 /// How many times a broken log stream is reopened before giving up.
 const MAX_RECONNECTS: u32 = 30;
+/// How often a quiet follow stream checks that its container still exists: the engine
+/// (20.10) never ends the follow stream of a container removed with `docker rm -f`.
+const GONE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the reader hands to the shipper: events, and, when the framer held no partial line
 /// after the last of them, the log position right after them (a point to resume from).
@@ -142,6 +145,10 @@ impl State {
         })
     }
 
+    fn is_gone(&self) -> bool {
+        matches!(self.report.error, Some(DockerError::ContainerGone { .. }))
+    }
+
     async fn flush_echo(&mut self) {
         if let Some((out, err)) = &mut self.echo {
             // A closed terminal must not stop shipping: echo errors are ignored.
@@ -212,6 +219,7 @@ pub(crate) async fn read(
         std::time::Duration::from_secs(5),
     );
 
+    let mut next_check = tokio::time::Instant::now() + GONE_CHECK;
     // Follow the log while the container runs.
     'follow: loop {
         let plan = ReadPlan {
@@ -230,6 +238,14 @@ pub(crate) async fn read(
                     tokio::select! {
                         item = frames.next() => item,
                         () = stop.cancelled() => return st.finish(true),
+                        () = tokio::time::sleep_until(next_check) => {
+                            next_check = tokio::time::Instant::now() + GONE_CHECK;
+                            if container::is_gone(docker, id).await {
+                                st.report.error = Some(DockerError::ContainerGone { id: short(id) });
+                                return finish_gone(st, &tx).await;
+                            }
+                            continue;
+                        }
                         () = sleep_until(deadline) => {
                             // A held multi-line event waited long enough.
                             st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
@@ -255,7 +271,10 @@ pub(crate) async fn read(
                     }
                 }
                 Some(Err(e)) => {
-                    st.report.error = Some(e);
+                    st.report.error = Some(gone_or(docker, id, e).await);
+                    if st.is_gone() {
+                        return finish_gone(st, &tx).await;
+                    }
                     break 'follow;
                 }
             }
@@ -291,7 +310,11 @@ pub(crate) async fn read(
                     }
                 }
                 Some(Err(e)) => {
+                    let e = gone_or(docker, id, e).await;
                     st.report.error.get_or_insert(e);
+                    if st.is_gone() {
+                        return finish_gone(st, &tx).await;
+                    }
                     break;
                 }
             }
@@ -310,6 +333,38 @@ pub(crate) async fn read(
         return st.finish(true);
     }
     st.finish(false)
+}
+
+/// The engine's error, or [`DockerError::ContainerGone`] when the container is gone or going:
+/// 404, 409 "dead or marked for removal", or no longer known.
+async fn gone_or(docker: &Docker, id: &str, e: DockerError) -> DockerError {
+    let gone = match &e {
+        DockerError::Answered { status, .. } => {
+            *status == 404 || *status == 409 || container::is_gone(docker, id).await
+        }
+        _ => false,
+    };
+    if gone {
+        DockerError::ContainerGone { id: short(id) }
+    } else {
+        e
+    }
+}
+
+fn short(id: &str) -> String {
+    id[..12.min(id.len())].to_string()
+}
+
+/// The container is gone: what was read goes to the shipper (a line without its newline
+/// too), nothing more can be read.
+async fn finish_gone(mut st: State, tx: &mpsc::Sender<Chunk>) -> ReaderReport {
+    st.framer.finish(&mut st.scratch);
+    let events = std::mem::take(&mut st.scratch);
+    st.transforms
+        .apply(events, std::time::Instant::now(), &mut st.pending);
+    st.transforms.finish(&mut st.pending);
+    let stopped = st.flush(tx).await.is_err();
+    st.finish(stopped)
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

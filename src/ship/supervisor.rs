@@ -58,6 +58,8 @@ pub(crate) struct Report {
     pub(crate) undelivered: usize,
     /// Where those went: `", saved to PATH"` or why they could not be saved.
     pub(crate) saved: String,
+    /// The spool file they went to.
+    pub(crate) spool: Option<std::path::PathBuf>,
     pub(crate) started: Instant,
 }
 
@@ -93,7 +95,7 @@ pub(crate) async fn supervise(
     let mut undelivered = ship.undelivered;
     let mut reader = reader;
     undelivered.append(&mut reader.unsent);
-    let saved = spool_undelivered(session, id, &undelivered);
+    let (saved, spool) = spool_undelivered(session, id, &undelivered);
     Report {
         ship: ShipReport {
             undelivered: Vec::new(),
@@ -104,6 +106,7 @@ pub(crate) async fn supervise(
         interrupted,
         undelivered: undelivered.len(),
         saved,
+        spool,
         started,
     }
 }
@@ -291,10 +294,15 @@ async fn settle_container(docker: &bollard::Docker, id: &str, grace: Duration) -
     container::exit_code(docker, id).await.ok().flatten()
 }
 
-/// Writes what was not delivered to a spool file; returns the summary's words for it.
-fn spool_undelivered(session: &Session, id: &str, undelivered: &[Event]) -> String {
+/// Writes what was not delivered to a spool file; returns the summary's words for it, and
+/// the file.
+fn spool_undelivered(
+    session: &Session,
+    id: &str,
+    undelivered: &[Event],
+) -> (String, Option<std::path::PathBuf>) {
     if undelivered.is_empty() {
-        return String::new();
+        return (String::new(), None);
     }
     let header = spool::Header {
         dockwatch_spool: 1,
@@ -307,10 +315,13 @@ fn spool_undelivered(session: &Session, id: &str, undelivered: &[Event]) -> Stri
         split_streams: session.ship.split_streams,
     };
     match spool::write(&session.spool_dir, &header, undelivered) {
-        Ok(p) => format!(", saved to {}", p.display()),
-        Err(e) => format!(
-            " and could not be saved to {}: {e}",
-            session.spool_dir.display()
+        Ok(p) => (format!(", saved to {}", p.display()), Some(p)),
+        Err(e) => (
+            format!(
+                " and could not be saved to {}: {e}",
+                session.spool_dir.display()
+            ),
+            None,
         ),
     }
 }
@@ -450,6 +461,7 @@ pub(crate) mod tests {
             interrupted: None,
             undelivered: 0,
             saved: String::new(),
+            spool: None,
             started: Instant::now(),
         }
     }

@@ -457,3 +457,96 @@ fn a_signal_during_a_start_up_call_that_never_answers_ends_it_at_once() {
     assert!(containers_with_label(&job.label).is_empty());
     drop(held);
 }
+
+/// `docker rm -f` of a job's container as soon as it exists (`delay` after that).
+fn remove_its_container(job: &Job, delay: Duration) -> String {
+    let mut ids = Vec::new();
+    assert!(wait_until(Duration::from_secs(30), || {
+        ids = containers_with_label(&job.label);
+        !ids.is_empty()
+    }));
+    std::thread::sleep(delay);
+    let ok = Command::new("docker")
+        .args(["rm", "-f", &ids[0]])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    ids.remove(0)
+}
+
+#[test]
+fn a_container_removed_while_shipping_is_a_clear_error_within_seconds() {
+    let server = StrictServer::start();
+    let state = std::env::temp_dir().join(unique("state"));
+    let mut job = Job::new(
+        &server.url,
+        "i=0; while true; do i=$((i+1)); echo $i; sleep 0.01; done",
+    );
+    job.arg("--quiet")
+        .arg("--state-dir")
+        .arg(state.to_str().unwrap());
+    let child = job.spawn();
+    assert!(wait_until(Duration::from_secs(30), || {
+        server.messages(&job.group, &job.stream).len() > 50
+    }));
+    remove_its_container(&job, Duration::ZERO);
+    let removed = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        removed.elapsed() < Duration::from_secs(5),
+        "took {:?}: {err}",
+        removed.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("disappeared while its output was being shipped"),
+        "{err}"
+    );
+    assert_numbered_prefix(&server.messages(&job.group, &job.stream));
+    assert!(
+        checkpoint_files(&state).is_empty(),
+        "nothing left to resume: {err}"
+    );
+}
+
+#[test]
+fn a_container_removed_right_after_create_is_a_clear_error() {
+    let server = StrictServer::start();
+    for delay_ms in [0, 30, 150] {
+        let state = std::env::temp_dir().join(unique("state"));
+        let mut job = Job::new(&server.url, "sleep 0.2; echo hello; sleep 30");
+        job.arg("--quiet")
+            .arg("--state-dir")
+            .arg(state.to_str().unwrap());
+        let child = job.spawn();
+        remove_its_container(&job, Duration::from_millis(delay_ms));
+        let removed = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            removed.elapsed() < Duration::from_secs(5),
+            "{delay_ms} ms: took {:?}: {err}",
+            removed.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(125), "{delay_ms} ms: {err}");
+        assert!(err.contains("disappeared"), "{delay_ms} ms: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(checkpoint_files(&state).is_empty(), "{delay_ms} ms: {err}");
+    }
+}
+
+fn checkpoint_files(state: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(state)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
