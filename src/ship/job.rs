@@ -244,8 +244,9 @@ struct Outcome {
 fn decide(r: Report) -> Outcome {
     let complete = r.ship.fatal.is_none()
         && r.undelivered == 0
+        && r.unread.events == 0
         && r.reader.error.is_none()
-        && !r.reader.stopped;
+        && (!r.reader.stopped || r.unread.exact);
     let gone = matches!(r.reader.error, Some(DockerError::ContainerGone { .. }));
     let result = if let Some(failure) = r.ship.fatal {
         Err(RunError::Delivery {
@@ -257,6 +258,9 @@ fn decide(r: Report) -> Outcome {
         Err(RunError::Docker(e))
     } else if let Some(s) = r.interrupted {
         Ok(s.exit_code())
+    } else if !complete {
+        // Whatever the container did: not everything it wrote was delivered.
+        Ok(exit_codes::FAILURE)
     } else {
         Ok(r.exit_code
             .map_or(exit_codes::FAILURE, exit_codes::from_container))
@@ -548,6 +552,21 @@ mod tests {
             ..report()
         };
         assert!(!decide(r).complete);
+    }
+
+    #[test]
+    fn undelivered_events_exit_non_zero_although_the_container_exited_0() {
+        let r = Report {
+            exit_code: Some(0),
+            unread: crate::ship::supervisor::Unread {
+                events: 3,
+                exact: true,
+            },
+            ..report()
+        };
+        let o = decide(r);
+        assert!(!o.complete);
+        assert_eq!(o.result.unwrap(), exit_codes::FAILURE);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub(crate) struct ReaderReport {
     pub(crate) error: Option<DockerError>,
     /// Stopped by `stop` before the end of the output.
     pub(crate) stopped: bool,
+    /// Stopped with part of a line framed: the log's next bytes complete an event.
+    pub(crate) partial: bool,
     /// `--invalid-utf8 escape`: frames shipped as the engine stored them, and why.
     pub(crate) tap_fallback: Option<(u64, String)>,
 }
@@ -182,6 +184,8 @@ impl State {
             self.report.tap_fallback = Some((tap.fallback_frames, why.to_string()));
         }
         if stopped {
+            self.report.partial = !self.framer.is_clean();
+            self.transforms.finish(&mut self.pending);
             self.report.unsent.append(&mut self.pending);
         }
         self.report
@@ -333,6 +337,45 @@ pub(crate) async fn read(
         return st.finish(true);
     }
     st.finish(false)
+}
+
+/// Events the container's log holds after `after` that a stopped reader did not read:
+/// framed and transformed as the reader would have, counted, not kept. At most `limit` is
+/// spent reading; the flag is false when the count stopped there (then it is a lower bound).
+pub(crate) async fn count_unread(
+    docker: &Docker,
+    id: &str,
+    after: Option<Cursor>,
+    max_message_bytes: usize,
+    transforms: TransformConfig,
+    limit: std::time::Duration,
+) -> (u64, bool) {
+    let mut framer = Framer::new(max_message_bytes).escaping(transforms.escape_invalid_utf8);
+    let mut transforms = Transforms::new(transforms, max_message_bytes);
+    let (mut scratch, mut out) = (Vec::new(), Vec::new());
+    let mut count = 0u64;
+    let plan = ReadPlan {
+        follow: false,
+        tail: None,
+    };
+    let (mut frames, _) = logs::open(docker, id, plan, after);
+    let read_all = async {
+        while let Some(Ok(frame)) = frames.next().await {
+            framer.push(frame.source, frame.ts_ms(), &frame.data, &mut scratch);
+            transforms.apply(
+                std::mem::take(&mut scratch),
+                std::time::Instant::now(),
+                &mut out,
+            );
+            count += out.len() as u64;
+            out.clear();
+        }
+    };
+    let complete = tokio::time::timeout(limit, read_all).await.is_ok();
+    framer.finish(&mut scratch);
+    transforms.apply(scratch, std::time::Instant::now(), &mut out);
+    transforms.finish(&mut out);
+    (count + out.len() as u64, complete)
 }
 
 /// The engine's error, or [`DockerError::ContainerGone`] when the container is gone or going:

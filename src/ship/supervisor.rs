@@ -56,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) interrupted: Option<Signal>,
     /// Events not delivered (shipper's and reader's), all of them in the spool or not.
     pub(crate) undelivered: usize,
+    /// Events not read from the container's log (the reader was stopped).
+    pub(crate) unread: Unread,
     /// Where those went: `", saved to PATH"` or why they could not be saved.
     pub(crate) saved: String,
     /// The spool file they went to.
@@ -95,6 +97,11 @@ pub(crate) async fn supervise(
     let mut undelivered = ship.undelivered;
     let mut reader = reader;
     undelivered.append(&mut reader.unsent);
+    let unread = if reader.stopped && reader.error.is_none() {
+        count_unread(session, docker, id, &reader).await
+    } else {
+        Unread::default()
+    };
     let (saved, spool) = spool_undelivered(session, id, &undelivered);
     Report {
         ship: ShipReport {
@@ -105,9 +112,43 @@ pub(crate) async fn supervise(
         exit_code,
         interrupted,
         undelivered: undelivered.len(),
+        unread,
         saved,
         spool,
         started,
+    }
+}
+
+/// Events left in the container's log after what a stopped reader read.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Unread {
+    pub(crate) events: u64,
+    /// False when counting took too long: `events` is a lower bound.
+    pub(crate) exact: bool,
+}
+
+/// Longest time spent counting what a stopped reader left in the log (a quit must stay
+/// quick; a lower bound is said as such).
+const COUNT_LIMIT: Duration = Duration::from_secs(5);
+
+async fn count_unread(
+    session: &Session,
+    docker: &bollard::Docker,
+    id: &str,
+    reader: &ReaderReport,
+) -> Unread {
+    let (events, exact) = reader::count_unread(
+        docker,
+        id,
+        reader.cursor,
+        session.ship.max_message_bytes(),
+        session.transforms.clone(),
+        COUNT_LIMIT,
+    )
+    .await;
+    Unread {
+        events: events.max(reader.partial as u64),
+        exact,
     }
 }
 
@@ -355,15 +396,35 @@ pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
             r.reader.framing.split_pieces
         ));
     }
-    if r.undelivered > 0 {
-        notes.push(format!("{} events NOT delivered{}", r.undelivered, r.saved));
-    }
+    notes.extend(undelivered_note(r));
     if !notes.is_empty() {
         line.push_str(" (");
         line.push_str(&notes.join("; "));
         line.push(')');
     }
     line
+}
+
+/// What was not delivered: events read (and where they were saved) and events still unread
+/// in the container's log.
+fn undelivered_note(r: &Report) -> Option<String> {
+    let unread = r.unread.events;
+    if r.undelivered == 0 && unread == 0 {
+        return None;
+    }
+    let total = r.undelivered as u64 + unread;
+    let bound = if r.unread.exact { "" } else { "at least " };
+    if unread == 0 {
+        return Some(format!("{total} events NOT delivered{}", r.saved));
+    }
+    let mut note = format!("{bound}{total} events NOT delivered: ");
+    if r.undelivered > 0 {
+        note.push_str(&format!("{} read{}, ", r.undelivered, r.saved));
+    }
+    note.push_str(&format!(
+        "{bound}{unread} still unread in the container's log"
+    ));
+    Some(note)
 }
 
 fn ship_notes(s: &ShipStats) -> Vec<String> {
@@ -460,6 +521,7 @@ pub(crate) mod tests {
             exit_code: Some(3),
             interrupted: None,
             undelivered: 0,
+            unread: Unread::default(),
             saved: String::new(),
             spool: None,
             started: Instant::now(),
@@ -476,6 +538,38 @@ pub(crate) mod tests {
         let line = summary("g", "s", &r);
         assert!(
             line.contains("7 events NOT delivered, saved to /tmp/x.jsonl"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn unread_events_count_as_not_delivered() {
+        let r = Report {
+            undelivered: 7,
+            unread: Unread {
+                events: 10,
+                exact: true,
+            },
+            saved: ", saved to /tmp/x.jsonl".into(),
+            ..report()
+        };
+        let line = summary("g", "s", &r);
+        assert!(
+            line.contains(
+                "17 events NOT delivered: 7 read, saved to /tmp/x.jsonl, 10 still unread in the container's log"
+            ),
+            "{line}"
+        );
+        let r = Report {
+            unread: Unread {
+                events: 10,
+                exact: false,
+            },
+            ..report()
+        };
+        let line = summary("g", "s", &r);
+        assert!(
+            line.contains("at least 10 events NOT delivered: at least 10 still unread"),
             "{line}"
         );
     }

@@ -550,3 +550,80 @@ fn checkpoint_files(state: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// The number before " events NOT delivered" in a summary.
+fn not_delivered(err: &str) -> Option<u64> {
+    let at = err.find(" events NOT delivered")?;
+    let digits: String = err[..at]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.chars().rev().collect::<String>().parse().ok()
+}
+
+/// A job whose container writes 200,000 lines and exits while CloudWatch takes nothing, so
+/// that most of its output is still unread in the engine's log when dockwatch gives up.
+fn exited_with_unread_output(server: &StrictServer, extra: &[&str]) -> (Job, Child) {
+    let state = std::env::temp_dir().join(unique("state"));
+    let spool = std::env::temp_dir().join(unique("spool"));
+    let mut job = Job::new(&server.url, "seq 1 200000");
+    job.arg("--quiet");
+    job.arg("--state-dir").arg(state.to_str().unwrap());
+    job.arg("--spool-dir").arg(spool.to_str().unwrap());
+    for a in extra {
+        job.arg(a);
+    }
+    server.faults(|f| f.outage_puts = true);
+    let child = job.spawn();
+    let exited = wait_until(Duration::from_secs(30), || {
+        containers_with_label(&job.label).first().is_some_and(|id| {
+            let out = Command::new("docker")
+                .args(["inspect", "-f", "{{.State.Running}}", id])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "false"
+        })
+    });
+    assert!(exited, "the container did not exit");
+    std::thread::sleep(Duration::from_millis(500));
+    (job, child)
+}
+
+#[test]
+fn quitting_after_the_container_exited_counts_every_undelivered_event_and_fails() {
+    let server = StrictServer::start();
+    let (job, child) = exited_with_unread_output(&server, &[]);
+    for _ in 0..3 {
+        signal(&child, "INT");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "undelivered events exit non-zero: {err}"
+    );
+    assert_eq!(not_delivered(&err), Some(200_000), "{err}");
+    assert!(err.contains("still unread in the container's log"), "{err}");
+    assert!(
+        err.contains("ship the rest with: dockwatch resume"),
+        "{err}"
+    );
+    assert!(server.messages(&job.group, &job.stream).is_empty());
+    cleanup(&job.label);
+}
+
+#[test]
+fn the_flush_deadline_after_the_container_exited_counts_every_undelivered_event() {
+    let server = StrictServer::start();
+    let (job, child) = exited_with_unread_output(&server, &["--flush-timeout", "2s"]);
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("--flush-timeout reached"), "{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(not_delivered(&err), Some(200_000), "{err}");
+    cleanup(&job.label);
+}
