@@ -1,7 +1,7 @@
 //! The main job's pipeline, one module per stage, in the order the bytes travel:
 //!
 //! ```text
-//! docker (engine) ─► reader (log frames, echo) ─► framing (bytes → events)
+//! docker (engine) ─► reader (log frames; echo on its own thread) ─► framing (bytes → events)
 //!   ─► transform (strip ANSI, multi-line, JSON) ─► batcher (CloudWatch's rules)
 //!   ─► sink (PutLogEvents, requests in flight, retry) ─► checkpoint (delivered position)
 //!                                                      └► spool (what could not be delivered)
@@ -13,6 +13,7 @@
 
 pub(crate) mod batcher;
 pub(crate) mod checkpoint;
+pub(crate) mod echo;
 pub mod framing;
 pub mod job;
 pub(crate) mod reader;

@@ -8,13 +8,13 @@
 
 use bollard::Docker;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::attach::Tap;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
 use crate::docker::{DockerError, container};
+use crate::ship::echo::EchoTx;
 use crate::ship::framing::{Event, Framer, FramingStats, Source};
 use crate::ship::transform::{TransformConfig, Transforms};
 use crate::util::backoff::Backoff;
@@ -66,8 +66,8 @@ pub(crate) struct ReaderReport {
 pub(crate) struct ReaderConfig {
     pub(crate) docker: Docker,
     pub(crate) container_id: String,
-    /// Echo the output on our stdout/stderr.
-    pub(crate) echo: bool,
+    /// Echo the output on our stdout/stderr (never waiting for them).
+    pub(crate) echo: Option<EchoTx>,
     /// Largest message in bytes.
     pub(crate) max_message_bytes: usize,
     /// Start after this position (resume), or at the beginning.
@@ -85,7 +85,7 @@ struct State {
     scratch: Vec<Event>,
     pending: Vec<Event>,
     pending_bytes: usize,
-    echo: Option<(Vec<u8>, Vec<u8>)>,
+    echo: Option<(Vec<u8>, Vec<u8>, EchoTx)>,
     cursor: CursorTracker,
     /// Gives each frame its raw bytes back (`--invalid-utf8 escape`).
     tap: Option<Tap>,
@@ -102,13 +102,13 @@ impl State {
         if let Some(tap) = &mut self.tap {
             frame.data = tap.restore(&frame).await;
         }
-        if let Some((out, err)) = &mut self.echo {
+        if let Some((out, err, _)) = &mut self.echo {
             match frame.source {
                 Source::Stdout => out.extend_from_slice(&frame.data),
                 Source::Stderr => err.extend_from_slice(&frame.data),
             }
             if out.len() + err.len() > ECHO_BYTES {
-                self.flush_echo().await;
+                self.flush_echo();
             }
         }
         self.report.frames += 1;
@@ -151,27 +151,21 @@ impl State {
         matches!(self.report.error, Some(DockerError::ContainerGone { .. }))
     }
 
-    async fn flush_echo(&mut self) {
-        if let Some((out, err)) = &mut self.echo {
-            // A closed terminal must not stop shipping: echo errors are ignored.
+    /// Hands the buffered output to the echo thread (see [`super::echo`]): never waits.
+    fn flush_echo(&mut self) {
+        if let Some((out, err, tx)) = &mut self.echo {
             if !out.is_empty() {
-                let mut o = tokio::io::stdout();
-                let _ = o.write_all(out).await;
-                let _ = o.flush().await;
-                out.clear();
+                tx.write(Source::Stdout, std::mem::take(out));
             }
             if !err.is_empty() {
-                let mut e = tokio::io::stderr();
-                let _ = e.write_all(err).await;
-                let _ = e.flush().await;
-                err.clear();
+                tx.write(Source::Stderr, std::mem::take(err));
             }
         }
     }
 
     /// Everything read so far goes out (when the stream waits, and at the end).
     async fn flush(&mut self, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
-        self.flush_echo().await;
+        self.flush_echo();
         self.send(tx).await
     }
 
@@ -208,7 +202,7 @@ pub(crate) async fn read(
         scratch: Vec::new(),
         pending: Vec::new(),
         pending_bytes: 0,
-        echo: cfg.echo.then(|| (Vec::new(), Vec::new())),
+        echo: cfg.echo.map(|tx| (Vec::new(), Vec::new(), tx)),
         cursor: CursorTracker::starting_at(cfg.start),
         tap: cfg.tap,
         boundary: None,

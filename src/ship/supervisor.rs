@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoint;
 use super::checkpoint::Saver;
+use super::echo::Echo;
 use super::framing::Event;
 use super::reader::{self, ReaderConfig, ReaderReport};
 use super::sink::{ShipReport, ShipStats, split};
@@ -58,6 +59,8 @@ pub(crate) struct Report {
     pub(crate) undelivered: usize,
     /// Events not read from the container's log (the reader was stopped).
     pub(crate) unread: Unread,
+    /// Bytes of output not echoed because our stdout or stderr did not keep up.
+    pub(crate) unechoed: u64,
     /// Where those went: `", saved to PATH"` or why they could not be saved.
     pub(crate) saved: String,
     /// The spool file they went to.
@@ -93,6 +96,12 @@ pub(crate) async fn supervise(
 ) -> Report {
     let mut pipeline = Pipeline::spawn(session, docker, id, client, start);
     let (ship, reader, interrupted) = pipeline.watch(session, docker, id, &mut shutdown).await;
+    let unechoed = match pipeline.echo.take() {
+        Some(echo) => tokio::task::spawn_blocking(move || echo.finish())
+            .await
+            .unwrap_or(0),
+        None => 0,
+    };
     let exit_code = settle_container(docker, id, session.stop_timeout).await;
     let mut undelivered = ship.undelivered;
     let mut reader = reader;
@@ -113,6 +122,7 @@ pub(crate) async fn supervise(
         interrupted,
         undelivered: undelivered.len(),
         unread,
+        unechoed,
         saved,
         spool,
         started,
@@ -161,6 +171,8 @@ struct Pipeline {
     /// Tells the reader to stop reading.
     stop_reading: CancellationToken,
     saver: Arc<Mutex<Saver>>,
+    /// The echo thread, ended after the reader.
+    echo: Option<Echo>,
 }
 
 impl Pipeline {
@@ -174,11 +186,12 @@ impl Pipeline {
         let abort = CancellationToken::new();
         let stop_reading = CancellationToken::new();
         let (tx, rx) = mpsc::channel(16);
+        let echo = session.echo.then(Echo::start);
         let reader = tokio::spawn(reader::read(
             ReaderConfig {
                 docker: docker.clone(),
                 container_id: id.to_string(),
-                echo: session.echo,
+                echo: echo.as_ref().map(Echo::sender),
                 max_message_bytes: session.ship.max_message_bytes(),
                 start: start.cursor,
                 transforms: session.transforms.clone(),
@@ -216,6 +229,7 @@ impl Pipeline {
             abort,
             stop_reading,
             saver,
+            echo,
         }
     }
 
@@ -397,6 +411,12 @@ pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
         ));
     }
     notes.extend(undelivered_note(r));
+    if r.unechoed > 0 {
+        notes.push(format!(
+            "{} of output not echoed: the terminal or pipe did not keep up (all of it was shipped)",
+            human_bytes(r.unechoed)
+        ));
+    }
     if !notes.is_empty() {
         line.push_str(" (");
         line.push_str(&notes.join("; "));
@@ -522,6 +542,7 @@ pub(crate) mod tests {
             interrupted: None,
             undelivered: 0,
             unread: Unread::default(),
+            unechoed: 0,
             saved: String::new(),
             spool: None,
             started: Instant::now(),

@@ -2,6 +2,8 @@
 //! Every test reads back what arrived with GetLogEvents.
 
 use crate::common::*;
+use crate::strict_server::StrictServer;
+use std::time::Duration;
 
 #[test]
 fn the_users_example_ships_a_counter_in_order() {
@@ -230,4 +232,45 @@ fn help_and_version() {
     let out = dockwatch().arg("--version").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).starts_with("dockwatch "));
+}
+
+/// A reader of dockwatch's stdout that pauses (a `less`, a slow CI pipe, Ctrl+S) must not hold
+/// up delivery: the echo drops what the pipe cannot take, says so, and every line is shipped.
+#[test]
+fn a_paused_reader_of_stdout_never_stalls_delivery() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "seq 1 200000");
+    let mut child = job
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads stdout for up to 15 s: the pipe (64 KiB) fills at once.
+    let all_in = wait_until(Duration::from_secs(15), || {
+        server.with_stats(|s| s.accepted_events) >= 200_000
+    });
+    let delivered = server.with_stats(|s| s.accepted_events);
+    // Now read: dockwatch ends.
+    let mut stdout = child.stdout.take().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut sink).unwrap();
+        sink.len()
+    });
+    let out = child.wait_with_output().unwrap();
+    let echoed = reading.join().unwrap();
+    let err = stderr(&out);
+    assert!(
+        all_in,
+        "{delivered} of 200000 delivered while stdout was paused: {err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("not echoed: the terminal or pipe did not keep up"),
+        "{err}"
+    );
+    assert!(echoed > 0 && echoed < 1_288_895, "echoed {echoed} bytes");
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(got.len(), 200_000);
 }
