@@ -205,6 +205,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub(crate) flush_timeout: Duration,
 
+    /// When AWS refuses the credentials mid-run (expired, revoked), how long shipping waits
+    /// for them to be refreshed before it gives up (the container keeps running), e.g. `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub(crate) credentials_timeout: Duration,
+
     /// Longest time an event waits in a partial batch before it is sent, e.g. `200ms`.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub(crate) flush_interval: Duration,
@@ -296,6 +301,11 @@ pub struct ResumeArgs {
     /// After an interruption, how long delivery may take, e.g. `30s`.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub(crate) flush_timeout: Duration,
+
+    /// When AWS refuses the credentials mid-run, how long shipping waits for them to be
+    /// refreshed before it gives up, e.g. `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub(crate) credentials_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

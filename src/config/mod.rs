@@ -166,6 +166,8 @@ pub(crate) struct ShipConfig {
     pub(crate) max_in_flight: usize,
     /// stdout to `STREAM/stdout`, stderr to `STREAM/stderr`.
     pub(crate) split_streams: bool,
+    /// How long refused credentials are retried before delivery gives up.
+    pub(crate) credentials_timeout: Duration,
 }
 
 /// The command line's defaults for shipping (`--max-event-size`, `--flush-interval`,
@@ -176,6 +178,8 @@ pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// `--stop-timeout` and `--flush-timeout` defaults.
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--credentials-timeout` default.
+pub(crate) const DEFAULT_CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ShipConfig {
     /// Shipping to `group`/`stream` with the command line's defaults; the names are checked.
@@ -189,6 +193,7 @@ impl ShipConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             split_streams: false,
+            credentials_timeout: DEFAULT_CREDENTIALS_TIMEOUT,
         })
     }
 
@@ -368,6 +373,7 @@ impl RunConfig {
                 flush_interval: a.flush_interval,
                 max_in_flight: a.max_in_flight,
                 split_streams: a.split_streams,
+                credentials_timeout: a.credentials_timeout,
             },
             echo: !a.quiet,
             keep_container: a.keep_container,
@@ -404,6 +410,8 @@ pub struct ResumeConfig {
     pub(crate) spool_dir: PathBuf,
     pub(crate) stop_timeout: Duration,
     pub(crate) flush_timeout: Duration,
+    /// How long refused credentials are retried before delivery gives up.
+    pub(crate) credentials_timeout: Duration,
 }
 
 impl ResumeConfig {
@@ -417,6 +425,7 @@ impl ResumeConfig {
             spool_dir: a.spool_dir,
             stop_timeout: a.stop_timeout,
             flush_timeout: a.flush_timeout,
+            credentials_timeout: a.credentials_timeout,
         })
     }
 }
@@ -674,13 +683,15 @@ mod tests {
                 p.max_event_size,
                 p.flush_interval,
                 p.max_in_flight,
-                p.split_streams
+                p.split_streams,
+                p.credentials_timeout
             ),
             (
                 b.max_event_size,
                 b.flush_interval,
                 b.max_in_flight,
-                b.split_streams
+                b.split_streams,
+                b.credentials_timeout
             )
         );
         assert_eq!(

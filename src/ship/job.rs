@@ -289,7 +289,7 @@ async fn finish(
         "{}",
         supervisor::summary(&session.ship.group, &session.ship.stream, &report)
     );
-    let spool = report.spool.clone();
+    let (spool, still_running) = (report.spool.clone(), report.still_running);
     let outcome = decide(report);
     let short = &id[..12.min(id.len())];
     if outcome.gone {
@@ -312,8 +312,13 @@ async fn finish(
             let _ = std::fs::remove_file(f);
         }
     } else {
+        let running = if still_running {
+            " (still running)"
+        } else {
+            ""
+        };
         eprintln!(
-            "dockwatch: kept container {short} and its checkpoint in {}; ship the rest with: dockwatch resume {short}",
+            "dockwatch: kept container {short}{running} and its checkpoint in {}; ship the rest with: dockwatch resume {short}",
             session.state_dir.display()
         );
     }
@@ -331,6 +336,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     let ship = ShipConfig {
         max_event_size: cp.max_event_size,
         split_streams: cp.split_streams,
+        credentials_timeout: args.credentials_timeout,
         ..ShipConfig::new(cp.group.clone(), cp.stream.clone())?
     };
     let (client, endpoint) = reconnect(&args, &cp.region, &cp.endpoint_url, &ship).await?;

@@ -61,6 +61,8 @@ pub(crate) struct Report {
     pub(crate) unread: Unread,
     /// Bytes of output not echoed because our stdout or stderr did not keep up.
     pub(crate) unechoed: u64,
+    /// The container was left running (delivery failed for good; resume follows it).
+    pub(crate) still_running: bool,
     /// Where those went: `", saved to PATH"` or why they could not be saved.
     pub(crate) saved: String,
     /// The spool file they went to.
@@ -102,7 +104,11 @@ pub(crate) async fn supervise(
             .unwrap_or(0),
         None => 0,
     };
-    let exit_code = settle_container(docker, id, session.stop_timeout).await;
+    // A delivery that failed for good (credentials refused past their deadline) leaves a
+    // running container running: `dockwatch resume` follows it once credentials are good.
+    let keep_running = ship.fatal.is_some() && !shutdown.is_requested();
+    let (exit_code, still_running) =
+        settle_container(docker, id, session.stop_timeout, keep_running).await;
     let mut undelivered = ship.undelivered;
     let mut reader = reader;
     undelivered.append(&mut reader.unsent);
@@ -123,6 +129,7 @@ pub(crate) async fn supervise(
         undelivered: undelivered.len(),
         unread,
         unechoed,
+        still_running,
         saved,
         spool,
         started,
@@ -337,16 +344,23 @@ fn kill(docker: &bollard::Docker, id: &str) {
 }
 
 /// The container's exit code; a container that still runs (delivery failed or was abandoned)
-/// is stopped first.
-async fn settle_container(docker: &bollard::Docker, id: &str, grace: Duration) -> Option<i64> {
-    let code = container::exit_code(docker, id).await.ok().flatten();
-    if code.is_some() {
-        return code;
+/// is stopped first, unless `keep_running` (then: no code, and true).
+async fn settle_container(
+    docker: &bollard::Docker,
+    id: &str,
+    grace: Duration,
+    keep_running: bool,
+) -> (Option<i64>, bool) {
+    match container::exit_code(docker, id).await {
+        Ok(Some(code)) => return (Some(code), false),
+        Ok(None) if keep_running => return (None, true),
+        Ok(None) => {}
+        Err(_) => return (None, false),
     }
     if let Err(e) = container::stop(docker, id, grace).await {
         tracing::warn!("{e}");
     }
-    container::exit_code(docker, id).await.ok().flatten()
+    (container::exit_code(docker, id).await.ok().flatten(), false)
 }
 
 /// Writes what was not delivered to a spool file; returns the summary's words for it, and
@@ -394,6 +408,7 @@ pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
     );
     match r.exit_code {
         Some(c) => line.push_str(&format!("; container exited with code {c}")),
+        None if r.still_running => line.push_str("; container still running"),
         None => line.push_str("; container state unknown"),
     }
     let mut notes = ship_notes(s);
@@ -543,6 +558,7 @@ pub(crate) mod tests {
             undelivered: 0,
             unread: Unread::default(),
             unechoed: 0,
+            still_running: false,
             saved: String::new(),
             spool: None,
             started: Instant::now(),

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::strict_server::StrictServer;
+use crate::strict_server::{Faults, StrictServer};
 
 /// `n` numbered lines, paced: a pause of 0.1 s every `every` lines.
 fn paced(n: usize, every: usize) -> String {
@@ -172,48 +172,60 @@ fn credentials_refused_at_start() {
     assert!(containers_with_label(&job.label).is_empty());
 }
 
-#[test]
-fn credentials_refused_mid_run_then_resume() {
+/// Credentials refused mid-run (`refuse` turns the fault on or off): shipping waits for
+/// `--credentials-timeout`, gives up with the container still running, and `resume` with good
+/// credentials follows it to the end: every line exactly once.
+fn credentials_fail_mid_run_then_resume(refuse: fn(&mut Faults, bool), code: &str) {
     let server = StrictServer::start();
     let state = std::env::temp_dir().join(unique("state"));
     let spool = std::env::temp_dir().join(unique("spool"));
-    let mut job = Job::new(&server.url, &paced(20_000, 500));
-    job.arg("--quiet").arg("--stop-timeout").arg("1s");
+    // About 10 s of output.
+    let mut job = Job::new(&server.url, &paced(20_000, 200));
+    job.arg("--quiet").arg("--credentials-timeout").arg("2s");
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
-    server.faults(|f| f.deny_auth = true);
+    server.faults(|f| refuse(f, true));
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(
         err.contains(
-            "dockwatch: error: delivery to CloudWatch failed: UnrecognizedClientException"
+            "retrying for up to 2s (--credentials-timeout) while the container keeps running"
         ),
         "{err}"
     );
-    assert!(err.contains("not delivered, saved to"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "dockwatch: error: delivery to CloudWatch failed: {code}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("container still running"), "{err}");
     assert!(!err.contains("test-secret-do-not-print"));
-    // The container was stopped and kept for resume.
+    // The container still runs, kept for resume.
     let ids = containers_with_label(&job.label);
     assert_eq!(ids.len(), 1, "{err}");
     let running = Command::new("docker")
         .args(["inspect", "-f", "{{.State.Running}}", &ids[0]])
         .output()
         .unwrap();
-    assert_eq!(stdout(&running).trim(), "false");
+    assert_eq!(stdout(&running).trim(), "true", "{err}");
 
-    server.faults(|f| f.deny_auth = false);
+    server.faults(|f| refuse(f, false));
     let out = resume(&state, Some(&spool));
-    assert!(
-        out.status.code().is_some_and(|c| c != 125),
-        "{}",
-        stderr(&out)
-    );
-    let got = server.messages(&job.group, &job.stream);
-    let n = got.len();
-    assert!(n > 0 && n <= 20_000);
-    assert_exactly(&got, n);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly(&server.messages(&job.group, &job.stream), 20_000);
     assert!(containers_with_label(&job.label).is_empty());
+}
+
+#[test]
+fn credentials_refused_mid_run_keep_the_container_running_then_resume() {
+    credentials_fail_mid_run_then_resume(|f, on| f.deny_auth = on, "UnrecognizedClientException");
+}
+
+#[test]
+fn credentials_expired_mid_run_keep_the_container_running_then_resume() {
+    credentials_fail_mid_run_then_resume(|f, on| f.expired_token = on, "ExpiredTokenException");
 }

@@ -13,6 +13,10 @@
 //! from the oldest unacknowledged one, so that a batch stuck in backoff bounds what a crash
 //! leaves acknowledged past the checkpoint's position (resume reads that much back).
 //!
+//! Refused credentials (expired, revoked): retried like a throttle for up to
+//! `credentials_timeout` (the SDK's refreshing providers get their chance; the container keeps
+//! running, its output waits in the engine's log), then fatal. Said once when it starts.
+//!
 //! Lost answers: CloudWatch has no idempotency key, so a timeout or a broken connection after
 //! a request was sent leaves it unknown whether the batch was stored. Before sending it again
 //! the shipper reads the stream over the batch's milliseconds (retrying the read for as long
@@ -37,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::retry::{Action, Failure, classify};
+use crate::aws::retry::{Action, Failure, classify, is_auth};
 use crate::config::ShipConfig;
 use crate::docker::logs::Cursor;
 use crate::ship::batcher::{Batch, Batcher, Limits, Mark};
@@ -193,6 +197,10 @@ pub(crate) struct Shipper<S> {
     on_delivered: Option<OnDelivered>,
     /// On resume: where the batcher continues, and what CloudWatch holds past it.
     resume: Option<(Mark, dedupe::AlreadyStored)>,
+    /// How long refused credentials are retried.
+    credentials_timeout: Duration,
+    /// Since when every answer refused the credentials (shared by the requests in flight).
+    refused_since: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl<S: LogService> Shipper<S> {
@@ -206,6 +214,8 @@ impl<S: LogService> Shipper<S> {
             max_in_flight: cfg.max_in_flight,
             on_delivered: None,
             resume: None,
+            credentials_timeout: cfg.credentials_timeout,
+            refused_since: Arc::default(),
         }
     }
 
@@ -398,6 +408,7 @@ impl<S: LogService> Shipper<S> {
     fn deliver(&self, batch: Batch, stop: CancellationToken) -> InFlight {
         let service = self.service.clone();
         let (group, stream) = (self.group.clone(), self.stream.clone());
+        let (refused_since, patience) = (self.refused_since.clone(), self.credentials_timeout);
         Box::pin(async move {
             let mut d = Delivery::default();
             let mut backoff = Backoff::default();
@@ -408,6 +419,7 @@ impl<S: LogService> Shipper<S> {
                 };
                 let failure = match result {
                     Ok(rejected) => {
+                        refused_since.lock().expect("not poisoned").take();
                         let done = Delivery {
                             rejected,
                             ..Delivery::default()
@@ -416,6 +428,13 @@ impl<S: LogService> Shipper<S> {
                     }
                     Err(f) => f,
                 };
+                if is_auth(&failure) && !refused_too_long(&refused_since, patience, &failure) {
+                    d.retries += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => continue,
+                        () = stop.cancelled() => return (batch, Err(NotDelivered::Aborted), d),
+                    }
+                }
                 match classify(&failure) {
                     Action::Fatal => return (batch, Err(NotDelivered::Fatal(failure)), d),
                     Action::Retry if failure.is_ambiguous() => {
@@ -460,6 +479,27 @@ impl<S: LogService> Shipper<S> {
                 }
             }
         })
+    }
+}
+
+/// Credentials refused: true once they have been for longer than `patience` (then the
+/// failure is fatal). The first refusal is said once, with the deadline.
+fn refused_too_long(
+    since: &std::sync::Mutex<Option<Instant>>,
+    patience: Duration,
+    failure: &Failure,
+) -> bool {
+    let mut since = since.lock().expect("not poisoned");
+    match *since {
+        Some(t) => t.elapsed() > patience,
+        None => {
+            *since = Some(Instant::now());
+            eprintln!(
+                "dockwatch: AWS refused the credentials ({failure}); retrying for up to {} (--credentials-timeout) while the container keeps running",
+                humantime::format_duration(patience)
+            );
+            false
+        }
     }
 }
 
@@ -839,12 +879,12 @@ mod tests {
 
         #[tokio::test(start_paused = true)]
         async fn a_fatal_failure_stops_and_hands_back_the_rest() {
-            let denied = service_error("AccessDeniedException", 400);
-            let fake = Fake::scripted([Answer::Accept, Answer::Fail(denied.clone())]);
+            let invalid = service_error("InvalidParameterException", 400);
+            let fake = Fake::scripted([Answer::Accept, Answer::Fail(invalid.clone())]);
             let report = shipper(&fake, 1)
                 .run(feed(chunks(30), false), CancellationToken::new())
                 .await;
-            assert_eq!(report.fatal, Some(denied));
+            assert_eq!(report.fatal, Some(invalid));
             assert_eq!(report.stats.events, 10);
             let back: Vec<String> = report
                 .undelivered
@@ -955,6 +995,41 @@ mod tests {
             assert_eq!(report.stats.skipped_duplicates, 30);
             assert_eq!(report.stats.events, 20);
             assert_eq!(report.stats.unrecognised, 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn refused_credentials_are_retried_until_the_deadline_then_fatal() {
+            let denied = service_error("ExpiredTokenException", 400);
+            // Refused for 20 s, then good again: delivered, nothing lost.
+            let fake = Fake::default();
+            let until = Instant::now() + Duration::from_secs(20);
+            let script = std::iter::repeat_n(Answer::Fail(denied.clone()), 200);
+            fake.0.lock().unwrap().script.extend(script);
+            let s = shipper(&fake, 1);
+            let fake2 = fake.clone();
+            let heal = tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                fake2.0.lock().unwrap().script.clear();
+            });
+            let report = s
+                .run(feed(chunks(30), false), CancellationToken::new())
+                .await;
+            heal.await.unwrap();
+            assert!(report.fatal.is_none(), "{:?}", report.fatal);
+            assert_eq!(fake.accepted_messages(), messages(30));
+            // Refused for ever: fatal once --credentials-timeout (5 minutes) passed.
+            let fake = Fake::scripted(std::iter::repeat_n(Answer::Fail(denied.clone()), 10_000));
+            let t0 = Instant::now();
+            let report = shipper(&fake, 1)
+                .run(feed(chunks(30), false), CancellationToken::new())
+                .await;
+            assert_eq!(report.fatal, Some(denied));
+            let waited = t0.elapsed();
+            assert!(
+                waited >= Duration::from_secs(300) && waited < Duration::from_secs(340),
+                "{waited:?}"
+            );
+            assert_eq!(report.undelivered.len(), 30);
         }
 
         #[tokio::test(start_paused = true)]
