@@ -114,6 +114,48 @@ fn sigint_and_sigterm_at_random_moments() {
     server.with_stats(|s| assert_eq!(s.violations, 0));
 }
 
+/// Two SIGINTs within a millisecond (0.3 ms apart): the second is not lost, the container is
+/// killed at once instead of after its 60 s grace. (Closer than the time a thread takes to
+/// wake, the kernel merges the two: a pending signal is not queued twice.)
+#[test]
+fn two_sigints_within_a_millisecond_both_count() {
+    let server = StrictServer::start();
+    for run in 0..5 {
+        // A flood keeps dockwatch's runtime busy between the two signals.
+        let mut job = Job::new(
+            &server.url,
+            "trap '' TERM; while true; do seq 1 100000; done",
+        );
+        let state = std::env::temp_dir().join(unique("state"));
+        let spool = std::env::temp_dir().join(unique("spool"));
+        job.arg("--quiet").arg("--stop-timeout").arg("60s");
+        job.arg("--state-dir").arg(state.to_str().unwrap());
+        job.arg("--spool-dir").arg(spool.to_str().unwrap());
+        let child = job.spawn();
+        assert!(wait_until(Duration::from_secs(30), || {
+            !server.messages(&job.group, &job.stream).is_empty()
+        }));
+        let pid = child.id();
+        let t0 = Instant::now();
+        let pid = pid as libc::pid_t;
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            assert_eq!(libc::kill(pid, libc::SIGINT), 0);
+            std::thread::sleep(Duration::from_micros(300));
+            assert_eq!(libc::kill(pid, libc::SIGINT), 0);
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "run {run}: the second signal was lost: {err}"
+        );
+        assert!(err.contains("killing the container"), "run {run}: {err}");
+        assert_eq!(out.status.code(), Some(130), "run {run}: {err}");
+        cleanup(&job.label);
+    }
+}
+
 #[test]
 fn second_signal_kills_a_container_that_ignores_sigterm() {
     let server = StrictServer::start();
