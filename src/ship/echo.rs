@@ -2,41 +2,55 @@
 //! delivery: a paused reader of dockwatch's output (a `less`, a slow CI pipe, Ctrl+S in a
 //! terminal) must never hold up shipping.
 //!
-//! Design: the reader hands each buffered piece of output to a thread of its own over a
-//! bounded channel ([`QUEUE`] pieces of up to 64 KiB, so at most ~4 MiB waits) without ever
-//! waiting: when the queue is full the piece is dropped and its bytes counted, and the run's
-//! summary says how much of the output was not echoed (all of it is still shipped). Blocking
+//! Design: the reader hands each buffered piece of output to a thread of its own through a
+//! queue bounded in bytes ([`BUDGET`], 4 MiB; small pieces of one stream are joined) without
+//! ever waiting: when the budget is spent the piece is dropped and its bytes counted, and the
+//! run's summary says how much of the output was not echoed (all of it is still shipped). A
+//! bound in pieces was tried first: the reader hands over many small pieces, and 64 of them
+//! filled while the thread waited to be scheduled, dropping output even to /dev/null. Blocking
 //! writes on a thread, not the async runtime: a write to a paused pipe blocks for as long as
 //! the pipe is paused, and the runtime's threads must not be the ones waiting. A closed
 //! stdout (`| head`) ends the echo of that stream silently.
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::ship::framing::Source;
 
-/// Pieces waiting to be written, at most.
-const QUEUE: usize = 64;
+/// Bytes waiting to be written, at most.
+const BUDGET: usize = 4 << 20;
+/// Pieces of one stream are joined up to this size (the reader hands over many small ones).
+const PIECE: usize = 64 * 1024;
 /// How long the end of a run waits for the echo to be written out.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// What the reader and the echo thread share.
+#[derive(Default)]
+struct Queue {
+    pieces: VecDeque<(Source, Vec<u8>)>,
+    /// Bytes in `pieces`.
+    bytes: usize,
+    /// Bytes dropped because the budget was spent.
+    dropped: u64,
+    /// No more pieces will come.
+    closed: bool,
+    /// The thread is done (everything written, or both streams closed).
+    done: bool,
+}
+
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
+
 /// The echo thread, owned by whoever ends the run ([`Echo::finish`]).
 pub(crate) struct Echo {
-    tx: EchoTx,
-    done: Receiver<()>,
+    shared: Shared,
 }
 
 /// The sending side, given to the reader.
 #[derive(Clone)]
 pub(crate) struct EchoTx {
-    tx: SyncSender<(Source, Vec<u8>)>,
-    /// Bytes dropped because the queue was full.
-    dropped: Arc<AtomicU64>,
-    /// Bytes queued and not written yet.
-    queued: Arc<AtomicU64>,
+    shared: Shared,
 }
 
 impl Echo {
@@ -47,75 +61,85 @@ impl Echo {
 
     /// Starts the echo thread writing to `out` and `err`.
     pub(crate) fn to(out: Box<dyn Write + Send>, err: Box<dyn Write + Send>) -> Self {
-        let (tx, rx) = sync_channel::<(Source, Vec<u8>)>(QUEUE);
-        let (done_tx, done) = sync_channel(1);
-        let queued = Arc::new(AtomicU64::new(0));
-        let written = queued.clone();
-        std::thread::Builder::new()
+        let shared: Shared = Arc::default();
+        let theirs = shared.clone();
+        let started = std::thread::Builder::new()
             .name("dockwatch-echo".into())
-            .spawn(move || {
-                write_all(rx, out, err, &written);
-                let _ = done_tx.send(());
-            })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::warn!("no echo: cannot start its thread: {e}"));
-        Self {
-            tx: EchoTx {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-                queued,
-            },
-            done,
+            .spawn(move || write_all(&theirs, out, err));
+        if let Err(e) = started {
+            tracing::warn!("no echo: cannot start its thread: {e}");
+            shared.0.lock().expect("not poisoned").done = true;
         }
+        Self { shared }
     }
 
     /// A sender for the reader.
     pub(crate) fn sender(&self) -> EchoTx {
-        self.tx.clone()
+        EchoTx {
+            shared: self.shared.clone(),
+        }
     }
 
-    /// Ends the echo once every sender is gone: waits up to [`DRAIN`] for what is queued to
-    /// be written; returns the bytes that were not echoed (dropped, or still queued then).
-    /// Blocks: call it off the async runtime.
+    /// Ends the echo: waits up to [`DRAIN`] for what is queued to be written; returns the
+    /// bytes that were not echoed (dropped, or still queued then). Blocks: call it off the
+    /// async runtime.
     pub(crate) fn finish(self) -> u64 {
-        let Echo { tx, done } = self;
-        let (dropped, queued) = (tx.dropped.clone(), tx.queued.clone());
-        drop(tx);
-        if done.recv_timeout(DRAIN).is_err() {
+        let (lock, cv) = &*self.shared;
+        let mut q = lock.lock().expect("not poisoned");
+        q.closed = true;
+        cv.notify_all();
+        let (q, _) = cv
+            .wait_timeout_while(q, DRAIN, |q| !q.done)
+            .expect("not poisoned");
+        if !q.done {
             tracing::debug!("the echo is still blocked; its queue is left behind");
         }
-        dropped.load(Ordering::Relaxed) + queued.load(Ordering::Relaxed)
+        q.dropped + q.bytes as u64
     }
 }
 
 impl EchoTx {
-    /// Queues a piece of output; drops it (counted) when the queue is full. Never waits.
+    /// Queues a piece of output; drops it (counted) when [`BUDGET`] bytes are waiting
+    /// already. Never waits for the terminal.
     pub(crate) fn write(&self, source: Source, data: Vec<u8>) {
-        let len = data.len() as u64;
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send((source, data)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                self.dropped.fetch_add(len, Ordering::Relaxed);
-            }
-            // The thread ended (both streams closed): nothing to count.
-            Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-            }
+        let (lock, cv) = &*self.shared;
+        let mut q = lock.lock().expect("not poisoned");
+        if q.done {
+            return;
         }
+        if q.bytes + data.len() > BUDGET {
+            q.dropped += data.len() as u64;
+            return;
+        }
+        q.bytes += data.len();
+        match q.pieces.back_mut() {
+            Some((s, piece)) if *s == source && piece.len() + data.len() <= PIECE => {
+                piece.extend_from_slice(&data);
+            }
+            _ => q.pieces.push_back((source, data)),
+        }
+        cv.notify_one();
     }
 }
 
-fn write_all(
-    rx: Receiver<(Source, Vec<u8>)>,
-    mut out: Box<dyn Write>,
-    mut err: Box<dyn Write>,
-    queued: &AtomicU64,
-) {
+fn write_all(shared: &Shared, mut out: Box<dyn Write>, mut err: Box<dyn Write>) {
+    let (lock, cv) = &**shared;
     let (mut out_ok, mut err_ok) = (true, true);
-    for (source, data) in rx {
-        queued.fetch_sub(data.len() as u64, Ordering::Relaxed);
+    loop {
+        let next = {
+            let q = lock.lock().expect("not poisoned");
+            let mut q = cv
+                .wait_while(q, |q| q.pieces.is_empty() && !q.closed)
+                .expect("not poisoned");
+            match q.pieces.pop_front() {
+                Some(p) => {
+                    q.bytes -= p.1.len();
+                    Some(p)
+                }
+                None => None,
+            }
+        };
+        let Some((source, data)) = next else { break };
         let (w, ok) = match source {
             Source::Stdout => (&mut out, &mut out_ok),
             Source::Stderr => (&mut err, &mut err_ok),
@@ -125,9 +149,17 @@ fn write_all(
             *ok = false;
         }
         if !out_ok && !err_ok {
-            return;
+            break;
         }
     }
+    let mut q = lock.lock().expect("not poisoned");
+    q.done = true;
+    // What a closed terminal will never take is not "not echoed for slowness".
+    if !out_ok && !err_ok {
+        q.bytes = 0;
+        q.pieces.clear();
+    }
+    cv.notify_all();
 }
 
 #[cfg(test)]
@@ -160,7 +192,7 @@ mod tests {
         let echo = Echo::to(Box::new(gate.clone()), Box::new(std::io::sink()));
         let tx = echo.sender();
         let started = std::time::Instant::now();
-        for _ in 0..1000 {
+        for _ in 0..10_000 {
             tx.write(Source::Stdout, vec![b'x'; 1000]);
         }
         drop(tx);
@@ -173,7 +205,7 @@ mod tests {
         gate.0.1.notify_all();
         let dropped = echo.finish();
         let written = gate.1.lock().unwrap().len() as u64;
-        assert_eq!(written + dropped, 1_000_000);
+        assert_eq!(written + dropped, 10_000_000);
         assert!(
             dropped > 0 && written > 0,
             "{written} written, {dropped} dropped"

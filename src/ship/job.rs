@@ -311,6 +311,9 @@ async fn finish(
         for f in spool::files_of(&session.spool_dir, id) {
             let _ = std::fs::remove_file(f);
         }
+        // Nothing left behind in the user's directory: the directories go when empty.
+        let _ = std::fs::remove_dir(&session.state_dir);
+        let _ = std::fs::remove_dir(&session.spool_dir);
     } else {
         let running = if still_running {
             " (still running)"

@@ -145,14 +145,15 @@ fn two_sigints_within_a_millisecond_both_count() {
             assert_eq!(libc::kill(pid, libc::SIGINT), 0);
         }
         let out = child.wait_with_output().unwrap();
+        let took = t0.elapsed();
+        cleanup(&job.label);
         let err = stderr(&out);
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
+            took < Duration::from_secs(20),
             "run {run}: the second signal was lost: {err}"
         );
         assert!(err.contains("killing the container"), "run {run}: {err}");
         assert_eq!(out.status.code(), Some(130), "run {run}: {err}");
-        cleanup(&job.label);
     }
 }
 
@@ -225,11 +226,11 @@ fn third_signal_quits_now_then_resume_delivers_the_rest() {
     assert_eq!(server.messages(&job.group, &job.stream).len(), 3000);
     assert!(containers_with_label(&job.label).is_empty());
     assert!(
-        std::fs::read_dir(&state).unwrap().next().is_none(),
+        std::fs::read_dir(&state).map_or(true, |mut d| d.next().is_none()),
         "checkpoint left"
     );
     assert!(
-        std::fs::read_dir(&spool).unwrap().next().is_none(),
+        std::fs::read_dir(&spool).map_or(true, |mut d| d.next().is_none()),
         "spool left"
     );
 }

@@ -239,7 +239,8 @@ fn help_and_version() {
 #[test]
 fn a_paused_reader_of_stdout_never_stalls_delivery() {
     let server = StrictServer::start();
-    let mut job = Job::new(&server.url, "seq 1 200000");
+    // 6.9 MB: more than the pipe (64 KiB) and the echo's queue (4 MiB) hold.
+    let mut job = Job::new(&server.url, "seq 1 1000000");
     let mut child = job
         .cmd
         .stdout(std::process::Stdio::piped())
@@ -248,7 +249,7 @@ fn a_paused_reader_of_stdout_never_stalls_delivery() {
         .unwrap();
     // Nobody reads stdout for up to 15 s: the pipe (64 KiB) fills at once.
     let all_in = wait_until(Duration::from_secs(15), || {
-        server.with_stats(|s| s.accepted_events) >= 200_000
+        server.with_stats(|s| s.accepted_events) >= 1_000_000
     });
     let delivered = server.with_stats(|s| s.accepted_events);
     // Now read: dockwatch ends.
@@ -263,14 +264,14 @@ fn a_paused_reader_of_stdout_never_stalls_delivery() {
     let err = stderr(&out);
     assert!(
         all_in,
-        "{delivered} of 200000 delivered while stdout was paused: {err}"
+        "{delivered} of 1000000 delivered while stdout was paused: {err}"
     );
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("not echoed: the terminal or pipe did not keep up"),
         "{err}"
     );
-    assert!(echoed > 0 && echoed < 1_288_895, "echoed {echoed} bytes");
+    assert!(echoed > 0 && echoed < 6_888_896, "echoed {echoed} bytes");
     let got = server.messages(&job.group, &job.stream);
-    assert_eq!(got.len(), 200_000);
+    assert_eq!(got.len(), 1_000_000);
 }
