@@ -286,43 +286,7 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
     let server = StrictServer::start();
     // Requests take a while, so some are in flight when dockwatch dies.
     server.faults(|f| f.latency = Duration::from_millis(150));
-    for (n, wait_ms) in moments(4).into_iter().enumerate() {
-        let state = std::env::temp_dir().join(unique("state"));
-        let mut job = Job::new(
-            &server.url,
-            "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); echo $i; if [ $((i % 1000)) -eq 0 ]; then sleep 0.1; fi; done",
-        );
-        job.arg("--quiet")
-            .arg("--state-dir")
-            .arg(state.to_str().unwrap());
-        let child = job.spawn();
-        // Killed while it ships: once its checkpoint exists (the container is running),
-        // after a random delay. Before that there is nothing to resume.
-        wait_for_checkpoint(&state);
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        signal(&child, "KILL");
-        let _ = child.wait_with_output();
-        let before = server.archive(&job.group, &job.stream).len();
-        let out = resume(&state, None);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "kill {n} at {wait_ms} ms: {}",
-            stderr(&out)
-        );
-        let got = server.archive(&job.group, &job.stream);
-        assert_eq!(
-            got.len(),
-            30000,
-            "kill {n} at {wait_ms} ms ({before} before resume): {}",
-            stderr(&out)
-        );
-        assert_numbered_prefix(&got);
-        assert!(
-            containers_with_label(&job.label).is_empty(),
-            "resume cleans up"
-        );
-    }
+    kill_at_moments_then_resume(&server, 4);
     server.with_stats(|s| assert_eq!(s.violations, 0));
 }
 
@@ -365,7 +329,18 @@ fn assert_exactly_once(server: &StrictServer, job: &Job, what: &str) {
 #[test]
 fn sigkill_under_throttling_and_5xx_then_resume_sends_exactly_the_holes() {
     let server = faulty_server();
-    for (n, wait_ms) in moments(10).into_iter().enumerate() {
+    kill_at_moments_then_resume(&server, 10);
+    server.with_stats(|s| {
+        assert_eq!(s.violations, 0);
+        assert!(s.throttled > 0 && s.server_errors > 0, "the faults happened");
+    });
+}
+
+/// `runs` jobs of 30,000 numbered lines, each SIGKILLed at a "random" moment while it ships
+/// (once its checkpoint exists: before that there is nothing to resume), then resumed: every
+/// line exactly once, in order, and resume cleans up.
+fn kill_at_moments_then_resume(server: &StrictServer, runs: usize) {
+    for (n, wait_ms) in moments(runs).into_iter().enumerate() {
         let state = std::env::temp_dir().join(unique("state"));
         let mut job = Job::new(&server.url, PACED_30K);
         job.arg("--quiet")
@@ -383,19 +358,12 @@ fn sigkill_under_throttling_and_5xx_then_resume_sends_exactly_the_holes() {
             stderr(&out)
         );
         assert_eq!(out.status.code(), Some(0), "{what}");
-        assert_exactly_once(&server, &job, &what);
+        assert_exactly_once(server, &job, &what);
         assert!(
             containers_with_label(&job.label).is_empty(),
             "resume cleans up"
         );
     }
-    server.with_stats(|s| {
-        assert_eq!(s.violations, 0);
-        assert!(
-            s.throttled > 0 && s.server_errors > 0,
-            "the faults happened"
-        );
-    });
 }
 
 #[test]
