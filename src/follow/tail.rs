@@ -107,10 +107,20 @@ impl TailConfig {
 /// Runs `dockwatch tail`; returns the exit code.
 pub async fn tail(args: TailArgs, shutdown: Shutdown) -> Result<i32, FollowError> {
     let cfg = TailConfig::from_args(args, now_ms(), std::io::stdout().is_terminal())?;
-    let sdk = logs::build(&cfg.aws).await?;
-    let reader = Reader::new(sdk, Patience::Tries(4));
     let mut out = Printer::new(cfg.format, cfg.color);
-    let r = Tail::new(&cfg, &reader).run(&mut out, shutdown).await;
+    // A stop ends every wait at once, also one inside a retried call (throttling, an
+    // unreachable endpoint): printing is synchronous, so dropping the work at an await point
+    // leaves no half line.
+    let mut stop = shutdown.clone();
+    let work = async {
+        let sdk = logs::build(&cfg.aws).await.map_err(FollowError::from)?;
+        let reader = Reader::new(sdk, Patience::Tries(4));
+        Tail::new(&cfg, &reader).run(&mut out, shutdown).await
+    };
+    let r = tokio::select! {
+        r = work => r,
+        () = stop.requested() => Ok(stop.exit_code().unwrap_or(crate::exit_codes::SIGINT)),
+    };
     match r {
         Ok(code) => {
             out.flush_quietly();

@@ -721,3 +721,75 @@ fn tail_under_throttling_and_server_errors_prints_every_event_once_in_order() {
     let faults = server.with_stats(|st| st.read_faults);
     assert!(faults >= 2, "only {faults} faults were injected");
 }
+
+/// `tail -f` and `download` end within a second of SIGINT/SIGTERM whatever CloudWatch does:
+/// every call throttled, or no answer at all; download saves its state first.
+#[test]
+fn a_stop_ends_tail_and_download_at_once_while_cloudwatch_throttles_or_is_unreachable() {
+    type Fault = fn(&mut crate::strict_server::Faults);
+    let faults: [(&str, Fault); 2] = [
+        ("throttled", |f| f.read_faults = 1.0),
+        ("unreachable", |f| f.outage = true),
+    ];
+    for (what, fault) in faults {
+        for sig in ["INT", "TERM"] {
+            let server = StrictServer::start();
+            let group = unique("stop");
+            server.append(&group, "s", [(now_ms(), "one".to_string())]);
+            server.faults(fault);
+            let dir = std::env::temp_dir().join(unique("dl"));
+            let children = [
+                (
+                    "tail -f",
+                    dockwatch_with_env(&server.url)
+                        .args(["tail", "-f", &group])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap(),
+                ),
+                ("download", download(&server.url, &dir, &group, &[])),
+            ];
+            std::thread::sleep(Duration::from_millis(2500));
+            for (name, mut child) in children {
+                // tail gives up on an unreachable endpoint by itself (four tries): then it
+                // has ended already, with one error line.
+                if child.try_wait().unwrap().is_some() {
+                    let out = child.wait_with_output().unwrap();
+                    let err = String::from_utf8_lossy(&out.stderr).to_string();
+                    assert_eq!(
+                        (name, out.status.code()),
+                        ("tail -f", Some(1)),
+                        "{what}: {err}"
+                    );
+                    assert!(err.contains("dockwatch: error: "), "{err}");
+                    continue;
+                }
+                let t0 = std::time::Instant::now();
+                signal(&child, sig);
+                let out = child.wait_with_output().unwrap();
+                let took = t0.elapsed();
+                let err = String::from_utf8_lossy(&out.stderr).to_string();
+                assert!(
+                    took < Duration::from_secs(1),
+                    "{name}, {what}, SIG{sig}: took {took:?}: {err}"
+                );
+                assert!(!err.contains("panicked"), "{err}");
+                assert!(
+                    !err.contains('\u{1b}'),
+                    "no colour codes off a terminal: {err}"
+                );
+                if name == "download" {
+                    assert_eq!(out.status.code(), Some(0), "{what}: {err}");
+                    assert!(
+                        dir.join(".dockwatch-download.json").exists(),
+                        "{what}: state saved"
+                    );
+                } else {
+                    let want = if sig == "INT" { 130 } else { 143 };
+                    assert_eq!(out.status.code(), Some(want), "{what}: {err}");
+                }
+            }
+        }
+    }
+}

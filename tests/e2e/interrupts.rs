@@ -332,7 +332,10 @@ fn sigkill_under_throttling_and_5xx_then_resume_sends_exactly_the_holes() {
     kill_at_moments_then_resume(&server, 10);
     server.with_stats(|s| {
         assert_eq!(s.violations, 0);
-        assert!(s.throttled > 0 && s.server_errors > 0, "the faults happened");
+        assert!(
+            s.throttled > 0 && s.server_errors > 0,
+            "the faults happened"
+        );
     });
 }
 

@@ -61,7 +61,10 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         log(&note);
     }
     state.save()?;
-    let sdk = logs::build(&cfg.aws).await?;
+    let sdk = tokio::select! {
+        r = logs::build(&cfg.aws) => r?,
+        _ = shutdown.changed() => return Ok(0),
+    };
     let reader = Reader::new(sdk, Patience::Forever);
     let metrics: metrics::Shared = Arc::new(Mutex::new(Metrics {
         poll_interval_ms: cfg.poll_interval.as_millis() as i64,
@@ -105,8 +108,19 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         metrics,
         soft_errors: 0,
     };
-    // Fail fast, before running for good, when AWS refuses us outright.
-    if let Err(e) = d.discover().await {
+    // Fail fast, before running for good, when AWS refuses us outright. A stop meanwhile
+    // (discovery retries for ever while AWS throttles or cannot be reached) ends it at once.
+    let first = tokio::select! {
+        r = d.discover() => Some(r),
+        _ = shutdown.changed() => None,
+    };
+    let Some(first) = first else {
+        stop_metrics.cancel();
+        d.state.save()?;
+        log("stopped before the first round; state saved");
+        return Ok(0);
+    };
+    if let Err(e) = first {
         if matches!(e, FollowError::Aws(_)) {
             stop_metrics.cancel();
             return Err(e);
