@@ -29,6 +29,8 @@ use crate::util::time::{format_rfc3339_ms, now_ms, parse_time};
 const MAX_STREAM_NAMES: usize = 100;
 /// Polls between two looks for new groups and streams.
 const DISCOVERY_EVERY: u32 = 10;
+/// Remembered ids past which those older than the late window are forgotten.
+const PRUNE_AT: usize = 50_000;
 
 /// Validated `tail` arguments.
 #[derive(Debug, Clone)]
@@ -267,13 +269,13 @@ impl<'a> Tail<'a> {
     }
 
     async fn run(&mut self, out: &mut Printer, mut shutdown: Shutdown) -> Result<i32, TailStop> {
-        let started = now_ms();
         let window = i64::try_from(self.cfg.late_window.as_millis()).unwrap_or(i64::MAX);
         let mut queries = self.discover(true).await?;
-        // Ids of printed events still inside the late window (follow only).
+        // Ids of printed events still inside the late window (follow only): the first poll
+        // reads again from `newest - window`, however old `newest` is (a quiet group).
         let mut seen: HashMap<(usize, String), i64> = HashMap::new();
+        let mut prune_at = PRUNE_AT;
         let mut newest = i64::MIN;
-        let remember_from = started.saturating_sub(window).saturating_sub(60_000);
 
         // The range up to now: merged by time, one page per query in memory.
         let mut open: Vec<Query> = queries
@@ -302,8 +304,13 @@ impl<'a> Tail<'a> {
             };
             let (g, ev) = (open[i].group, open[i].buf.pop_front().expect("non-empty"));
             newest = newest.max(ev.timestamp);
-            if self.cfg.follow && ev.timestamp >= remember_from {
+            if self.cfg.follow {
                 seen.insert((g, event_key(&ev)), ev.timestamp);
+                if seen.len() >= prune_at {
+                    let cutoff = newest.saturating_sub(window);
+                    seen.retain(|_, ts| *ts >= cutoff);
+                    prune_at = seen.len() * 2 + PRUNE_AT;
+                }
             }
             out.print(&self.groups[g], &ev)?;
         }
@@ -313,6 +320,7 @@ impl<'a> Tail<'a> {
         }
 
         let mut polls = 0u32;
+        let mut known = named_streams(&queries);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
@@ -322,18 +330,28 @@ impl<'a> Tail<'a> {
                 return Ok(code);
             }
             polls += 1;
-            if polls.is_multiple_of(DISCOVERY_EVERY) {
-                queries = self.discover(false).await?;
-            }
             let from = if newest == i64::MIN {
                 self.cfg.since
             } else {
                 self.cfg.since.max(newest.saturating_sub(window))
             };
+            let mut polled: Vec<(usize, FilterQuery)> = queries
+                .iter()
+                .map(|(g, q)| {
+                    let mut q = q.clone();
+                    q.start = Some(from);
+                    (*g, q)
+                })
+                .collect();
+            if polls.is_multiple_of(DISCOVERY_EVERY) {
+                queries = self.discover(false).await?;
+                // A stream found now is read from --since once: what it holds may be older
+                // than the late window.
+                polled.extend(catch_up(&queries, &mut known));
+            }
             let mut fresh: Vec<(usize, Event)> = Vec::new();
-            for (g, q) in &queries {
-                let mut q = q.clone();
-                q.start = Some(from);
+            for (g, q) in &polled {
+                let q = q.clone();
                 let mut token = None;
                 loop {
                     let (events, next) = self
@@ -379,6 +397,37 @@ impl<'a> Tail<'a> {
         }
         Ok(())
     }
+}
+
+/// The (group, stream) pairs the queries name.
+fn named_streams(queries: &[(usize, FilterQuery)]) -> std::collections::HashSet<(usize, String)> {
+    queries
+        .iter()
+        .flat_map(|(g, q)| q.streams.iter().flatten().map(move |s| (*g, s.clone())))
+        .collect()
+}
+
+/// Queries for the streams in `queries` not in `known` (now added), each from the query's own
+/// start (`--since`), chunked as FilterLogEvents wants.
+fn catch_up(
+    queries: &[(usize, FilterQuery)],
+    known: &mut std::collections::HashSet<(usize, String)>,
+) -> Vec<(usize, FilterQuery)> {
+    let mut out = Vec::new();
+    for (g, q) in queries {
+        let Some(streams) = &q.streams else { continue };
+        let new: Vec<String> = streams
+            .iter()
+            .filter(|s| known.insert((*g, (*s).clone())))
+            .cloned()
+            .collect();
+        for chunk in new.chunks(MAX_STREAM_NAMES) {
+            let mut c = q.clone();
+            c.streams = Some(chunk.to_vec());
+            out.push((*g, c));
+        }
+    }
+    out
 }
 
 /// What identifies an event: CloudWatch's id, or its content when an endpoint gives none.

@@ -793,3 +793,77 @@ fn a_stop_ends_tail_and_download_at_once_while_cloudwatch_throttles_or_is_unreac
         }
     }
 }
+
+/// `tail -f` on a quiet group (its newest event minutes old): each event once, however many
+/// polls read the late window again.
+#[test]
+fn tail_follow_on_a_quiet_group_prints_each_event_once() {
+    let server = StrictServer::start();
+    let group = unique("quiet");
+    let now = now_ms();
+    let old: Vec<(i64, String)> = (0..20)
+        .map(|i| (now - 300_000 + i * 9_000, format!("old {i}")))
+        .collect();
+    server.append(&group, "s", old);
+    let mut tail = dockwatch_with_env(&server.url)
+        .args([
+            "tail",
+            &group,
+            "-f",
+            "--since",
+            "10m",
+            "--poll-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(&mut tail);
+    std::thread::sleep(Duration::from_millis(2500)); // a dozen polls
+    signal(&tail, "INT");
+    let o = tail.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let got = lines.lock().unwrap().clone();
+    assert_eq!(got.len(), 20, "each event once: {got:?}");
+}
+
+/// A stream that appears while `tail -f --stream-prefix` follows is read from `--since` when
+/// it is found: what it holds older than the late window is not lost.
+#[test]
+fn tail_follow_reads_a_stream_found_late_from_the_start() {
+    let server = StrictServer::start();
+    let group = unique("late-stream");
+    let now = now_ms();
+    server.append(&group, "web/a", [(now, "a now".to_string())]);
+    let mut tail = dockwatch_with_env(&server.url)
+        .args(["tail", &group, "-f", "--stream-prefix", "web/"])
+        .args(["--poll-interval", "200ms", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(&mut tail);
+    std::thread::sleep(Duration::from_millis(700));
+    // Its events are 40-60 s older than the newest printed: past the 30 s late window.
+    let late: Vec<(i64, String)> = (0..10)
+        .map(|i| (now - 60_000 + i * 2_000, format!("b {i}")))
+        .collect();
+    server.append(&group, "web/b", late);
+    let found = wait_until(Duration::from_secs(15), || {
+        lines.lock().unwrap().len() >= 11
+    });
+    std::thread::sleep(Duration::from_millis(1000)); // more polls: nothing twice
+    signal(&tail, "INT");
+    let o = tail.wait_with_output().unwrap();
+    let got = lines.lock().unwrap().clone();
+    assert!(found, "{got:?}: {}", stderr(&o));
+    assert_eq!(got.len(), 11, "{got:?}");
+    let b: Vec<String> = got
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["stream"] == "web/b")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(b, (0..10).map(|i| format!("b {i}")).collect::<Vec<_>>());
+}
