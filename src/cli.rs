@@ -323,6 +323,33 @@ mod tests {
     }
 
     #[test]
+    fn stream_names_with_commas_stay_whole() {
+        let cli =
+            Cli::try_parse_from(["dockwatch", "tail", "g", "--stream", "a,b", "--stream", "c"])
+                .unwrap();
+        let Some(Command::Tail(t)) = cli.command else {
+            panic!("not tail")
+        };
+        assert_eq!(t.streams, ["a,b", "c"]);
+        let cli = Cli::try_parse_from([
+            "dockwatch",
+            "download",
+            "--stream",
+            "x,y",
+            "--stream-prefix",
+            "p,q/",
+        ])
+        .unwrap();
+        let Some(Command::Download(d)) = cli.command else {
+            panic!("not download")
+        };
+        assert_eq!(
+            (d.streams, d.stream_prefix),
+            (vec!["x,y".to_string()], vec!["p,q/".to_string()])
+        );
+    }
+
+    #[test]
     fn contract_flags_parse_at_top_level() {
         let cli = Cli::try_parse_from([
             "dockwatch",
@@ -433,8 +460,8 @@ pub struct TailArgs {
     #[arg(long, value_name = "PREFIX", conflicts_with = "streams")]
     pub(crate) stream_prefix: Option<String>,
 
-    /// Only these streams (repeatable, or comma-separated).
-    #[arg(long = "stream", value_name = "NAME", num_args = 1.., value_delimiter = ',')]
+    /// Only these streams (repeatable; a name may contain commas, as CloudWatch allows).
+    #[arg(long = "stream", value_name = "NAME", num_args = 1..)]
     pub(crate) streams: Vec<String>,
 
     /// CloudWatch filter pattern, e.g. `ERROR` or '"exact phrase"'.
@@ -508,21 +535,23 @@ pub struct DownloadArgs {
     )]
     pub(crate) group_prefix: Vec<String>,
 
-    /// Only streams with exactly this name (repeatable).
+    /// Only streams with exactly this name (repeatable; a name may contain commas, so
+    /// DOCKWATCH_STREAMS separates names with newlines).
     #[arg(
         long = "stream",
         value_name = "NAME",
         env = "DOCKWATCH_STREAMS",
-        value_delimiter = ','
+        value_delimiter = '\n'
     )]
     pub(crate) streams: Vec<String>,
 
-    /// Only streams whose names start with this (repeatable).
+    /// Only streams whose names start with this (repeatable; DOCKWATCH_STREAM_PREFIXES
+    /// separates prefixes with newlines).
     #[arg(
         long,
         value_name = "PREFIX",
         env = "DOCKWATCH_STREAM_PREFIXES",
-        value_delimiter = ','
+        value_delimiter = '\n'
     )]
     pub(crate) stream_prefix: Vec<String>,
 
