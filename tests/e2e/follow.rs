@@ -867,3 +867,40 @@ fn tail_follow_reads_a_stream_found_late_from_the_start() {
         .collect();
     assert_eq!(b, (0..10).map(|i| format!("b {i}")).collect::<Vec<_>>());
 }
+
+/// SIGKILL of `download` during a new stream's first page (killed as soon as its file
+/// appears), several times, then a restart: the file equals the stream, no line twice.
+#[test]
+fn download_killed_during_a_new_streams_first_page_recovers_exactly() {
+    let server = StrictServer::start();
+    for run in 0..6 {
+        let group = unique("first-page");
+        let t0 = now_ms() - 600_000;
+        let events: Vec<(i64, String)> = (0..30_000i64)
+            .map(|i| (t0 + i / 10, format!("event {i}")))
+            .collect();
+        server.append(&group, "s", events.clone());
+        let dir = std::env::temp_dir().join(unique("dl"));
+        let file = file_of(&dir, &group, "s");
+        let mut d = download(&server.url, &dir, &group, &[]);
+        // Watched closely: killed within a millisecond of the first bytes.
+        let t = std::time::Instant::now();
+        let mut appeared = false;
+        while t.elapsed() < Duration::from_secs(20) && !appeared {
+            appeared = std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        d.kill().unwrap();
+        let _ = d.wait_with_output();
+        assert!(appeared, "run {run}: no file");
+        let d = download(&server.url, &dir, &group, &[]);
+        let done = wait_until(Duration::from_secs(30), || {
+            file_events(&file).len() >= 30_000
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        signal(&d, "TERM");
+        let o = d.wait_with_output().unwrap();
+        assert!(done, "run {run}: {}", stderr(&o));
+        assert_eq!(file_events(&file), events, "run {run}: {}", stderr(&o));
+    }
+}

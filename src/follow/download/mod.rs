@@ -300,6 +300,14 @@ impl Daemon {
         for key in self.active.difference(&found) {
             log(&format!("no longer following {}/{}", key.0, key.1));
         }
+        // A new stream's entry is saved before its file's first byte (a file of it that
+        // exists already was not written under this state: cut back to nothing).
+        for key in found.difference(&self.active) {
+            if let Some(note) = self.state.check(key)? {
+                log(&note);
+            }
+        }
+        self.state.save()?;
         self.active = found;
         self.publish();
         Ok(())
@@ -380,6 +388,12 @@ impl Daemon {
                 if same_token || page.next_forward_token.is_none() {
                     break;
                 }
+                continue;
+            }
+            // The file must be what the entry says before anything is appended.
+            if let Some(note) = self.state.check(key)? {
+                log(&note);
+                self.state.save()?;
                 continue;
             }
             // From here to the save: no await (state invariant 2).

@@ -16,10 +16,15 @@
 //!    no await point between them, so cancellation cannot split them either.
 //! 3. One daemon per output directory: `.dockwatch-download.lock` is held with an exclusive
 //!    lock for the daemon's lifetime.
+//! 4. A stream's entry is saved before its file's first byte (when the stream is found), and
+//!    before every append the file's length is checked against the entry ([`State::check`]):
+//!    nothing is ever appended to a file whose length is not the saved `offset`.
 //!
 //! # Recovery
-//! On start, every file longer than its `offset` is cut back to `offset`: those bytes were
-//! written after the last save and will be read again from `token`. A file that is missing
+//! On start, and before every append, a file longer than its `offset` is cut back to
+//! `offset`: those bytes were written after the last save and will be read again from
+//! `token` (a file found for a new entry is cut back to nothing: it was not written under
+//! this state). A file that is missing
 //! (deleted by hand to download a stream again) starts over from the stream's head. A file
 //! shorter than its `offset` was changed outside dockwatch: it is set aside as
 //! `FILE.damaged-<ms>` and the stream downloaded again.
@@ -40,6 +45,75 @@ use crate::follow::FollowError;
 pub(crate) const STATE_FILE: &str = ".dockwatch-download.json";
 /// The lock file's name inside the output directory.
 pub(crate) const LOCK_FILE: &str = ".dockwatch-download.lock";
+
+/// Makes a stream's file agree with its entry: longer than `offset` is cut back to it
+/// (bytes written after the last save; with a new entry, `offset` 0), shorter is set aside
+/// as `FILE.damaged-<ms>` and the stream downloaded again, missing starts over. Never is
+/// anything appended to a file whose length is not the entry's.
+fn check_file(dir: &Path, s: &mut StreamState) -> Result<Option<String>, FollowError> {
+    let path = dir.join(&s.file);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let note = (s.offset > 0).then(|| {
+                format!(
+                    "{} is missing: downloading {}/{} again from its start",
+                    path.display(),
+                    s.group,
+                    s.stream
+                )
+            });
+            restart(s);
+            return Ok(note);
+        }
+        Err(source) => {
+            return Err(FollowError::Io {
+                what: "cannot inspect",
+                path,
+                source,
+            });
+        }
+    };
+    if len > s.offset {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(s.offset).and_then(|_| f.sync_all()))
+            .map_err(|source| FollowError::Io {
+                what: "cannot cut back",
+                path: path.clone(),
+                source,
+            })?;
+        return Ok(Some(format!(
+            "{}: removed {} byte(s) written after the last saved position; they will be read again",
+            path.display(),
+            len - s.offset
+        )));
+    }
+    if len < s.offset {
+        let aside = path.with_file_name(format!(
+            "{}.damaged-{}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            crate::util::time::now_ms()
+        ));
+        std::fs::rename(&path, &aside).map_err(|source| FollowError::Io {
+            what: "cannot set aside",
+            path: path.clone(),
+            source,
+        })?;
+        let note = format!(
+            "{} is shorter than dockwatch wrote it ({len} < {} bytes): moved to {} and downloading {}/{} again",
+            path.display(),
+            s.offset,
+            aside.display(),
+            s.group,
+            s.stream
+        );
+        restart(s);
+        return Ok(Some(note));
+    }
+    Ok(None)
+}
 
 /// One stream's position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,68 +201,18 @@ impl State {
     pub(crate) fn recover(&mut self) -> Result<Vec<String>, FollowError> {
         let mut notes = Vec::new();
         for s in self.streams.values_mut() {
-            let path = self.dir.join(&s.file);
-            let len = match std::fs::metadata(&path) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if s.offset > 0 {
-                        notes.push(format!(
-                            "{} is missing: downloading {}/{} again from its start",
-                            path.display(),
-                            s.group,
-                            s.stream
-                        ));
-                    }
-                    restart(s);
-                    continue;
-                }
-                Err(source) => {
-                    return Err(FollowError::Io {
-                        what: "cannot inspect",
-                        path,
-                        source,
-                    });
-                }
-            };
-            if len > s.offset {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(s.offset).and_then(|_| f.sync_all()))
-                    .map_err(|source| FollowError::Io {
-                        what: "cannot cut back",
-                        path: path.clone(),
-                        source,
-                    });
-                f?;
-                notes.push(format!(
-                    "{}: removed {} byte(s) written after the last saved position; they will be read again",
-                    path.display(),
-                    len - s.offset
-                ));
-            } else if len < s.offset {
-                let aside = path.with_file_name(format!(
-                    "{}.damaged-{}",
-                    path.file_name().unwrap_or_default().to_string_lossy(),
-                    crate::util::time::now_ms()
-                ));
-                std::fs::rename(&path, &aside).map_err(|source| FollowError::Io {
-                    what: "cannot set aside",
-                    path: path.clone(),
-                    source,
-                })?;
-                notes.push(format!(
-                    "{} is shorter than dockwatch wrote it ({len} < {} bytes): moved to {} and downloading {}/{} again",
-                    path.display(),
-                    s.offset,
-                    aside.display(),
-                    s.group,
-                    s.stream
-                ));
-                restart(s);
-            }
+            notes.extend(check_file(&self.dir, s)?);
         }
         Ok(notes)
+    }
+
+    /// Makes the file of `key` agree with its entry before anything is appended to it (see
+    /// [`check_file`]); the note says what was done, if anything.
+    pub(crate) fn check(&mut self, key: &(String, String)) -> Result<Option<String>, FollowError> {
+        match self.streams.get_mut(key) {
+            Some(s) => check_file(&self.dir, s),
+            None => Ok(None),
+        }
     }
 
     /// Saves atomically (invariant 2). Synchronous on purpose: see the module doc.
