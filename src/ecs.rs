@@ -312,9 +312,11 @@ async fn follow_task(
     mut stop: Shutdown,
 ) -> Result<i64, EcsError> {
     let task_id = task_arn.rsplit('/').next().unwrap_or(task_arn).to_string();
-    eprintln!(
+    crate::say!(
         "dockwatch: started ECS task {task_id} on {} ({td}); logs: {}/{}/{CONTAINER}/{task_id}",
-        cfg.cluster, job.group, job.stream_prefix
+        cfg.cluster,
+        job.group,
+        job.stream_prefix
     );
     let stream = format!("{}/{CONTAINER}/{task_id}", job.stream_prefix);
     let mut token: Option<String> = None;
@@ -322,7 +324,7 @@ async fn follow_task(
     loop {
         if stop.is_requested() && !stop_sent {
             stop_sent = true;
-            eprintln!("dockwatch: stopping ECS task {task_id}");
+            crate::say!("dockwatch: stopping ECS task {task_id}");
             c.ecs
                 .stop_task()
                 .cluster(&cfg.cluster)
@@ -382,7 +384,7 @@ async fn echo_logs(c: &Clients, job: &EcsJob, stream: &str, token: &mut Option<S
         let n = r.events().len();
         if job.echo {
             for e in r.events() {
-                println!("{}", e.message().unwrap_or_default());
+                crate::out!("{}", e.message().unwrap_or_default());
             }
         }
         let next = r.next_forward_token().map(str::to_string);
@@ -418,7 +420,7 @@ pub async fn run_main(run: RunConfig, cfg: EcsConfig, shutdown: Shutdown) -> Res
     match run_task(&clients, &cfg, &job, &run.aws, shutdown.clone()).await {
         Ok(code) => Ok(crate::exit_codes::from_container(code)),
         Err(e) if shutdown.is_requested() => {
-            eprintln!("dockwatch: {e}");
+            crate::say!("dockwatch: {e}");
             Ok(shutdown.exit_code().unwrap_or(crate::exit_codes::SIGINT))
         }
         Err(e) => Err(e),

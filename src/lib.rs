@@ -20,6 +20,27 @@
 //!
 //! `main` parses, runs, and maps errors to exit codes ([`exit_codes`]) in one place.
 
+/// `eprintln!` that never panics: a closed stderr (`2>&1 >/dev/null | head -1`) must not stop
+/// shipping or clean-up, so a failed write of a message is ignored.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `println!` that never panics on a closed stdout (`| true`, `| head`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod agent;
 pub mod aws;
 pub mod cli;

@@ -55,7 +55,7 @@ fn run_main(args: dockwatch::cli::RunArgs) -> i32 {
 
 /// An invalid argument: one line, exit code 2.
 fn usage(e: ConfigError) -> i32 {
-    eprintln!("dockwatch: error: {e}");
+    dockwatch::say!("dockwatch: error: {e}");
     exit_codes::USAGE
 }
 
@@ -79,7 +79,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dockwatch: error: cannot start the async runtime: {e}");
+            dockwatch::say!("dockwatch: error: cannot start the async runtime: {e}");
             return exit_codes::FAILURE;
         }
     };
@@ -88,7 +88,7 @@ where
             Ok(code) => code,
             Err(e) => {
                 let code = e.exit_code();
-                eprintln!("{}{:#}", e.prefix(), anyhow::Error::from(e));
+                dockwatch::say!("{}{:#}", e.prefix(), anyhow::Error::from(e));
                 code
             }
         }
@@ -182,7 +182,7 @@ fn listen_for_signals() -> Shutdown {
             }
         });
     if let Err(e) = waiter {
-        eprintln!("dockwatch: warning: cannot watch for signals: {e}");
+        dockwatch::say!("dockwatch: warning: cannot watch for signals: {e}");
         unblock_stop_signals();
         return shutdown;
     }

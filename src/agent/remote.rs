@@ -198,7 +198,7 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
                 .await
                 .map_err(st)?
                 .into_inner();
-            println!("{}", r.id);
+            crate::out!("{}", r.id);
             Ok(0)
         }
         RemoteCommand::Stop(s) => {
@@ -211,7 +211,7 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
                 .await
                 .map_err(st)?
                 .into_inner();
-            println!("{}", &r.id[..12.min(r.id.len())]);
+            crate::out!("{}", &r.id[..12.min(r.id.len())]);
             Ok(0)
         }
         RemoteCommand::Ps(p) => {
@@ -293,7 +293,7 @@ fn print_table(cs: &[pb::ContainerSummary]) {
     }
     for r in std::iter::once(&head).chain(&rows) {
         let cells: Vec<String> = r.iter().zip(w).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", cells.join("  ").trim_end());
+        crate::out!("{}", cells.join("  ").trim_end());
     }
 }
 

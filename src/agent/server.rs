@@ -123,7 +123,7 @@ impl Interceptor for TokenCheck {
 pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, AgentError> {
     let cfg = AgentConfig::from_args(args)?;
     if cfg.exposure == Exposure::Insecure {
-        eprintln!(
+        crate::say!(
             "dockwatch agent: WARNING: listening on {} without TLS and token (--insecure): anyone who can reach it controls the Docker engine, i.e. root on this host",
             cfg.listen
         );
@@ -175,7 +175,7 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
                     addr: addr.to_string(),
                     source,
                 })?;
-            eprintln!(
+            crate::say!(
                 "dockwatch agent: listening on {}{} ({})",
                 addr,
                 if cfg.tls.is_some() { " with TLS" } else { "" },
@@ -216,7 +216,7 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
                 })?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-            eprintln!("dockwatch agent: listening on {}", cfg.listen);
+            crate::say!("dockwatch agent: listening on {}", cfg.listen);
             let r = router
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -231,12 +231,12 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
     tracker.close();
     let left = tracker.len();
     if left > 0 {
-        eprintln!(
+        crate::say!(
             "dockwatch agent: stopped; {left} container(s) still run and are no longer shipped; continue with: dockwatch resume --state-dir {}",
             cfg.state_dir.join("checkpoints").display()
         );
     } else {
-        eprintln!("dockwatch agent: stopped");
+        crate::say!("dockwatch agent: stopped");
     }
     Ok(0)
 }

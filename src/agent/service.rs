@@ -128,10 +128,10 @@ impl AgentService {
         let sid = short(&id).to_string();
         self.tracker.spawn(async move {
             match launched.ship(Shutdown::never()).await {
-                Ok(code) => eprintln!(
+                Ok(code) => crate::say!(
                     "dockwatch agent: container {sid} exited with code {code}; its output is in {target}"
                 ),
-                Err(e) => eprintln!(
+                Err(e) => crate::say!(
                     "dockwatch agent: shipping container {sid} to {target} failed: {:#}",
                     anyhow::Error::from(e)
                 ),
@@ -167,7 +167,7 @@ fn audit<T>(req: &Request<T>, call: &str, detail: &str) {
 fn audit_line(peer: Option<SocketAddr>, who: Option<&Identity>, call: &str, detail: &str) {
     let peer = peer.map_or_else(|| "unix-socket".to_string(), |a| a.to_string());
     let who = who.map_or("anonymous", |i| i.0.as_str());
-    eprintln!(
+    crate::say!(
         "dockwatch agent: audit {} peer={peer} identity={who} call={call} {detail}",
         crate::util::time::format_rfc3339_ms(crate::util::time::now_ms())
     );
@@ -642,7 +642,7 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let left = self.open.fetch_sub(1, Ordering::Relaxed) - 1;
         if !self.finished {
-            eprintln!(
+            crate::say!(
                 "dockwatch agent: logs of {} cancelled by the client; engine stream closed ({left} open)",
                 self.container
             );

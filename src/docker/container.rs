@@ -103,7 +103,7 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
                         ));
                     }
                     None if changed => {
-                        eprintln!("dockwatch: pulling {image}: {id} {status}");
+                        crate::say!("dockwatch: pulling {image}: {id} {status}");
                     }
                     None => {}
                 }

@@ -119,7 +119,7 @@ impl Launched {
 pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launched, RunError> {
     let started = Instant::now();
     if cfg.aws.secret_on_command_line() {
-        eprintln!(
+        crate::say!(
             "dockwatch: warning: a secret on the command line is visible to other local users; prefer AWS_SECRET_ACCESS_KEY or --aws-profile"
         );
     }
@@ -161,7 +161,7 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         },
     };
     if let Err(e) = session.checkpoint.save(&session.state_dir) {
-        eprintln!(
+        crate::say!(
             "dockwatch: warning: cannot write the checkpoint in {}: {e}; a crash could not be resumed",
             session.state_dir.display()
         );
@@ -285,7 +285,7 @@ async fn finish(
     start: Start,
 ) -> Result<i32, RunError> {
     let report = supervisor::supervise(session, docker, id, client, shutdown, started, start).await;
-    eprintln!(
+    crate::say!(
         "{}",
         supervisor::summary(&session.ship.group, &session.ship.stream, &report)
     );
@@ -295,16 +295,16 @@ async fn finish(
     if outcome.gone {
         let _ = Checkpoint::remove(&session.state_dir, id);
         if let Some(p) = spool {
-            eprintln!(
+            crate::say!(
                 "dockwatch: deliver what was read but not delivered with: dockwatch resume --spool {}",
                 p.display()
             );
         }
     } else if outcome.complete {
         if session.keep_container {
-            eprintln!("dockwatch: kept container {short}");
+            crate::say!("dockwatch: kept container {short}");
         } else if let Err(e) = container::remove(docker, id).await {
-            eprintln!("dockwatch: warning: could not remove container {short}: {e}");
+            crate::say!("dockwatch: warning: could not remove container {short}: {e}");
         }
         let _ = Checkpoint::remove(&session.state_dir, id);
         // Spools of this container are now delivered (resume read the same output again).
@@ -320,7 +320,7 @@ async fn finish(
         } else {
             ""
         };
-        eprintln!(
+        crate::say!(
             "dockwatch: kept container {short}{running} and its checkpoint in {}; ship the rest with: dockwatch resume {short}",
             session.state_dir.display()
         );
@@ -355,7 +355,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
         )));
     }
     let resume_from = stored_past(&client, &cp, &endpoint).await?;
-    eprintln!(
+    crate::say!(
         "dockwatch: resuming container {} after {} delivered events",
         &id[..12.min(id.len())],
         cp.events_delivered
@@ -372,7 +372,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
         checkpoint: cp.clone(),
     };
     if cp.escape_invalid_utf8 {
-        eprintln!(
+        crate::say!(
             "dockwatch: note: --invalid-utf8 escape: the rest is read from the engine's log, where invalid bytes are already replaced by U+FFFD"
         );
     }
@@ -400,7 +400,7 @@ async fn stored_past(
                 .await
                 .map_err(|f| preflight_error(f, endpoint.to_string()))?;
         if !complete {
-            eprintln!(
+            crate::say!(
                 "dockwatch: warning: {}/{name} holds more than {RESUME_EVENTS} events past the checkpoint; only those are recognised, later ones may be sent twice",
                 cp.group
             );
@@ -507,7 +507,7 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32
     drop(tx);
     let report = shipper.await.unwrap_or_default();
     let s = report.stats;
-    eprintln!(
+    crate::say!(
         "dockwatch: delivered {} events ({}) from {} to {}/{} in {:.1}s",
         s.events,
         supervisor::human_bytes(s.message_bytes),

@@ -279,7 +279,7 @@ impl Pipeline {
                             }
                             Stop::Kill => kill(docker, id),
                             Stop::Abandon => {
-                                eprintln!("dockwatch: quitting now");
+                                crate::say!("dockwatch: quitting now");
                                 self.stop_now();
                             }
                         }
@@ -287,7 +287,7 @@ impl Pipeline {
                     seen = seen.max(now);
                 }
                 () = sleep_until(deadline), if deadline.is_some() && !self.abort.is_cancelled() => {
-                    eprintln!("dockwatch: --flush-timeout reached; saving what is left to the spool");
+                    crate::say!("dockwatch: --flush-timeout reached; saving what is left to the spool");
                     self.stop_now();
                 }
             }
@@ -317,7 +317,7 @@ async fn graceful_stop(
     signal: Option<Signal>,
 ) -> Option<Signal> {
     let running = matches!(container::exit_code(docker, id).await, Ok(None));
-    eprintln!(
+    crate::say!(
         "dockwatch: stopping the container (grace {:?}); press Ctrl+C again to kill it",
         session.stop_timeout
     );
@@ -332,7 +332,7 @@ async fn graceful_stop(
 
 /// The second stop step: kill the container, in the background.
 fn kill(docker: &bollard::Docker, id: &str) {
-    eprintln!(
+    crate::say!(
         "dockwatch: killing the container; delivering what it wrote (Ctrl+C again to quit now)"
     );
     let (d, i) = (docker.clone(), id.to_string());

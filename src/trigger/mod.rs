@@ -274,7 +274,7 @@ fn receive_backoff() -> Backoff {
 }
 
 fn log(msg: &str) {
-    eprintln!("dockwatch on-upload: {msg}");
+    crate::say!("dockwatch on-upload: {msg}");
 }
 
 /// One SQS message: every upload in it, then delete (all succeeded) or release it.

@@ -275,3 +275,35 @@ fn a_paused_reader_of_stdout_never_stalls_delivery() {
     let got = server.messages(&job.group, &job.stream);
     assert_eq!(got.len(), 1_000_000);
 }
+
+/// `dockwatch … 2>&1 >/dev/null | head -1`: stderr closes after its first line. No panic;
+/// every line delivered, the container removed, the checkpoint gone.
+#[test]
+fn a_closed_stderr_stops_neither_shipping_nor_clean_up() {
+    let server = StrictServer::start();
+    let state = std::env::temp_dir().join(unique("state"));
+    let mut job = Job::new(
+        &server.url,
+        "seq 1 3000; echo to-stderr >&2; sleep 1; seq 3001 5000",
+    );
+    job.arg("--state-dir").arg(state.to_str().unwrap());
+    let mut child = job
+        .cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line (the secret warning), then close the pipe.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    drop(err);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit (101 = panic)");
+    assert_eq!(server.messages(&job.group, &job.stream).len(), 5001);
+    assert!(
+        containers_with_label(&job.label).is_empty(),
+        "container removed"
+    );
+    assert!(!state.exists(), "nothing left behind");
+}

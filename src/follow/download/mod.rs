@@ -181,7 +181,7 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
 
 /// The daemon's log line, on stderr (systemd's journal adds the time).
 fn log(msg: &str) {
-    eprintln!("dockwatch download: {msg}");
+    crate::say!("dockwatch download: {msg}");
 }
 
 struct Daemon {
@@ -508,13 +508,13 @@ fn is_bad_token(f: &Failure) -> bool {
 fn status(args: &DownloadArgs) -> Result<i32, FollowError> {
     let dir = DownloadConfig::output_dir_only(args)?;
     if !dir.join(state::STATE_FILE).exists() {
-        println!("no download state in {} yet", dir.display());
+        crate::out!("no download state in {} yet", dir.display());
         return Ok(0);
     }
     let st = State::load(&dir)?;
     let running = DirLock::is_held(&dir);
     let age = (now_ms() - st.saved_at).max(0) as f64 / 1000.0;
-    println!(
+    crate::out!(
         "daemon: {}; state saved {} ({age:.0} s ago); {} stream(s) in {}",
         if running { "running" } else { "not running" },
         format_rfc3339_ms(st.saved_at),
@@ -548,7 +548,7 @@ fn status(args: &DownloadArgs) -> Result<i32, FollowError> {
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        crate::out!("{}", line.join("  ").trim_end());
     }
     Ok(0)
 }

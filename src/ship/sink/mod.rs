@@ -494,7 +494,7 @@ fn refused_too_long(
         Some(t) => t.elapsed() > patience,
         None => {
             *since = Some(Instant::now());
-            eprintln!(
+            crate::say!(
                 "dockwatch: AWS refused the credentials ({failure}); retrying for up to {} (--credentials-timeout) while the container keeps running",
                 humantime::format_duration(patience)
             );
