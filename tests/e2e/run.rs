@@ -247,8 +247,9 @@ fn a_paused_reader_of_stdout_never_stalls_delivery() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Nobody reads stdout for up to 15 s: the pipe (64 KiB) fills at once.
-    let all_in = wait_until(Duration::from_secs(15), || {
+    // Nobody reads stdout until all is delivered (the pipe, 64 KiB, fills at once); 40 s at
+    // most, for a loaded machine: idle, it takes about 5 s.
+    let all_in = wait_until(Duration::from_secs(40), || {
         server.with_stats(|s| s.accepted_events) >= 1_000_000
     });
     let delivered = server.with_stats(|s| s.accepted_events);
