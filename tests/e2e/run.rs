@@ -129,7 +129,10 @@ fn exit_codes_are_propagated() {
         let mut job = Job::new(&url, cmd);
         let out = job.output();
         assert_eq!(out.status.code(), Some(code), "{cmd}: {}", stderr(&out));
-        assert_eq!(messages(&url, &job.group, &job.stream)[0], last, "{cmd}");
+        // (The outer bash reports the kill on stderr: the engine's two copiers may store
+        // that line before the echo's, so the order is not checked here.)
+        let got = messages(&url, &job.group, &job.stream);
+        assert!(got.iter().any(|m| m == last), "{cmd}: {got:?}");
         assert!(stderr(&out).contains(&format!("container exited with code {code}")));
         assert!(containers_with_label(&job.label).is_empty());
     }
