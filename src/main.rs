@@ -87,8 +87,12 @@ where
         match job(listen_for_signals()).await {
             Ok(code) => code,
             Err(e) => {
-                let code = e.exit_code();
-                dockwatch::say!("{}{:#}", e.prefix(), anyhow::Error::from(e));
+                let (code, prefix) = (e.exit_code(), e.prefix());
+                let text = format!("{:#}", anyhow::Error::from(e));
+                // An error with nothing to say (a closed pipe) ends quietly.
+                if !text.is_empty() {
+                    dockwatch::say!("{prefix}{text}");
+                }
                 code
             }
         }

@@ -48,6 +48,18 @@ impl RemoteError {
         }
     }
 
+    /// Writing our output failed: a closed pipe (`| head`) is a quiet, normal end (exit 0,
+    /// no message), as with docker; anything else is an error.
+    fn write(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return RemoteError {
+                message: String::new(),
+                code: 0,
+            };
+        }
+        RemoteError::failed(format!("cannot write the output: {e}"))
+    }
+
     /// A gRPC status from the agent, in the user's words.
     fn from_status(host: &str, s: Status) -> Self {
         match s.code() {
@@ -343,7 +355,7 @@ async fn logs(
         .into_inner();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let mut err = std::io::stderr().lock();
-    let io = |e: std::io::Error| RemoteError::failed(format!("cannot write the output: {e}"));
+    let io = RemoteError::write;
     loop {
         let msg = tokio::select! {
             m = stream.message() => m,
@@ -454,7 +466,7 @@ async fn exec(
     }
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
-    let io = |e: std::io::Error| RemoteError::failed(format!("cannot write the output: {e}"));
+    let io = RemoteError::write;
     loop {
         let msg = tokio::select! {
             m = inbound.message() => m,

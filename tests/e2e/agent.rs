@@ -694,3 +694,27 @@ fn health_reflection_and_shipping_to_cloudwatch() {
         );
     });
 }
+
+/// `remote logs C | head -1` and `remote ps | true`: a closed stdout is a quiet, normal end
+/// (exit 0, no message), as with docker; never a panic.
+#[test]
+fn remote_output_into_a_closed_pipe_ends_quietly() {
+    let a = Agent::start(&[]);
+    let name = unique("pipe");
+    a.launch(&name, "seq 1 200000");
+    a.wait_exited(&name);
+    for args in [vec!["logs", name.as_str()], vec!["ps", "-a"]] {
+        let mut child = a
+            .remote_cmd(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read nothing: close the pipe at once.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
