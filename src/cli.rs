@@ -19,7 +19,7 @@ Examples:
     --aws-access-key-id AKIA... --aws-secret-access-key ... --aws-region eu-west-1
 
   # Same, with credentials from the standard AWS chain and an AWS-compatible endpoint:
-  AWS_PROFILE=dev dockwatch run --docker-image busybox --bash-command 'seq 1 10' \\
+  AWS_PROFILE=dev dockwatch run --docker-image busybox --shell sh --bash-command 'seq 1 10' \\
     --aws-cloudwatch-group g --aws-cloudwatch-stream s --aws-endpoint-url http://127.0.0.1:5000
 
 Exit status: the container's exit code; 2 for invalid arguments; 125 when dockwatch itself
@@ -34,7 +34,8 @@ stopped the container; see the README for the full table.";
     about,
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -320,6 +321,20 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_show_the_help() {
+        let e = Cli::try_parse_from(["dockwatch"]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("Commands:") && text.contains("resume"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -636,7 +651,7 @@ pub struct AgentArgs {
 const REMOTE_EXAMPLES: &str = "\
 Examples:
   export DOCKWATCH_HOST=build-box:50051 DOCKWATCH_TOKEN_FILE=~/.dockwatch-token
-  dockwatch remote launch --image busybox --command 'while true; do date; sleep 1; done' --name clock
+  dockwatch remote launch --image busybox --shell sh --command 'while true; do date; sleep 1; done' --name clock
   dockwatch remote ps
   dockwatch remote logs clock -f --tail 10 -t
   dockwatch remote exec -it clock -- sh
