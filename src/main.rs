@@ -235,7 +235,9 @@ fn unblock_stop_signals() {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // Other crates' warnings (the SDK's ~900-character IMDS notes before a "no region"
+        // error) only with -v: dockwatch says what went wrong in its own words.
+        0 => "dockwatch=warn,error",
         1 => "dockwatch=debug,info",
         _ => "trace",
     };

@@ -121,7 +121,7 @@ impl std::fmt::Display for Failure {
             } => {
                 write!(f, "{} (HTTP {status})", code.as_deref().unwrap_or("error"))?;
                 if !message.is_empty() {
-                    write!(f, ": {message}")?;
+                    write!(f, ": {}", first_line(message))?;
                 }
                 Ok(())
             }
@@ -131,6 +131,17 @@ impl std::fmt::Display for Failure {
             Failure::Construction(m) => write!(f, "could not build the request: {m}"),
         }
     }
+}
+
+/// A service message in one line: AWS's signature errors carry the whole canonical request
+/// (20 lines) after their first; the first says what is wrong. At most 300 characters.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim_end();
+    let mut cut: String = line.chars().take(300).collect();
+    if cut.len() < line.len() || message.lines().nth(1).is_some() {
+        cut.push_str(" …");
+    }
+    cut
 }
 
 /// The whole chain of an error's messages, `a: b: c`.
@@ -197,6 +208,20 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_message_is_said_in_one_line() {
+        let f = Failure::Service {
+            code: Some("InvalidSignatureException".into()),
+            status: 400,
+            message: "The request signature we calculated does not match.\n\nThe Canonical String for this request should have been\n'POST\n/\n'".into(),
+        };
+        let text = f.to_string();
+        assert_eq!(
+            text,
+            "InvalidSignatureException (HTTP 400): The request signature we calculated does not match. …"
+        );
+    }
 
     fn svc(code: &str, status: u16) -> Failure {
         Failure::Service {
