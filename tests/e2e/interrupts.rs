@@ -507,25 +507,34 @@ fn a_container_removed_while_shipping_is_a_clear_error_within_seconds() {
     assert!(wait_until(Duration::from_secs(30), || {
         server.messages(&job.group, &job.stream).len() > 50
     }));
-    remove_its_container(&job, Duration::ZERO);
-    let removed = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert!(
-        removed.elapsed() < Duration::from_secs(5),
-        "took {:?}: {err}",
-        removed.elapsed()
-    );
-    assert_eq!(out.status.code(), Some(125), "{err}");
+    let err = removed_under_it(&job, child, Duration::ZERO, &state);
     assert!(
         err.contains("disappeared while its output was being shipped"),
         "{err}"
     );
     assert_numbered_prefix(&server.messages(&job.group, &job.stream));
+}
+
+/// Removes the job's container `delay` after it exists: dockwatch ends within 5 s, exit 125,
+/// without a panic and with nothing left to resume. Returns its stderr.
+fn removed_under_it(job: &Job, child: Child, delay: Duration, state: &std::path::Path) -> String {
+    remove_its_container(job, delay);
+    let removed = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    let took = removed.elapsed();
     assert!(
-        checkpoint_files(&state).is_empty(),
-        "nothing left to resume: {err}"
+        took < Duration::from_secs(5),
+        "{delay:?}: took {took:?}: {err}"
     );
+    assert_eq!(out.status.code(), Some(125), "{delay:?}: {err}");
+    assert!(err.contains("disappeared"), "{delay:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        checkpoint_files(state).is_empty(),
+        "{delay:?}: nothing left to resume: {err}"
+    );
+    err
 }
 
 #[test]
@@ -538,19 +547,7 @@ fn a_container_removed_right_after_create_is_a_clear_error() {
             .arg("--state-dir")
             .arg(state.to_str().unwrap());
         let child = job.spawn();
-        remove_its_container(&job, Duration::from_millis(delay_ms));
-        let removed = Instant::now();
-        let out = child.wait_with_output().unwrap();
-        let err = stderr(&out);
-        assert!(
-            removed.elapsed() < Duration::from_secs(5),
-            "{delay_ms} ms: took {:?}: {err}",
-            removed.elapsed()
-        );
-        assert_eq!(out.status.code(), Some(125), "{delay_ms} ms: {err}");
-        assert!(err.contains("disappeared"), "{delay_ms} ms: {err}");
-        assert!(!err.contains("panicked"), "{err}");
-        assert!(checkpoint_files(&state).is_empty(), "{delay_ms} ms: {err}");
+        removed_under_it(&job, child, Duration::from_millis(delay_ms), &state);
     }
 }
 
