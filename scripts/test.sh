@@ -18,6 +18,8 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log "tests"
+# The e2e binaries run dockwatch in scratch directories under this one (see tests/e2e/common.rs).
+rm -rf "${TMPDIR:-/tmp}/dockwatch-e2e"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else

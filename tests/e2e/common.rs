@@ -105,7 +105,9 @@ pub fn dockwatch() -> Command {
     // No instance metadata service here: do not wait for it.
     c.env("AWS_EC2_METADATA_DISABLED", "true");
     // Default state and spool directories are relative: keep them out of the checkout.
-    let cwd = std::env::temp_dir().join(format!("dockwatch-e2e-cwd-{}", std::process::id()));
+    let cwd = std::env::temp_dir()
+        .join("dockwatch-e2e")
+        .join(format!("cwd-{}", std::process::id()));
     std::fs::create_dir_all(&cwd).expect("scratch directory");
     c.current_dir(cwd);
     c
