@@ -223,7 +223,7 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
                 .await
                 .map_err(st)?
                 .into_inner();
-            crate::out!("{}", &r.id[..12.min(r.id.len())]);
+            crate::out!("{}", crate::docker::short_id(&r.id));
             Ok(0)
         }
         RemoteCommand::Ps(p) => {
@@ -288,7 +288,7 @@ fn print_table(cs: &[pb::ContainerSummary]) {
         .iter()
         .map(|c| {
             [
-                c.id[..12.min(c.id.len())].to_string(),
+                crate::docker::short_id(&c.id).to_string(),
                 c.name.clone(),
                 c.image.clone(),
                 c.state.clone(),

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ContainerSpec, PullPolicy, RunConfig, ShipConfig};
-use crate::docker::{self, DockerError, container, logs, status_of};
+use crate::docker::{self, DockerError, container, logs, short_id, status_of};
 use crate::ship::framing::Source;
 use crate::ship::job::{self, RunError};
 use crate::shutdown::Shutdown;
@@ -125,7 +125,7 @@ impl AgentService {
             .lock()
             .expect("shipping lock")
             .insert(id.clone(), done_rx);
-        let sid = short(&id).to_string();
+        let sid = short_id(&id).to_string();
         self.tracker.spawn(async move {
             match launched.ship(Shutdown::never()).await {
                 Ok(code) => crate::say!(
@@ -171,10 +171,6 @@ fn audit_line(peer: Option<SocketAddr>, who: Option<&Identity>, call: &str, deta
         "dockwatch agent: audit {} peer={peer} identity={who} call={call} {detail}",
         crate::util::time::format_rfc3339_ms(crate::util::time::now_ms())
     );
-}
-
-fn short(id: &str) -> &str {
-    &id[..12.min(id.len())]
 }
 
 #[tonic::async_trait]
@@ -272,7 +268,7 @@ impl Agent for AgentService {
         audit(
             &request,
             "StopContainer",
-            &format!("container={} remove={}", short(&id), r.remove),
+            &format!("container={} remove={}", short_id(&id), r.remove),
         );
         container::stop(&self.docker, &id, grace)
             .await
@@ -382,7 +378,7 @@ impl Agent for AgentService {
                 "ExecContainer",
                 &format!(
                     "container={} command={:?} tty={}",
-                    short(&id),
+                    short_id(&id),
                     start.command.first().map(String::as_str).unwrap_or(""),
                     start.tty
                 ),
@@ -505,7 +501,7 @@ impl Agent for AgentService {
         let info = self.resolve(&r.container).await?;
         let id = info.id.unwrap_or_default();
         let frames = logs::open_query(&self.docker, &id, &q);
-        let guard = StreamGuard::new(self.open_log_streams.clone(), short(&id).to_string());
+        let guard = StreamGuard::new(self.open_log_streams.clone(), short_id(&id).to_string());
         let st = LogsState {
             frames,
             timestamps: r.timestamps,

@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+/// A container id as people read it: its first 12 characters, as `docker ps` prints it.
+pub(crate) fn short_id(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
 /// Which output of the container a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Source {

@@ -351,12 +351,11 @@ impl<'a> Tail<'a> {
             }
             let mut fresh: Vec<(usize, Event)> = Vec::new();
             for (g, q) in &polled {
-                let q = q.clone();
                 let mut token = None;
                 loop {
                     let (events, next) = self
                         .reader
-                        .filter_page(&q, token.clone())
+                        .filter_page(q, token.clone())
                         .await
                         .map_err(|f| FollowError::call("read log events", f))?;
                     for ev in events {

@@ -191,7 +191,7 @@ impl Checkpoint {
         if self.marks.len() != streams {
             return Err(format!(
                 "the checkpoint of container {} has {} stream marks for {streams} streams",
-                &self.container_id[..12.min(self.container_id.len())],
+                crate::docker::short_id(&self.container_id),
                 self.marks.len()
             ));
         }

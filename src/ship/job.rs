@@ -156,7 +156,7 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         .with_transforms(&cfg.transforms)
         .with_split_streams(cfg.ship.split_streams),
         transforms: crate::config::TransformConfig {
-            container: id[..12.min(id.len())].to_string(),
+            container: docker::short_id(&id).to_string(),
             ..cfg.transforms.clone()
         },
     };
@@ -184,7 +184,7 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
             let _ = Checkpoint::remove(&session.state_dir, &id);
             let e = match e {
                 DockerError::Answered { status: 404, .. } => DockerError::ContainerGone {
-                    id: id[..12.min(id.len())].to_string(),
+                    id: docker::short_id(&id).to_string(),
                 },
                 e => e,
             };
@@ -291,7 +291,7 @@ async fn finish(
     );
     let (spool, still_running) = (report.spool.clone(), report.still_running);
     let outcome = decide(report);
-    let short = &id[..12.min(id.len())];
+    let short = docker::short_id(id);
     if outcome.gone {
         let _ = Checkpoint::remove(&session.state_dir, id);
         if let Some(p) = spool {
@@ -350,14 +350,14 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     if let Err(e) = container::exit_code(&docker, &id).await {
         return Err(RunError::Resume(format!(
             "container {} of the checkpoint {} cannot be read ({e}); its output is gone, remove the checkpoint",
-            &id[..12.min(id.len())],
+            docker::short_id(&id),
             path.display()
         )));
     }
     let resume_from = stored_past(&client, &cp, &endpoint).await?;
     crate::say!(
         "dockwatch: resuming container {} after {} delivered events",
-        &id[..12.min(id.len())],
+        docker::short_id(&id),
         cp.events_delivered
     );
     let session = Session {
@@ -466,7 +466,7 @@ fn find_checkpoint(args: &ResumeConfig) -> Result<std::path::PathBuf, RunError> 
                 .iter()
                 .filter_map(|p| {
                     p.file_stem()
-                        .map(|n| n.to_string_lossy()[..12.min(n.len())].to_string())
+                        .map(|n| docker::short_id(&n.to_string_lossy()).to_string())
                 })
                 .collect();
             Err(RunError::Resume(format!(

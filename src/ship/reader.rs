@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::attach::Tap;
 use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
-use crate::docker::{DockerError, container};
+use crate::docker::{DockerError, container, short_id};
 use crate::ship::echo::EchoTx;
 use crate::ship::framing::{Event, Framer, FramingStats, Source};
 use crate::ship::transform::{TransformConfig, Transforms};
@@ -169,6 +169,18 @@ impl State {
         self.send(tx).await
     }
 
+    /// The output ended (or the container is gone): what is still framed goes to the
+    /// shipper, a last line without its newline too.
+    async fn end(mut self, tx: &mpsc::Sender<Chunk>) -> ReaderReport {
+        self.framer.finish(&mut self.scratch);
+        let events = std::mem::take(&mut self.scratch);
+        self.transforms
+            .apply(events, std::time::Instant::now(), &mut self.pending);
+        self.transforms.finish(&mut self.pending);
+        let stopped = self.flush(tx).await.is_err();
+        self.finish(stopped)
+    }
+
     fn finish(mut self, stopped: bool) -> ReaderReport {
         self.report.framing = self.framer.stats;
         self.report.stopped = stopped;
@@ -234,22 +246,24 @@ pub(crate) async fn read(
                     }
                     let deadline = st.transforms.next_deadline();
                     tokio::select! {
-                        item = frames.next() => item,
-                        () = stop.cancelled() => return st.finish(true),
-                        () = tokio::time::sleep_until(next_check) => {
-                            next_check = tokio::time::Instant::now() + GONE_CHECK;
-                            if container::is_gone(docker, id).await {
-                                st.report.error = Some(DockerError::ContainerGone { id: short(id) });
-                                return finish_gone(st, &tx).await;
-                            }
-                            continue;
-                        }
-                        () = sleep_until(deadline) => {
-                            // A held multi-line event waited long enough.
-                            st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
-                            continue;
-                        }
-                    }
+                                    item = frames.next() => item,
+                                    () = stop.cancelled() => return st.finish(true),
+                                    () = tokio::time::sleep_until(next_check) => {
+                                        next_check = tokio::time::Instant::now() + GONE_CHECK;
+                                        if container::is_gone(docker, id).await {
+                                            st.report.error = Some(DockerError::ContainerGone {
+                        id: short_id(id).to_string(),
+                    });
+                                            return st.end(&tx).await;
+                                        }
+                                        continue;
+                                    }
+                                    () = sleep_until(deadline) => {
+                                        // A held multi-line event waited long enough.
+                                        st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
+                                        continue;
+                                    }
+                                }
                 }
             };
             match next {
@@ -271,7 +285,7 @@ pub(crate) async fn read(
                 Some(Err(e)) => {
                     st.report.error = Some(gone_or(docker, id, e).await);
                     if st.is_gone() {
-                        return finish_gone(st, &tx).await;
+                        return st.end(&tx).await;
                     }
                     break 'follow;
                 }
@@ -311,7 +325,7 @@ pub(crate) async fn read(
                     let e = gone_or(docker, id, e).await;
                     st.report.error.get_or_insert(e);
                     if st.is_gone() {
-                        return finish_gone(st, &tx).await;
+                        return st.end(&tx).await;
                     }
                     break;
                 }
@@ -322,15 +336,7 @@ pub(crate) async fn read(
         }
     }
 
-    st.framer.finish(&mut st.scratch);
-    let events = std::mem::take(&mut st.scratch);
-    st.transforms
-        .apply(events, std::time::Instant::now(), &mut st.pending);
-    st.transforms.finish(&mut st.pending);
-    if st.flush(&tx).await.is_err() {
-        return st.finish(true);
-    }
-    st.finish(false)
+    st.end(&tx).await
 }
 
 /// Events the container's log holds after `after` that a stopped reader did not read:
@@ -382,26 +388,12 @@ async fn gone_or(docker: &Docker, id: &str, e: DockerError) -> DockerError {
         _ => false,
     };
     if gone {
-        DockerError::ContainerGone { id: short(id) }
+        DockerError::ContainerGone {
+            id: short_id(id).to_string(),
+        }
     } else {
         e
     }
-}
-
-fn short(id: &str) -> String {
-    id[..12.min(id.len())].to_string()
-}
-
-/// The container is gone: what was read goes to the shipper (a line without its newline
-/// too), nothing more can be read.
-async fn finish_gone(mut st: State, tx: &mpsc::Sender<Chunk>) -> ReaderReport {
-    st.framer.finish(&mut st.scratch);
-    let events = std::mem::take(&mut st.scratch);
-    st.transforms
-        .apply(events, std::time::Instant::now(), &mut st.pending);
-    st.transforms.finish(&mut st.pending);
-    let stopped = st.flush(tx).await.is_err();
-    st.finish(stopped)
 }
 
 async fn sleep_until(at: Option<std::time::Instant>) {

@@ -344,16 +344,7 @@ fn sigkill_under_throttling_and_5xx_then_resume_sends_exactly_the_holes() {
 /// line exactly once, in order, and resume cleans up.
 fn kill_at_moments_then_resume(server: &StrictServer, runs: usize) {
     for (n, wait_ms) in moments(runs).into_iter().enumerate() {
-        let state = std::env::temp_dir().join(unique("state"));
-        let mut job = Job::new(&server.url, PACED_30K);
-        job.arg("--quiet")
-            .arg("--state-dir")
-            .arg(state.to_str().unwrap());
-        let child = job.spawn();
-        wait_for_checkpoint(&state);
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        signal(&child, "KILL");
-        let _ = child.wait_with_output();
+        let (job, state) = killed_while_shipping(server, wait_ms);
         let before = server.archive(&job.group, &job.stream).len();
         let out = resume(&state, None);
         let what = format!(
@@ -369,9 +360,9 @@ fn kill_at_moments_then_resume(server: &StrictServer, runs: usize) {
     }
 }
 
-#[test]
-fn a_chain_of_kills_and_resumes_under_faults_delivers_exactly_once() {
-    let server = faulty_server();
+/// A job of 30,000 numbered lines SIGKILLed `wait_ms` after its checkpoint exists (from then
+/// on a killed run has something to resume); its state directory.
+fn killed_while_shipping(server: &StrictServer, wait_ms: u64) -> (Job, std::path::PathBuf) {
     let state = std::env::temp_dir().join(unique("state"));
     let mut job = Job::new(&server.url, PACED_30K);
     job.arg("--quiet")
@@ -379,9 +370,16 @@ fn a_chain_of_kills_and_resumes_under_faults_delivers_exactly_once() {
         .arg(state.to_str().unwrap());
     let child = job.spawn();
     wait_for_checkpoint(&state);
-    std::thread::sleep(Duration::from_millis(900));
+    std::thread::sleep(Duration::from_millis(wait_ms));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
+    (job, state)
+}
+
+#[test]
+fn a_chain_of_kills_and_resumes_under_faults_delivers_exactly_once() {
+    let server = faulty_server();
+    let (job, state) = killed_while_shipping(&server, 900);
     // Each resume is killed in turn while it ships.
     for wait_ms in [700, 1100, 500] {
         let child = spawn_resume(&state);

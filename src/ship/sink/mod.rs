@@ -428,14 +428,14 @@ impl<S: LogService> Shipper<S> {
                     }
                     Err(f) => f,
                 };
-                if is_auth(&failure) && !refused_too_long(&refused_since, patience, &failure) {
-                    d.retries += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => continue,
-                        () = stop.cancelled() => return (batch, Err(NotDelivered::Aborted), d),
-                    }
-                }
                 match classify(&failure) {
+                    // Refused credentials wait like a throttle until --credentials-timeout.
+                    Action::Fatal
+                        if is_auth(&failure)
+                            && !refused_too_long(&refused_since, patience, &failure) =>
+                    {
+                        tracing::debug!("credentials refused ({failure}); retrying");
+                    }
                     Action::Fatal => return (batch, Err(NotDelivered::Fatal(failure)), d),
                     Action::Retry if failure.is_ambiguous() => {
                         d.retries += 1;

@@ -80,28 +80,25 @@ impl LogService for Client {
         crate::aws::logs::ensure_destination(self, group, stream, 1)
     }
 
-    fn read(
+    async fn read(
         &self,
         group: &str,
         stream: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl std::future::Future<Output = Result<Vec<(i64, String)>, Failure>> + Send {
-        let (client, group, stream) = (self.clone(), group.to_string(), stream.to_string());
-        async move {
-            // A batch holds at most 10,000 events; what shares its first millisecond before
-            // it is bounded by the same rule.
-            let (events, _) = crate::aws::logs::events_between(
-                &client,
-                &group,
-                &stream,
-                from_ms,
-                Some(to_ms),
-                LOOKUP_EVENTS,
-            )
-            .await?;
-            Ok(events)
-        }
+    ) -> Result<Vec<(i64, String)>, Failure> {
+        // A batch holds at most 10,000 events; what shares its first millisecond before it
+        // is bounded by the same rule.
+        let (events, _) = crate::aws::logs::events_between(
+            self,
+            group,
+            stream,
+            from_ms,
+            Some(to_ms),
+            LOOKUP_EVENTS,
+        )
+        .await?;
+        Ok(events)
     }
 }
 
