@@ -517,7 +517,7 @@ Settings come from the flags, then DOCKWATCH_* environment variables, then the -
 SIGINT/SIGTERM: flush, save state, exit 0. SIGHUP: reload the configuration file.";
 
 /// How `download` writes each event into its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum LineFormat {
     /// `2026-11-23T10:00:00.123Z MESSAGE`.
@@ -585,6 +585,26 @@ pub struct DownloadArgs {
     /// Serve /healthz and Prometheus /metrics here, e.g. `127.0.0.1:9464`.
     #[arg(long, value_name = "ADDR", env = "DOCKWATCH_METRICS_ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Events CloudWatch accepts up to this long after their timestamp are appended within
+    /// that time (default 15m; see the README's "Late events").
+    #[arg(long, value_name = "DURATION", env = "DOCKWATCH_LATE_WINDOW", value_parser = parse_duration)]
+    pub(crate) late_window: Option<Duration>,
+
+    /// How often every stream is compared again with CloudWatch over the reconcile horizon,
+    /// for events later than the late window (default 6h).
+    #[arg(long, value_name = "DURATION", env = "DOCKWATCH_RECONCILE_INTERVAL", value_parser = parse_duration)]
+    pub(crate) reconcile_interval: Option<Duration>,
+
+    /// How far back reconciliation looks (default and most 14d: CloudWatch refuses older
+    /// events).
+    #[arg(long, value_name = "DURATION", env = "DOCKWATCH_RECONCILE_HORIZON", value_parser = parse_duration)]
+    pub(crate) reconcile_horizon: Option<Duration>,
+
+    /// CloudWatch requests a second at most, for all streams together (default 5: half of
+    /// GetLogEvents' quota of 10 per account and Region).
+    #[arg(long, value_name = "N", env = "DOCKWATCH_MAX_REQUESTS_PER_SECOND")]
+    pub(crate) max_requests_per_second: Option<f64>,
 
     /// Print what the daemon has written so far (from its state file) and exit.
     #[arg(long)]

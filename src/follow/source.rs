@@ -4,11 +4,17 @@
 //!
 //! Calls used: DescribeLogGroups (by prefix), DescribeLogStreams (by prefix), FilterLogEvents
 //! (`tail`: interleaved across streams, filter patterns) and GetLogEvents (`download`: one
-//! stream, forward tokens that resume exactly).
+//! stream, forward tokens that resume exactly; time ranges for `download`'s checks).
+//!
+//! Every request, retries included, passes one [`RateLimit`] shared by all the streams a
+//! command reads: CloudWatch's read quotas (GetLogEvents 10, FilterLogEvents 5 requests per
+//! second) are per account and Region, not per stream, so a reader must not spend them all.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_cloudwatchlogs::Client;
 
@@ -84,29 +90,99 @@ pub(crate) enum Patience {
     Tries(u32),
 }
 
-/// A CloudWatch Logs client with the retry policy for reading.
+/// At most `per_second` requests a second, spaced evenly, for everyone holding a clone.
+#[derive(Debug, Clone)]
+pub(crate) struct RateLimit {
+    gap: Duration,
+    next: Arc<Mutex<Option<Instant>>>,
+}
+
+impl RateLimit {
+    pub(crate) fn per_second(per_second: f64) -> Self {
+        Self {
+            gap: Duration::from_secs_f64(1.0 / per_second.max(0.01)),
+            next: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Waits for this request's turn (cancel-safe: a turn given up is simply not used).
+    pub(crate) async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().expect("rate limit lock");
+            let now = Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + self.gap);
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Requests sent per call (retries included), for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    pub(crate) describe_log_groups: AtomicU64,
+    pub(crate) describe_log_streams: AtomicU64,
+    pub(crate) get_log_events: AtomicU64,
+    pub(crate) filter_log_events: AtomicU64,
+}
+
+impl Requests {
+    fn of(&self, call: &str) -> &AtomicU64 {
+        match call {
+            "DescribeLogGroups" => &self.describe_log_groups,
+            "DescribeLogStreams" => &self.describe_log_streams,
+            "FilterLogEvents" => &self.filter_log_events,
+            _ => &self.get_log_events,
+        }
+    }
+
+    /// (call, requests) for every call.
+    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 4] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("DescribeLogGroups", g(&self.describe_log_groups)),
+            ("DescribeLogStreams", g(&self.describe_log_streams)),
+            ("GetLogEvents", g(&self.get_log_events)),
+            ("FilterLogEvents", g(&self.filter_log_events)),
+        ]
+    }
+}
+
+/// A CloudWatch Logs client with the retry policy and the rate limit for reading.
 #[derive(Clone)]
 pub(crate) struct Reader {
     /// The SDK client (its own retries off).
     client: Client,
     /// How long to retry.
     patience: Patience,
+    /// Shared by every request.
+    limit: RateLimit,
     /// Failed tries so far (throttling included), for metrics.
     retries: Arc<AtomicU64>,
+    /// Requests sent, for metrics.
+    requests: Arc<Requests>,
 }
 
 impl Reader {
-    pub(crate) fn new(client: Client, patience: Patience) -> Self {
+    pub(crate) fn new(client: Client, patience: Patience, limit: RateLimit) -> Self {
         Self {
             client,
             patience,
+            limit,
             retries: Arc::new(AtomicU64::new(0)),
+            requests: Arc::new(Requests::default()),
         }
     }
 
     /// Failed tries so far.
     pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent so far, per call.
+    pub(crate) fn requests(&self) -> Arc<Requests> {
+        self.requests.clone()
     }
 
     /// Runs `call` until it succeeds, fails for good, or patience runs out.
@@ -118,6 +194,8 @@ impl Reader {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(20));
         let mut network_failures = 0u32;
         loop {
+            self.limit.turn().await;
+            self.requests.of(what).fetch_add(1, Ordering::Relaxed);
             let f = match call().await {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
@@ -305,6 +383,47 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// One page of GetLogEvents over the events with timestamps in `[from, to)`, oldest
+    /// first, from `token` (the page before's `next_forward_token`) or from `from`.
+    pub(crate) async fn range_page(
+        &self,
+        group: &str,
+        stream: &str,
+        (from, to): (i64, i64),
+        token: Option<&str>,
+    ) -> Result<StreamPage, Failure> {
+        let r = self
+            .retrying("GetLogEvents", || {
+                let req = self
+                    .client
+                    .get_log_events()
+                    .log_group_name(group)
+                    .log_stream_name(stream)
+                    .start_from_head(true)
+                    .start_time(from.max(0))
+                    .end_time(to.max(0))
+                    .set_next_token(token.map(str::to_string));
+                async move { req.send().await.map_err(|e| failure_of(&e)) }
+            })
+            .await?;
+        Ok(StreamPage {
+            events: r
+                .events()
+                .iter()
+                .map(|e| Event {
+                    stream: stream.to_string(),
+                    timestamp: e.timestamp().unwrap_or(0),
+                    ingestion_time: e.ingestion_time().unwrap_or(0),
+                    id: String::new(),
+                    message: e.message().unwrap_or_default().to_string(),
+                })
+                .collect(),
+            next_forward_token: r.next_forward_token().map(str::to_string),
+        })
+    }
+}
+
 /// What FilterLogEvents is asked.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FilterQuery {
@@ -322,6 +441,19 @@ pub(crate) struct FilterQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_spaces_requests_for_every_holder() {
+        let limit = RateLimit::per_second(4.0);
+        let other = limit.clone();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limit.turn().await;
+            other.turn().await;
+        }
+        // Six turns at 4 a second: the first at once, the sixth 1.25 s later.
+        assert_eq!(t0.elapsed(), Duration::from_millis(1250));
+    }
 
     #[test]
     fn a_trailing_star_makes_a_prefix() {

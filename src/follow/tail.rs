@@ -18,7 +18,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use super::FollowError;
-use super::source::{Event, FilterQuery, GroupSpec, Patience, Reader};
+use super::source::{Event, FilterQuery, GroupSpec, Patience, RateLimit, Reader};
 use crate::aws::AwsOptions;
 use crate::aws::logs;
 use crate::cli::{ColorWhen, TailArgs, TailFormat};
@@ -29,6 +29,9 @@ use crate::util::time::{format_rfc3339_ms, now_ms, parse_time};
 const MAX_STREAM_NAMES: usize = 100;
 /// Polls between two looks for new groups and streams.
 const DISCOVERY_EVERY: u32 = 10;
+/// Requests a second at most: FilterLogEvents allows 5 per account and Region, shared with
+/// every other reader there.
+const READS_PER_SECOND: f64 = 4.0;
 /// Remembered ids past which those older than the late window are forgotten.
 const PRUNE_AT: usize = 50_000;
 
@@ -116,7 +119,11 @@ pub async fn tail(args: TailArgs, shutdown: Shutdown) -> Result<i32, FollowError
     let mut stop = shutdown.clone();
     let work = async {
         let sdk = logs::build(&cfg.aws).await.map_err(FollowError::from)?;
-        let reader = Reader::new(sdk, Patience::Tries(4));
+        let reader = Reader::new(
+            sdk,
+            Patience::Tries(4),
+            RateLimit::per_second(READS_PER_SECOND),
+        );
         Tail::new(&cfg, &reader).run(&mut out, shutdown).await
     };
     let r = tokio::select! {

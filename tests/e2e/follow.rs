@@ -326,6 +326,7 @@ fn download(ep: &str, dir: &Path, prefix: &str, extra: &[&str]) -> Child {
         .args(["download", "--output-dir", dir.to_str().unwrap()])
         .args(["--group-prefix", prefix, "--line-format", "json"])
         .args(["--poll-interval", "100ms", "--discovery-interval", "300ms"])
+        .args(["--max-requests-per-second", "200"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -908,4 +909,81 @@ fn download_killed_during_a_new_streams_first_page_recovers_exactly() {
         assert!(done, "run {run}: {}", stderr(&o));
         assert_eq!(file_events(&file), events, "run {run}: {}", stderr(&o));
     }
+}
+
+/// Events another writer adds 5 s, 10 min and 3 days older than the newest event already
+/// downloaded: each is appended once — the first two by the late-window checks, the 3-day one
+/// by reconciliation — counted in the metrics and logged; nothing else is written twice.
+#[test]
+fn download_appends_late_events_once_by_window_and_by_reconciliation() {
+    let server = StrictServer::start();
+    let group = unique("late");
+    // History up to 30 s ago; the late window (11 min) checks time early once it is
+    // 11 min / 16 = 41 s old, and for the last time once it is 11 min old.
+    let newest = now_ms() - 30_000;
+    let history: Vec<(i64, String)> = (0..1_200i64)
+        .map(|i| (newest - 660_000 + i * 550, format!("event {i}")))
+        .collect();
+    server.append(&group, "s", history.clone());
+    let dir = std::env::temp_dir().join(unique("dl-late"));
+    let file = file_of(&dir, &group, "s");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let extra = [
+        "--late-window",
+        "11m",
+        "--reconcile-interval",
+        "3s",
+        "--metrics-addr",
+        &addr,
+    ];
+    let d = download(&server.url, &dir, &group, &extra);
+    assert!(
+        wait_until(Duration::from_secs(20), || file_events(&file).len()
+            >= history.len()),
+        "history not downloaded"
+    );
+    let late = [
+        (newest - 5_000, "late by 5 s".to_string()),
+        (newest - 600_000, "late by 10 min".to_string()),
+        (newest - 3 * 86_400_000, "late by 3 days".to_string()),
+    ];
+    server.append(&group, "s", late.clone());
+    let found = wait_until(Duration::from_secs(60), || {
+        file_events(&file).len() >= history.len() + late.len()
+    });
+    std::thread::sleep(Duration::from_secs(4)); // a reconciliation pass more: nothing new
+    let metrics = http_get(port, "/metrics");
+    signal(&d, "TERM");
+    let o = d.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(found, "late events not all found:\n{err}");
+    let got = file_events(&file);
+    assert_eq!(
+        &got[..history.len()],
+        &history[..],
+        "history first, in order"
+    );
+    let mut tail = got[history.len()..].to_vec();
+    tail.sort();
+    let mut want = late.to_vec();
+    want.sort();
+    assert_eq!(tail, want, "each late event once:\n{err}");
+    assert!(
+        metrics.contains(&format!(
+            "dockwatch_download_late_events_total{{group=\"{group}\",stream=\"s\"}} 3"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        err.contains("found by the late-window check") && err.contains("found by reconciliation"),
+        "{err}"
+    );
+    let requests: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("dockwatch_download_requests_total{call=\"GetLogEvents\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(requests > 0, "{metrics}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

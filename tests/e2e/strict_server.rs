@@ -654,7 +654,8 @@ fn rejected_count(too_new_start: Option<usize>, too_old_end: Option<usize>, n: u
 }
 
 /// GetLogEvents, enough for readers: events by timestamp, pages of at most 10,000 from the
-/// head (`startFromHead`) or from the tail backwards; tokens are `f-N` / `b-N` positions.
+/// head (`startFromHead`) or from the tail backwards; tokens are `f-TS:N` / `b-TS:N`
+/// positions in (timestamp, arrival) order.
 /// FilterLogEvents: the group's events (of the named streams, or all) from `startTime` to
 /// `endTime` (both inclusive, as AWS), ordered by time across streams; `filterPattern` is taken
 /// as a plain substring. Pages of `limit` (10,000 by default) with an offset token.
@@ -716,37 +717,65 @@ fn get(s: &State, input: &Value) -> Response<Full<Bytes>> {
             "The specified log group or stream does not exist.",
         );
     };
-    // startTime inclusive, endTime exclusive, as CloudWatch.
+    // startTime inclusive, endTime exclusive, as CloudWatch. A token is a position in the
+    // stream's order (timestamp, then arrival), as CloudWatch's are: an event that arrives
+    // later with an older timestamp than a forward token's position is behind it, and a
+    // reader going forward never sees it.
     let from = input["startTime"].as_i64().unwrap_or(i64::MIN);
     let to = input["endTime"].as_i64().unwrap_or(i64::MAX);
-    let mut ev: Vec<(i64, String)> = stream
+    let mut ev: Vec<((i64, i64), &str)> = stream
         .iter()
-        .filter(|e| (from..to).contains(&e.0))
-        .cloned()
+        .enumerate()
+        .filter(|(_, e)| (from..to).contains(&e.0))
+        .map(|(i, e)| ((e.0, i as i64), e.1.as_str()))
         .collect();
     ev.sort_by_key(|e| e.0);
     let limit = input["limit"].as_u64().unwrap_or(10_000).min(10_000) as usize;
+    let position = |t: &str| -> Option<(i64, i64)> {
+        let (ts, i) = t.get(2..)?.split_once(':')?;
+        Some((ts.parse().ok()?, i.parse().ok()?))
+    };
     let token = input["nextToken"].as_str();
     let from_head = input["startFromHead"].as_bool().unwrap_or(false);
-    let (lo, hi) = match token {
-        Some(t) if t.starts_with("f-") => {
-            let lo: usize = t[2..].parse().unwrap_or(0);
-            (lo.min(ev.len()), (lo + limit).min(ev.len()))
+    let (lo, hi) = match token.map(|t| (t.starts_with("f-"), position(t))) {
+        Some((true, Some(p))) => {
+            let lo = ev.partition_point(|e| e.0 <= p);
+            (lo, (lo + limit).min(ev.len()))
         }
-        Some(t) if t.starts_with("b-") => {
-            let hi: usize = t[2..].parse::<usize>().unwrap_or(0).min(ev.len());
+        Some((false, Some(p))) => {
+            let hi = ev.partition_point(|e| e.0 < p);
             (hi.saturating_sub(limit), hi)
         }
-        _ if from_head => (0, limit.min(ev.len())),
-        _ => (ev.len().saturating_sub(limit), ev.len()),
+        Some((_, None)) => {
+            return error(
+                400,
+                "InvalidParameterException",
+                "The specified nextToken is invalid.",
+            );
+        }
+        None if from_head => (0, limit.min(ev.len())),
+        None => (ev.len().saturating_sub(limit), ev.len()),
+    };
+    let key = |p: (i64, i64)| format!("{}:{}", p.0, p.1);
+    let forward = match ev.get(lo..hi).and_then(|s| s.last()) {
+        Some(e) => format!("f-{}", key(e.0)),
+        None => match token {
+            Some(t) if t.starts_with("f-") => t.to_string(),
+            _ if hi == 0 => format!("f-{}", key((i64::MIN, -1))),
+            _ => format!("f-{}", key(ev[hi - 1].0)),
+        },
+    };
+    let backward = match ev.get(lo..hi).and_then(|s| s.first()) {
+        Some(e) => format!("b-{}", key(e.0)),
+        None => format!("b-{}", key((i64::MIN, -1))),
     };
     let events: Vec<Value> = ev[lo..hi]
         .iter()
-        .map(|(t, m)| json!({"timestamp": t, "message": m, "ingestionTime": t}))
+        .map(|((t, _), m)| json!({"timestamp": t, "message": m, "ingestionTime": t}))
         .collect();
     ok(json!({
         "events": events,
-        "nextForwardToken": format!("f-{hi}"),
-        "nextBackwardToken": format!("b-{lo}"),
+        "nextForwardToken": forward,
+        "nextBackwardToken": backward,
     }))
 }

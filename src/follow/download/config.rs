@@ -11,6 +11,10 @@
 //! discovery_interval = "30s"
 //! line_format = "rfc3339"                      # rfc3339 | unix-ms | message | json
 //! metrics_addr = "127.0.0.1:9464"
+//! late_window = "15m"                          # late events appended within this
+//! reconcile_interval = "6h"                    # and the rest found by reconciliation
+//! reconcile_horizon = "14d"
+//! max_requests_per_second = 5                  # all streams together
 //!
 //! [aws]
 //! region = "eu-west-1"
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::ledger::Schedule;
 use crate::aws::AwsOptions;
 use crate::cli::{AwsArgs, DownloadArgs, LineFormat};
 use crate::follow::FollowError;
@@ -44,6 +49,13 @@ struct FileConfig {
     discovery_interval: Option<Duration>,
     line_format: Option<LineFormat>,
     metrics_addr: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "duration")]
+    late_window: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    reconcile_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    reconcile_horizon: Option<Duration>,
+    max_requests_per_second: Option<f64>,
     #[serde(default)]
     aws: FileAws,
 }
@@ -114,8 +126,15 @@ pub(crate) struct DownloadConfig {
     pub(crate) discovery_interval: Duration,
     pub(crate) line_format: LineFormat,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// When late events are checked for (the ledger's schedule).
+    pub(crate) schedule: Schedule,
+    /// CloudWatch requests a second, all streams together.
+    pub(crate) max_requests_per_second: f64,
     pub(crate) aws: AwsOptions,
 }
+
+/// CloudWatch refuses events older than this.
+const MAX_HORIZON: Duration = Duration::from_secs(14 * 24 * 3600);
 
 impl DownloadConfig {
     /// Reads the file (if any) and lays the environment and flags over it.
@@ -140,6 +159,7 @@ impl DownloadConfig {
     }
 
     fn merge(args: &DownloadArgs, file: FileConfig) -> Result<Self, FollowError> {
+        let schedule = schedule(args, &file)?;
         let output_dir = args
             .output_dir
             .clone()
@@ -184,6 +204,15 @@ impl DownloadConfig {
                 "--poll-interval and --discovery-interval must be more than 0".into(),
             ));
         }
+        let max_requests_per_second = args
+            .max_requests_per_second
+            .or(file.max_requests_per_second)
+            .unwrap_or(5.0);
+        if !(0.1..=1000.0).contains(&max_requests_per_second) {
+            return Err(FollowError::Usage(format!(
+                "--max-requests-per-second {max_requests_per_second}: give a number from 0.1 to 1000 (CloudWatch allows 10 GetLogEvents a second per account and Region)"
+            )));
+        }
         let aws_args = AwsArgs {
             aws_region: args.aws.aws_region.clone().or(file.aws.region),
             aws_profile: args.aws.aws_profile.clone().or(file.aws.profile),
@@ -203,9 +232,46 @@ impl DownloadConfig {
                 .or(file.line_format)
                 .unwrap_or(LineFormat::Rfc3339),
             metrics_addr: args.metrics_addr.or(file.metrics_addr),
+            schedule,
+            max_requests_per_second,
             aws,
         })
     }
+}
+
+/// The late window and reconciliation settings, checked.
+fn schedule(args: &DownloadArgs, file: &FileConfig) -> Result<Schedule, FollowError> {
+    let window = args
+        .late_window
+        .or(file.late_window)
+        .unwrap_or(Duration::from_secs(15 * 60));
+    let every = args
+        .reconcile_interval
+        .or(file.reconcile_interval)
+        .unwrap_or(Duration::from_secs(6 * 3600));
+    let horizon = args
+        .reconcile_horizon
+        .or(file.reconcile_horizon)
+        .unwrap_or(MAX_HORIZON);
+    if window < Duration::from_secs(10) || window > Duration::from_secs(24 * 3600) {
+        return Err(FollowError::Usage(format!(
+            "--late-window {}: give 10s to 24h (late events are appended within this time)",
+            humantime::format_duration(window)
+        )));
+    }
+    if every.is_zero() || horizon.is_zero() || horizon > MAX_HORIZON {
+        return Err(FollowError::Usage(format!(
+            "--reconcile-interval must be more than 0 and --reconcile-horizon from 1s to 14d (CloudWatch refuses older events); got {} and {}",
+            humantime::format_duration(every),
+            humantime::format_duration(horizon)
+        )));
+    }
+    let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    Ok(Schedule {
+        window_ms: ms(window),
+        reconcile_every_ms: ms(every),
+        horizon_ms: ms(horizon),
+    })
 }
 
 fn no_output_dir() -> FollowError {

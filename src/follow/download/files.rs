@@ -77,6 +77,34 @@ pub(crate) fn render_into(buf: &mut Vec<u8>, format: LineFormat, events: &[Event
     }
 }
 
+/// Renders events as lines and says where each line is in the result: `(start, end, fingerprint)`
+/// with `end` past its newline, the fingerprint of the line without it
+/// ([`super::ledger::fingerprint`]).
+pub(crate) fn render_lines(
+    format: LineFormat,
+    events: &[Event],
+) -> (Vec<u8>, Vec<(u64, u64, u64)>) {
+    let mut buf = Vec::with_capacity(events.len() * 64);
+    let mut lines = Vec::with_capacity(events.len());
+    for e in events {
+        let start = buf.len();
+        render_into(&mut buf, format, std::slice::from_ref(e));
+        let fp = super::ledger::fingerprint(&buf[start..buf.len() - 1]);
+        lines.push((start as u64, buf.len() as u64, fp));
+    }
+    (buf, lines)
+}
+
+/// Bytes `[start, end)` of `path`.
+pub(crate) fn read_range(path: &Path, (start, end): (u64, u64)) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity(end.saturating_sub(start) as usize);
+    f.take(end.saturating_sub(start)).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// A message as text on one line: a final `\n` dropped, other line breaks written `\n`/`\r`
 /// so that one event stays one line (the json format keeps messages exactly).
 fn push_text(buf: &mut Vec<u8>, msg: &str) {

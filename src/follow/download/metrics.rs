@@ -7,8 +7,14 @@
 //!   the newest one written (0 when caught up);
 //! - `dockwatch_download_last_success_timestamp_seconds` — end of the last poll round that
 //!   had no error;
+//! - `dockwatch_download_late_events_total` — per stream, events CloudWatch accepted after
+//!   newer ones had been written, found by the late-window checks or reconciliation and
+//!   appended;
 //! - `dockwatch_download_polls_total`, `dockwatch_download_errors_total` (failed calls,
-//!   retried ones included).
+//!   retried ones included);
+//! - `dockwatch_download_requests_total{call}` — CloudWatch requests sent (retries included;
+//!   `rate()` of it is the request rate), and `dockwatch_download_max_requests_per_second`,
+//!   the limit all streams share.
 //!
 //! `/healthz` answers 200 `ok` while polls succeed, 503 when the last success is older than
 //! three poll intervals plus a minute.
@@ -34,6 +40,7 @@ pub(crate) struct StreamMetrics {
     pub(crate) events: u64,
     pub(crate) bytes: u64,
     pub(crate) lag_ms: i64,
+    pub(crate) late_events: u64,
 }
 
 /// Everything the endpoint shows; updated by the daemon.
@@ -47,6 +54,10 @@ pub(crate) struct Metrics {
     pub(crate) errors: u64,
     /// Poll interval, for `/healthz`.
     pub(crate) poll_interval_ms: i64,
+    /// Requests sent, per call.
+    pub(crate) requests: Option<std::sync::Arc<crate::follow::source::Requests>>,
+    /// The shared request limit.
+    pub(crate) max_requests_per_second: f64,
 }
 
 pub(crate) type Shared = Arc<Mutex<Metrics>>;
@@ -74,6 +85,11 @@ impl Metrics {
                 "gauge",
                 "Newest event in CloudWatch minus newest event written.",
             ),
+            (
+                "late_events_total",
+                "counter",
+                "Events found late (behind newer ones) and appended.",
+            ),
         ];
         for (name, kind, help) in per {
             let _ = writeln!(s, "# HELP dockwatch_download_{name} {help}");
@@ -82,6 +98,7 @@ impl Metrics {
                 let v = match name {
                     "events_total" => m.events.to_string(),
                     "bytes_total" => m.bytes.to_string(),
+                    "late_events_total" => m.late_events.to_string(),
                     _ => format!("{:.3}", m.lag_ms.max(0) as f64 / 1000.0),
                 };
                 let _ = writeln!(
@@ -114,6 +131,29 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE dockwatch_download_errors_total counter");
         let _ = writeln!(s, "dockwatch_download_errors_total {}", self.errors);
+        let _ = writeln!(
+            s,
+            "# HELP dockwatch_download_requests_total CloudWatch requests sent, retries included."
+        );
+        let _ = writeln!(s, "# TYPE dockwatch_download_requests_total counter");
+        if let Some(r) = &self.requests {
+            for (call, n) in r.snapshot() {
+                let _ = writeln!(
+                    s,
+                    "dockwatch_download_requests_total{{call=\"{call}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP dockwatch_download_max_requests_per_second The request limit all streams share."
+        );
+        let _ = writeln!(s, "# TYPE dockwatch_download_max_requests_per_second gauge");
+        let _ = writeln!(
+            s,
+            "dockwatch_download_max_requests_per_second {}",
+            self.max_requests_per_second
+        );
         s
     }
 
@@ -208,10 +248,14 @@ mod tests {
                 events: 7,
                 bytes: 70,
                 lag_ms: 2500,
+                late_events: 3,
             },
         );
         let t = m.render();
         assert!(t.contains("dockwatch_download_streams 1\n"));
+        assert!(
+            t.contains("dockwatch_download_late_events_total{group=\"/g\",stream=\"a\\\"b\"} 3\n")
+        );
         assert!(t.contains("dockwatch_download_events_total{group=\"/g\",stream=\"a\\\"b\"} 7\n"));
         assert!(
             t.contains("dockwatch_download_lag_seconds{group=\"/g\",stream=\"a\\\"b\"} 2.500\n")

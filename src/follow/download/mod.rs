@@ -13,8 +13,10 @@
 //! the daemon with every file and the state on disk (exit 0); SIGHUP reloads the
 //! configuration (the output directory, AWS settings and metrics address need a restart).
 
+mod checks;
 pub(crate) mod config;
 pub(crate) mod files;
+pub(crate) mod ledger;
 pub(crate) mod metrics;
 pub(crate) mod state;
 
@@ -28,7 +30,7 @@ use self::config::DownloadConfig;
 use self::metrics::{Metrics, StreamMetrics};
 use self::state::{DirLock, State, StreamState};
 use super::FollowError;
-use super::source::{Patience, Reader};
+use super::source::{Patience, RateLimit, Reader};
 use crate::aws::logs;
 use crate::aws::retry::{Action, Failure, classify};
 use crate::cli::DownloadArgs;
@@ -65,9 +67,15 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         r = logs::build(&cfg.aws) => r?,
         _ = shutdown.changed() => return Ok(0),
     };
-    let reader = Reader::new(sdk, Patience::Forever);
+    let reader = Reader::new(
+        sdk,
+        Patience::Forever,
+        RateLimit::per_second(cfg.max_requests_per_second),
+    );
     let metrics: metrics::Shared = Arc::new(Mutex::new(Metrics {
         poll_interval_ms: cfg.poll_interval.as_millis() as i64,
+        requests: Some(reader.requests()),
+        max_requests_per_second: cfg.max_requests_per_second,
         ..Default::default()
     }));
     let stop_metrics = CancellationToken::new();
@@ -215,25 +223,41 @@ impl Daemon {
             self.soft_errors += 1;
             log(&format!("{e:#}"));
         }
+        // New events first, for every stream; then the late-event checks, which may take
+        // a while under the request limit.
         let keys: Vec<Key> = self.active.iter().cloned().collect();
-        for key in keys {
-            match self.poll_stream(&key).await {
-                Ok(()) => {}
-                Err(e @ (FollowError::Io { .. } | FollowError::BadState { .. })) => return Err(e),
-                Err(e) => {
-                    ok = false;
-                    self.soft_errors += 1;
-                    log(&format!("{}/{}: {e:#}", key.0, key.1));
-                }
+        for key in &keys {
+            let r = self.poll_stream(key).await;
+            ok &= self.soft(key, r)?;
+        }
+        self.count_round(ok);
+        for key in &keys {
+            let r = self.check_stream(key).await;
+            self.soft(key, r)?;
+        }
+        Ok(())
+    }
+
+    /// A stream's failure: the local disk's ends the daemon, others are logged and counted.
+    fn soft(&mut self, key: &Key, r: Result<(), FollowError>) -> Result<bool, FollowError> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(e @ (FollowError::Io { .. } | FollowError::BadState { .. })) => Err(e),
+            Err(e) => {
+                self.soft_errors += 1;
+                log(&format!("{}/{}: {e:#}", key.0, key.1));
+                Ok(false)
             }
         }
+    }
+
+    fn count_round(&self, ok: bool) {
         let mut m = self.metrics.lock().expect("metrics lock");
         m.polls += 1;
         m.errors = self.reader.retries() + self.soft_errors;
         if ok {
             m.last_success_ms = now_ms();
         }
-        Ok(())
     }
 
     /// Finds the groups and streams the configuration selects; starts and stops following.
@@ -277,6 +301,8 @@ impl Daemon {
                     group: key.0.clone(),
                     stream: key.1.clone(),
                     file: files::relative_path(&key.0, &key.1),
+                    format: Some(self.cfg.line_format),
+                    ledger: Some(ledger::Ledger::new()),
                     ..Default::default()
                 });
             if st.gone {
@@ -376,6 +402,13 @@ impl Daemon {
                     true
                 });
             }
+            // Time the checks have passed is theirs: an event there that the forward read
+            // returns (CloudWatch orders a stream by timestamp, so it should not) is left to
+            // them, which know what the file holds.
+            let checked = st.ledger.as_ref().and_then(|l| l.early_to);
+            if let Some(c) = checked {
+                events.retain(|e| e.timestamp >= c);
+            }
             let same_token = page.next_forward_token == st.token;
             if events.is_empty() {
                 if !same_token
@@ -397,21 +430,16 @@ impl Daemon {
                 continue;
             }
             // From here to the save: no await (state invariant 2).
-            let mut buf = Vec::with_capacity(events.len() * 64);
-            files::render_into(&mut buf, self.cfg.line_format, &events);
-            let path = self.cfg.output_dir.join(&st.file);
-            let len = files::append_durably(&path, &buf).map_err(|source| FollowError::Io {
-                what: "cannot write",
-                path: path.clone(),
-                source,
-            })?;
-            if len != st.offset + buf.len() as u64 {
-                log(&format!(
-                    "{}: its length is not what dockwatch wrote (another writer?)",
-                    path.display()
-                ));
-            }
+            let format = st.format.unwrap_or(self.cfg.line_format);
+            let (buf, lines) = files::render_lines(format, &events);
+            let len = self.append(key, &buf)?;
+            let now = now_ms();
             let s = self.state.streams.get_mut(key).expect("present");
+            let base = s.offset;
+            let ledger = s.ledger.get_or_insert_with(ledger::Ledger::new);
+            for (e, (start, end, fp)) in events.iter().zip(lines) {
+                ledger.record(e.timestamp, fp, (base + start, base + end), Some(now));
+            }
             s.offset = len;
             s.events += events.len() as u64;
             for e in &events {
@@ -492,6 +520,7 @@ impl Daemon {
                     events: s.events,
                     bytes: s.bytes,
                     lag_ms,
+                    late_events: s.late_events,
                 },
             );
         }

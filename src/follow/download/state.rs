@@ -3,13 +3,20 @@
 //!
 //! # Format
 //! One JSON file, `<output_dir>/.dockwatch-download.json`:
-//! `{"version":1,"saved_at":MS,"streams":[{group, stream, file, token, offset, events,
-//! bytes, last_timestamp, at_last_timestamp, gone}, ...]}`. `file` is relative to the output
-//! directory; `token` is the GetLogEvents `nextForwardToken` to read from next.
+//! `{"version":2,"saved_at":MS,"streams":[{group, stream, file, format, token, offset,
+//! events, bytes, late_events, last_timestamp, at_last_timestamp, gone, ledger}, ...]}`.
+//! `file` is relative to the output directory; `format` is the line format the file is
+//! written in (kept for the file's life: a changed `line_format` applies to new files);
+//! `token` is the GetLogEvents `nextForwardToken` to read from next; `ledger` is what the
+//! file holds by time ([`super::ledger`]: how late events are found).
+//!
+//! Version 1 (no ledger) is read and upgraded: its streams get a ledger that starts after
+//! their last event, so time downloaded before the upgrade is not checked for late events.
 //!
 //! # Invariants
-//! 1. For each stream, the first `offset` bytes of `file` are exactly the events before
-//!    `token`, rendered; reading from `token` gives exactly the events after them.
+//! 1. For each stream, the first `offset` bytes of `file` are exactly the events the ledger
+//!    lists, rendered; reading from `token` gives the events after the newest of them (late
+//!    events behind it are the ledger's checks' to find).
 //! 2. The state is saved only after the bytes it covers are on disk: the daemon appends a page
 //!    to the file, `fsync`s it, then saves the state (temporary file, `fsync`, `rename` over
 //!    the old one, `fsync` of the directory). Writing the page and saving the state happen with
@@ -39,10 +46,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::Ledger;
+use crate::cli::LineFormat;
 use crate::follow::FollowError;
 
 /// The state file's name inside the output directory.
 pub(crate) const STATE_FILE: &str = ".dockwatch-download.json";
+/// The state format written.
+const VERSION: u32 = 2;
 /// The lock file's name inside the output directory.
 pub(crate) const LOCK_FILE: &str = ".dockwatch-download.lock";
 
@@ -122,6 +133,9 @@ pub(crate) struct StreamState {
     pub(crate) stream: String,
     /// The local file, relative to the output directory.
     pub(crate) file: PathBuf,
+    /// The line format of the file (`None` in version 1: the configured one).
+    #[serde(default)]
+    pub(crate) format: Option<LineFormat>,
     /// GetLogEvents token to read from next; `None`: from the head (or `last_timestamp`).
     pub(crate) token: Option<String>,
     /// Bytes of `file` covered by `token` (invariant 1).
@@ -137,6 +151,19 @@ pub(crate) struct StreamState {
     /// The stream was deleted in CloudWatch; the file is kept.
     #[serde(default)]
     pub(crate) gone: bool,
+    /// Events found late by the ledger's checks and appended.
+    #[serde(default)]
+    pub(crate) late_events: u64,
+    /// What the file holds by time (`None` in version 1; set on load).
+    #[serde(default)]
+    pub(crate) ledger: Option<Ledger>,
+}
+
+impl StreamState {
+    /// The ledger (present once loaded).
+    pub(crate) fn ledger(&mut self) -> &mut Ledger {
+        self.ledger.get_or_insert_with(Ledger::new)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,14 +197,21 @@ impl State {
                         path: path.clone(),
                         detail: e.to_string(),
                     })?;
-                if d.version != 1 {
+                if d.version != 1 && d.version != VERSION {
                     return Err(FollowError::BadState {
                         path,
                         detail: format!("version {} is not one this dockwatch reads", d.version),
                     });
                 }
                 saved_at = d.saved_at;
-                for s in d.streams {
+                for mut s in d.streams {
+                    if s.ledger.is_none() {
+                        // Version 1: nothing before the next event is known to a ledger.
+                        s.ledger = Some(match s.last_timestamp {
+                            Some(t) => Ledger::from(t.saturating_add(1)),
+                            None => Ledger::new(),
+                        });
+                    }
                     streams.insert((s.group.clone(), s.stream.clone()), s);
                 }
             }
@@ -220,11 +254,11 @@ impl State {
         let path = self.dir.join(STATE_FILE);
         self.saved_at = crate::util::time::now_ms();
         let d = OnDisk {
-            version: 1,
+            version: VERSION,
             saved_at: self.saved_at,
             streams: self.streams.values().cloned().collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&d).expect("state serialises");
+        let bytes = serde_json::to_vec(&d).expect("state serialises");
         let io = |what: &'static str, p: &Path| {
             let p = p.to_path_buf();
             move |source| FollowError::Io {
@@ -246,6 +280,8 @@ fn restart(s: &mut StreamState) {
     s.bytes = 0;
     s.last_timestamp = None;
     s.at_last_timestamp = 0;
+    s.late_events = 0;
+    s.ledger = Some(Ledger::new());
 }
 
 /// The daemon's exclusive hold on an output directory (invariant 3); released on drop.
@@ -314,6 +350,9 @@ mod tests {
             last_timestamp: Some(5),
             at_last_timestamp: 1,
             gone: false,
+            format: None,
+            late_events: 0,
+            ledger: Some(Ledger::new()),
         }
     }
 
