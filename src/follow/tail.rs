@@ -4,11 +4,15 @@
 //! are selected), each already in time order; the groups are merged by timestamp holding one
 //! page per query, so memory does not grow with the range.
 //!
-//! Following: every `--poll-interval`, each query runs again from `newest - late_window`,
-//! where `newest` is the newest timestamp printed so far. Event ids seen inside that window
-//! are remembered, so an event is printed once, and an event that reached CloudWatch late
-//! (a shipper's requests in flight, a retried batch, a producer catching up) but whose
-//! timestamp is still inside the window is printed when it shows up instead of being lost.
+//! Following: every `--poll-interval`, each query runs again from `newest`, the newest
+//! timestamp printed so far; every quarter of `--late-window` (and on the first poll) it runs
+//! from `newest - late_window` instead. Event ids seen inside the window are remembered, so an
+//! event is printed once, and an event that reached CloudWatch late (a shipper's requests in
+//! flight, a retried batch, a producer catching up) but whose timestamp is still inside the
+//! window is printed when a window read finds it (within a quarter of the window) instead of
+//! being lost; one later than the window is not shown (`download` finds those). Reading the
+//! window only four times per window length, not at every poll, keeps the request rate near
+//! the data rate: each event is read about five times, not `late_window / poll_interval`.
 //! Each poll prints what it found in time order. New groups (prefix selections) and new
 //! streams (`--stream-prefix`) are looked for every ten polls; without a stream selection,
 //! FilterLogEvents covers new streams by itself.
@@ -328,6 +332,8 @@ impl<'a> Tail<'a> {
 
         let mut polls = 0u32;
         let mut known = named_streams(&queries);
+        let rescan_every = self.cfg.late_window / 4;
+        let mut last_rescan: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
@@ -337,10 +343,14 @@ impl<'a> Tail<'a> {
                 return Ok(code);
             }
             polls += 1;
-            let from = if newest == i64::MIN {
-                self.cfg.since
-            } else {
-                self.cfg.since.max(newest.saturating_sub(window))
+            let rescan = last_rescan.is_none_or(|t| t.elapsed() >= rescan_every);
+            if rescan {
+                last_rescan = Some(tokio::time::Instant::now());
+            }
+            let from = match (newest, rescan) {
+                (i64::MIN, _) => self.cfg.since,
+                (n, true) => self.cfg.since.max(n.saturating_sub(window)),
+                (n, false) => self.cfg.since.max(n),
             };
             let mut polled: Vec<(usize, FilterQuery)> = queries
                 .iter()

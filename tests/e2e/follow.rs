@@ -987,3 +987,105 @@ fn download_appends_late_events_once_by_window_and_by_reconciliation() {
     assert!(requests > 0, "{metrics}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The round trip under faults: `dockwatch run` (4 requests in flight) ships 300,000 lines
+/// through 30% throttling and 10% server errors — batches are accepted out of order, so
+/// CloudWatch gets many events after newer ones — while `download` and `tail -f` follow the
+/// stream. The file holds every line exactly once; `tail -f` printed each exactly once.
+#[test]
+fn run_download_and_tail_follow_see_300k_lines_exactly_once_under_faults() {
+    const N: usize = 300_000;
+    let server = StrictServer::start();
+    server.faults(|f| {
+        f.throttle = 0.3;
+        f.server_error = 0.1;
+    });
+    let mut job = Job::new(&server.url, &format!("seq 1 {N}"));
+    job.arg("--quiet");
+    let mut run = job.spawn();
+    let group = job.group.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || !server
+            .stream_names(&group)
+            .is_empty()),
+        "the job created no stream"
+    );
+    let dir = std::env::temp_dir().join(unique("dl-rt"));
+    let file = file_of(&dir, &group, &job.stream);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let download = dockwatch_with_env(&server.url)
+        .args(["download", "--output-dir", dir.to_str().unwrap()])
+        .args(["--group-prefix", &group, "--line-format", "json"])
+        .args(["--poll-interval", "500ms", "--discovery-interval", "1s"])
+        .args(["--late-window", "30s", "--reconcile-interval", "20s"])
+        .args(["--metrics-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tail = dockwatch_with_env(&server.url)
+        .args(["tail", "-f", &group, "--since", "1h", "--format", "json"])
+        .args(["--poll-interval", "500ms", "--late-window", "2m"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = collect_lines(&mut tail);
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the job failed");
+    let stored = server.messages(&group, &job.stream);
+    assert_eq!(stored.len(), N, "CloudWatch holds every line once");
+    let complete = wait_until(Duration::from_secs(120), || {
+        file_events(&file).len() >= N && printed.lock().unwrap().len() >= N
+    });
+    std::thread::sleep(Duration::from_secs(2)); // anything extra would show now
+    let metrics = http_get(port, "/metrics");
+    signal(&download, "TERM");
+    signal(&tail, "TERM");
+    let d = download.wait_with_output().unwrap();
+    let t = tail.wait_with_output().unwrap();
+    let (d_err, t_err) = (stderr(&d), stderr(&t));
+    let late: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("dockwatch_download_late_events_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    let reads = server.with_stats(|s| s.reads.clone());
+    eprintln!(
+        "late events appended by download: {late}; read requests: {reads:?}; {}",
+        d_err.lines().filter(|l| l.contains("late event")).count()
+    );
+    assert!(
+        complete,
+        "file {} of {N}, tail {} of {N}\ndownload:\n{d_err}\ntail:\n{t_err}",
+        file_events(&file).len(),
+        printed.lock().unwrap().len()
+    );
+    let mut in_file: Vec<u64> = file_events(&file)
+        .iter()
+        .map(|(_, m)| m.trim_end().parse().unwrap())
+        .collect();
+    assert_eq!(in_file.len(), N, "the file: no line twice\n{d_err}");
+    in_file.sort_unstable();
+    assert!(
+        in_file.iter().copied().eq(1..=N as u64),
+        "the file: every line"
+    );
+    let mut shown: Vec<u64> = printed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["message"].as_str().unwrap().trim_end().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(shown.len(), N, "tail -f: no line twice\n{t_err}");
+    shown.sort_unstable();
+    assert!(
+        shown.iter().copied().eq(1..=N as u64),
+        "tail -f: every line"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

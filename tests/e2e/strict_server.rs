@@ -99,6 +99,8 @@ pub struct Stats {
     pub accepted_events: u64,
     /// Message bytes accepted in all.
     pub accepted_bytes: u64,
+    /// Requests per call other than PutLogEvents (faults included).
+    pub reads: HashMap<String, u64>,
     /// When the last accepted request was answered.
     pub last_accepted: Option<std::time::Instant>,
     current: u64,
@@ -380,6 +382,7 @@ async fn handle(
         Err(e) => return Ok(error(400, "SerializationException", &e.to_string())),
     };
     let mut s = st.lock().unwrap();
+    *s.stats.reads.entry(op.clone()).or_default() += 1;
     if matches!(
         op.as_str(),
         "DescribeLogGroups" | "DescribeLogStreams" | "GetLogEvents" | "FilterLogEvents"

@@ -24,7 +24,14 @@ impl Daemon {
             if st.gone {
                 return Ok(());
             }
-            let sealed = st.last_timestamp;
+            // Time the forward reader has passed: all of it when it reached the end of the
+            // stream (an event arriving there now is behind its position, the checks' to
+            // find), else up to the newest event it wrote.
+            let sealed = if self.caught_up.contains(key) {
+                Some(i64::MAX)
+            } else {
+                st.last_timestamp
+            };
             let Some(check) = st.ledger().due(now_ms(), sealed, &schedule) else {
                 return Ok(());
             };
@@ -110,8 +117,7 @@ impl Daemon {
         range: (i64, i64),
     ) -> Result<Vec<Event>, FollowError> {
         let format = self.format_of(key);
-        let mut have = Fingerprints::default();
-        {
+        let mut have = {
             let st = self.state.streams.get_mut(key).expect("present");
             let path = self.cfg.output_dir.join(&st.file);
             let ranges = st
@@ -119,15 +125,8 @@ impl Daemon {
                 .bucket_at(bucket)
                 .map(|b| b.ranges.clone())
                 .unwrap_or_default();
-            for r in ranges {
-                let bytes = files::read_range(&path, r).map_err(|source| FollowError::Io {
-                    what: "cannot read back",
-                    path: path.clone(),
-                    source,
-                })?;
-                have.add_lines(&bytes);
-            }
-        }
+            fingerprints_of(&path, &ranges)?
+        };
         let mut missing = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -148,6 +147,48 @@ impl Daemon {
             token = page.next_forward_token;
         }
         Ok(missing)
+    }
+
+    /// `events` (read forward) less those in time the checks have read that the file holds
+    /// already. Such events are rare: ones the forward read returns behind the early frontier
+    /// (a stream that went quiet, checked up to now, then received events a little older
+    /// than now); each bucket they fall in is fingerprinted back from the file once.
+    pub(super) fn not_yet_written(
+        &mut self,
+        key: &Key,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, FollowError> {
+        let format = self.format_of(key);
+        let st = self.state.streams.get_mut(key).expect("present");
+        let early = st.ledger().early_to.unwrap_or(i64::MIN);
+        if events.first().is_none_or(|e| e.timestamp >= early) {
+            return Ok(events);
+        }
+        let path = self.cfg.output_dir.join(&st.file);
+        let ledger = st.ledger();
+        let mut have: std::collections::HashMap<i64, Fingerprints> = Default::default();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if e.timestamp >= early {
+                out.push(e);
+                continue;
+            }
+            let Some(bucket) = ledger.bucket_at(e.timestamp) else {
+                out.push(e);
+                continue;
+            };
+            let start = bucket_start(ledger, e.timestamp);
+            let fps = match have.entry(start) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(fingerprints_of(&path, &bucket.ranges)?)
+                }
+            };
+            if !fps.take(line_digest(format, &e).1) {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Appends events found late, records them in the ledger, counts and logs them.
@@ -218,4 +259,30 @@ fn line_digest(format: crate::cli::LineFormat, e: &Event) -> (u64, u64) {
     files::render_into(&mut buf, format, std::slice::from_ref(e));
     buf.pop();
     (1, fingerprint(&buf))
+}
+
+/// The start of the bucket that holds `t` as the ledger files it now.
+fn bucket_start(ledger: &super::ledger::Ledger, t: i64) -> i64 {
+    if t < ledger.final_to.unwrap_or(i64::MIN) {
+        align(t, COARSE_MS)
+    } else {
+        align(t, FINE_MS)
+    }
+}
+
+/// The fingerprints of the lines in `ranges` of the file.
+fn fingerprints_of(
+    path: &std::path::Path,
+    ranges: &[(u64, u64)],
+) -> Result<Fingerprints, FollowError> {
+    let mut have = Fingerprints::default();
+    for r in ranges {
+        let bytes = files::read_range(path, *r).map_err(|source| FollowError::Io {
+            what: "cannot read back",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        have.add_lines(&bytes);
+    }
+    Ok(have)
 }

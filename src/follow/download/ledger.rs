@@ -26,8 +26,12 @@
 //!    `now - reconcile_horizon` (up to CloudWatch's 14 days) to the final frontier: events
 //!    later than the window are found there.
 //!
-//! Only time the forward reader has passed is checked (before the newest timestamp written),
-//! so a check and the forward read never both write one event. Time that the forward reader
+//! Time before the early frontier belongs to the checks: the forward reader drops any event
+//! there (CloudWatch does not return them going forward anyway), so a check and the forward
+//! read never both write one event. The checks only look at time the forward reader has
+//! passed: up to the newest timestamp it wrote while it is catching up, up to now once it has
+//! reached the end of the stream (so the last seconds of a stream that went quiet are
+//! checked too). Time that the forward reader
 //! first wrote when it was already `window` old (catching up on history) skips the two window
 //! checks: nothing can have arrived in between that reconciliation would not find.
 //!

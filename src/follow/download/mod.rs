@@ -115,6 +115,7 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         last_discovery: None,
         metrics,
         soft_errors: 0,
+        caught_up: Default::default(),
     };
     // Fail fast, before running for good, when AWS refuses us outright. A stop meanwhile
     // (discovery retries for ever while AWS throttles or cannot be reached) ends it at once.
@@ -209,6 +210,9 @@ struct Daemon {
     metrics: metrics::Shared,
     /// Failed calls that were not retried inside the reader.
     soft_errors: u64,
+    /// Streams whose last forward read reached the end: every time before now has been
+    /// passed (the checks may look up to now, not only up to the newest event written).
+    caught_up: std::collections::HashSet<Key>,
 }
 
 impl Daemon {
@@ -344,6 +348,7 @@ impl Daemon {
     /// Long on purpose: the page loop writes the file and then the state in the order the
     /// state module's invariants need; keeping it in one function keeps that order visible.
     async fn poll_stream(&mut self, key: &Key) -> Result<(), FollowError> {
+        self.caught_up.remove(key);
         for _ in 0..MAX_PAGES_PER_ROUND {
             let Some(st) = self.state.streams.get(key).cloned() else {
                 return Ok(());
@@ -402,13 +407,9 @@ impl Daemon {
                     true
                 });
             }
-            // Time the checks have passed is theirs: an event there that the forward read
-            // returns (CloudWatch orders a stream by timestamp, so it should not) is left to
-            // them, which know what the file holds.
-            let checked = st.ledger.as_ref().and_then(|l| l.early_to);
-            if let Some(c) = checked {
-                events.retain(|e| e.timestamp >= c);
-            }
+            // An event in time a check has already read may be in the file already (the
+            // check found it first): it is written only if the file does not hold it.
+            let events = self.not_yet_written(key, events)?;
             let same_token = page.next_forward_token == st.token;
             if events.is_empty() {
                 if !same_token
@@ -419,6 +420,7 @@ impl Daemon {
                     self.state.save()?;
                 }
                 if same_token || page.next_forward_token.is_none() {
+                    self.caught_up.insert(key.clone());
                     break;
                 }
                 continue;
@@ -455,6 +457,7 @@ impl Daemon {
             self.state.save()?;
             self.publish_one(key);
             if same_token {
+                self.caught_up.insert(key.clone());
                 break;
             }
         }
