@@ -357,6 +357,22 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_state_gets_a_ledger_that_starts_after_its_last_event() {
+        let dir = tmp();
+        let v1 = serde_json::json!({"version": 1, "saved_at": 1, "streams": [{
+            "group": "g", "stream": "s", "file": "s.log", "token": "f/1", "offset": 0,
+            "events": 2, "bytes": 4, "last_timestamp": 5_000, "at_last_timestamp": 1}]});
+        std::fs::write(dir.join(STATE_FILE), v1.to_string()).unwrap();
+        let mut st = State::load(&dir).unwrap();
+        let s = st.streams.get_mut(&("g".into(), "s".into())).unwrap();
+        assert_eq!(s.ledger().since, 5_001);
+        assert_eq!(s.format, None);
+        st.save().unwrap();
+        let text = std::fs::read_to_string(dir.join(STATE_FILE)).unwrap();
+        assert!(text.starts_with("{\"version\":2"), "{text}");
+    }
+
+    #[test]
     fn saves_and_loads_and_recovers() {
         let dir = tmp();
         let mut st = State::load(&dir).unwrap();
