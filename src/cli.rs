@@ -899,6 +899,22 @@ pub struct OnUploadArgs {
     #[arg(long, value_name = "PREFIX")]
     pub(crate) output_prefix: String,
 
+    /// Bucket for the outputs (default: --bucket). Needed with an empty --prefix, where
+    /// outputs in the same bucket would start new tasks.
+    #[arg(long, value_name = "BUCKET")]
+    pub(crate) output_bucket: Option<String>,
+
+    /// Run each object once across several workers sharing the queue: claims are kept in
+    /// S3 with conditional writes, e.g. `s3://my-bucket/dockwatch-claims/` (default: this
+    /// host only).
+    #[arg(long, value_name = "S3_URL")]
+    pub(crate) claims: Option<String>,
+
+    /// With --claims: how long a worker's claim lasts without renewal (it is renewed every
+    /// third of it); a worker that dies holds its object this long.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) lease: Duration,
+
     /// Image to run for each file.
     #[arg(long, value_name = "IMAGE")]
     pub(crate) docker_image: String,

@@ -18,6 +18,12 @@ pub struct OnUploadConfig {
     pub(crate) prefix: String,
     /// Where each task's outputs go: PREFIX + the key without `prefix` + `/`.
     pub(crate) output_prefix: String,
+    /// The bucket of the outputs.
+    pub(crate) output_bucket: String,
+    /// Shared claims (several workers), or `None` for this host only.
+    pub(crate) claims: Option<crate::trigger::claims::SharedAt>,
+    /// How long a shared claim lasts without renewal.
+    pub(crate) lease: Duration,
     pub(crate) image: String,
     pub(crate) shell: String,
     pub(crate) command: String,
@@ -64,9 +70,17 @@ impl OnUploadConfig {
                 Engine::Local => None,
             },
             aws: aws_options(a.aws)?,
-            bucket: a.bucket,
+            bucket: a.bucket.clone(),
             prefix: a.prefix,
             output_prefix: a.output_prefix,
+            output_bucket: a.output_bucket.clone().unwrap_or(a.bucket.clone()),
+            claims: a
+                .claims
+                .as_deref()
+                .map(crate::trigger::claims::SharedAt::parse)
+                .transpose()
+                .map_err(ConfigError::OnUpload)?,
+            lease: a.lease,
             image: a.docker_image,
             shell: a.container.shell,
             command: a.bash_command,
@@ -110,12 +124,22 @@ fn check_limits(a: &OnUploadArgs) -> Result<(), &'static str> {
     {
         return Err("--visibility-timeout must be between 2s and 12h");
     }
-    if a.output_prefix.is_empty()
-        || (!a.prefix.is_empty() && a.output_prefix.starts_with(&a.prefix))
-    {
-        return Err(
-            "--output-prefix must be set and outside --prefix, or the outputs would trigger new tasks",
-        );
+    let same_bucket = a.output_bucket.as_deref().is_none_or(|b| b == a.bucket);
+    if a.output_prefix.is_empty() {
+        return Err("--output-prefix is empty; give one, e.g. output/");
+    }
+    if same_bucket && a.output_prefix.starts_with(&a.prefix) {
+        return Err(if a.prefix.is_empty() {
+            "with an empty --prefix every output would start a new task: watch a prefix (--prefix input/) or put the outputs in another bucket (--output-bucket)"
+        } else {
+            "--output-prefix is inside --prefix, so every output would start a new task: choose an output prefix outside it, or --output-bucket"
+        });
+    }
+    if a.output_bucket.as_deref() == Some("") {
+        return Err("--output-bucket is empty");
+    }
+    if a.lease < Duration::from_secs(10) || a.lease > Duration::from_secs(12 * 3600) {
+        return Err("--lease must be between 10s and 12h");
     }
     Ok(())
 }
@@ -169,6 +193,18 @@ mod tests {
         let mut a = args(&[]);
         a.output_prefix = "input/out/".into();
         let e = OnUploadConfig::from_args(a).unwrap_err().to_string();
-        assert!(e.contains("outside --prefix"), "{e}");
+        assert!(e.contains("outside it"), "{e}");
+        // An empty prefix watches the outputs too, unless they go to another bucket.
+        let mut a = args(&[]);
+        a.prefix = String::new();
+        let e = OnUploadConfig::from_args(a).unwrap_err().to_string();
+        assert!(e.contains("--output-bucket"), "{e}");
+        let mut a = args(&["--output-bucket", "elsewhere"]);
+        a.prefix = String::new();
+        let c = OnUploadConfig::from_args(a).unwrap();
+        assert_eq!(c.output_bucket, "elsewhere");
+        assert!(OnUploadConfig::from_args(args(&["--claims", "bucket/x"])).is_err());
+        let c = OnUploadConfig::from_args(args(&["--claims", "s3://c/claims"])).unwrap();
+        assert_eq!(c.claims.unwrap().prefix, "claims/");
     }
 }

@@ -1,8 +1,15 @@
 //! S3 event notifications as they arrive in SQS: what a message body means.
 //!
-//! A body is either S3's `s3:TestEvent` (sent when a notification is configured), or a
-//! `Records` array of events; only `ObjectCreated:*` records are uploads. Keys arrive
-//! URL-encoded with `+` for spaces (S3's form encoding) and are decoded here.
+//! Three routes are understood, and the log line says which one a message came by:
+//! - **S3** directly: either S3's `s3:TestEvent` (sent when a notification is configured), or
+//!   a `Records` array of events; only `ObjectCreated:*` records are uploads. Keys arrive
+//!   URL-encoded with `+` for spaces (S3's form encoding) and are decoded here.
+//! - **SNS** (S3 → SNS topic → SQS without raw delivery): `{"Type":"Notification",
+//!   "Message":"<the S3 body as a string>"}`; with raw delivery the body is S3's own.
+//! - **EventBridge** (S3 → EventBridge rule → SQS, the CloudTrail/EventBridge route):
+//!   `{"source":"aws.s3","detail-type":"Object Created","detail":{"bucket":{"name"},
+//!   "object":{"key","etag","size"}}}`; its keys are not URL-encoded. Other detail types are
+//!   not uploads.
 
 use serde::Deserialize;
 
@@ -14,6 +21,8 @@ pub(crate) struct Upload {
     /// Without quotes.
     pub(crate) etag: String,
     pub(crate) size: u64,
+    /// The route the notification took: `S3`, `SNS` or `EventBridge`.
+    pub(crate) via: &'static str,
 }
 
 /// What a message says.
@@ -31,6 +40,31 @@ struct Body {
     event: Option<String>,
     #[serde(rename = "Records")]
     records: Option<Vec<Record>>,
+    /// SNS.
+    #[serde(rename = "Type")]
+    sns_type: Option<String>,
+    #[serde(rename = "Message")]
+    sns_message: Option<String>,
+    /// EventBridge.
+    source: Option<String>,
+    #[serde(rename = "detail-type")]
+    detail_type: Option<String>,
+    detail: Option<BridgeDetail>,
+}
+
+#[derive(Deserialize)]
+struct BridgeDetail {
+    bucket: BucketEntity,
+    object: BridgeObject,
+}
+
+#[derive(Deserialize)]
+struct BridgeObject {
+    key: String,
+    #[serde(default)]
+    etag: String,
+    #[serde(default)]
+    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +97,40 @@ struct ObjectEntity {
 /// Reads a message body; `Err` says why it is not an S3 notification.
 pub(crate) fn parse(body: &str) -> Result<Notice, String> {
     let b: Body = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    if b.sns_type.as_deref() == Some("Notification") {
+        let inner = b.sns_message.as_deref().unwrap_or_default();
+        return Ok(
+            match parse_s3(
+                serde_json::from_str(inner)
+                    .map_err(|e| format!("an SNS notification whose Message is not JSON: {e}"))?,
+            )? {
+                Notice::Uploads(u) => {
+                    Notice::Uploads(u.into_iter().map(|u| Upload { via: "SNS", ..u }).collect())
+                }
+                t => t,
+            },
+        );
+    }
+    if b.source.as_deref() == Some("aws.s3") {
+        let Some(d) = b.detail else {
+            return Err("an EventBridge event without detail".into());
+        };
+        if b.detail_type.as_deref() != Some("Object Created") {
+            return Ok(Notice::Uploads(Vec::new()));
+        }
+        return Ok(Notice::Uploads(vec![Upload {
+            bucket: d.bucket.name,
+            key: d.object.key,
+            etag: d.object.etag.trim_matches('"').to_string(),
+            size: d.object.size,
+            via: "EventBridge",
+        }]));
+    }
+    parse_s3(b)
+}
+
+/// S3's own notification body.
+fn parse_s3(b: Body) -> Result<Notice, String> {
     if b.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Notice::Test);
     }
@@ -79,6 +147,7 @@ pub(crate) fn parse(body: &str) -> Result<Notice, String> {
             key: decode_key(&r.s3.object.key)?,
             etag: r.s3.object.etag.trim_matches('"').to_string(),
             size: r.s3.object.size,
+            via: "S3",
         });
     }
     Ok(Notice::Uploads(out))
@@ -136,9 +205,27 @@ mod tests {
                 bucket: "b".into(),
                 key: "input/my fileé.csv".into(),
                 etag: "abc".into(),
-                size: 5
+                size: 5,
+                via: "S3",
             }])
         );
+        // The same through SNS, and an EventBridge "Object Created" event.
+        let sns = serde_json::json!({"Type": "Notification", "TopicArn": "arn:aws:sns:x", "Message": body});
+        let Notice::Uploads(u) = parse(&sns.to_string()).unwrap() else {
+            panic!("uploads")
+        };
+        assert_eq!((u[0].key.as_str(), u[0].via), ("input/my fileé.csv", "SNS"));
+        let bridge = r#"{"version":"0","source":"aws.s3","detail-type":"Object Created",
+          "detail":{"bucket":{"name":"b"},"object":{"key":"input/a b.csv","etag":"e1","size":3}}}"#;
+        let Notice::Uploads(u) = parse(bridge).unwrap() else {
+            panic!("uploads")
+        };
+        assert_eq!(
+            (u[0].key.as_str(), u[0].etag.as_str(), u[0].via),
+            ("input/a b.csv", "e1", "EventBridge")
+        );
+        let deleted = bridge.replace("Object Created", "Object Deleted");
+        assert_eq!(parse(&deleted).unwrap(), Notice::Uploads(Vec::new()));
         assert_eq!(
             parse(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#).unwrap(),
             Notice::Test

@@ -17,7 +17,9 @@
 //! With `--on ecs` ([`crate::ecs`]) each file's task runs on Fargate instead, with `S3_BUCKET`
 //! and `S3_KEY` as environment overrides (the task fetches and stores its own data).
 
+pub(crate) mod claims;
 pub(crate) mod event;
+mod preflight;
 pub(crate) mod setup;
 pub(crate) mod store;
 
@@ -30,6 +32,7 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use self::claims::{Claim, Claims, Wait};
 use self::event::{Notice, Upload};
 use self::store::{Outcome, Store, object_id};
 use crate::aws::retry::chain;
@@ -52,12 +55,15 @@ pub enum TriggerError {
     Setup { what: String, detail: String },
     #[error("{0}")]
     Store(String),
+    /// A start-up check failed: the arguments or the account need changing.
+    #[error("{0}")]
+    Check(String),
 }
 
 impl TriggerError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            TriggerError::Config(_) => exit_codes::USAGE,
+            TriggerError::Config(_) | TriggerError::Check(_) => exit_codes::USAGE,
             TriggerError::Aws(e) if e.is_usage() => exit_codes::USAGE,
             _ => exit_codes::ERROR,
         }
@@ -95,6 +101,12 @@ enum TaskError {
         key: String,
         detail: String,
     },
+    /// The object was deleted, or replaced by new content (which has its own notification),
+    /// before it ran: routine, not a failure.
+    #[error("{0}")]
+    Gone(&'static str),
+    #[error(transparent)]
+    Claim(#[from] claims::ClaimError),
 }
 
 impl TaskError {
@@ -119,6 +131,8 @@ struct Ctx {
     clients: Clients,
     queue_url: String,
     store: Mutex<Store>,
+    /// Who runs which object (this host, or workers sharing the queue).
+    claims: Claims,
     /// Saves the store's snapshots, off the runtime.
     writer: store::Writer,
     /// Stop steps passed to running containers (after the grace period).
@@ -128,10 +142,21 @@ struct Ctx {
 /// Runs `dockwatch on-upload`; returns the exit code.
 pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i32, TriggerError> {
     let clients = Clients::build(&cfg.aws).await?;
+    // Start-up checks, each a one-line error, before any message is taken.
+    let ep = cfg.aws.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
+    preflight::credentials(&clients, &ep).await?;
     let queue_url = match &cfg.queue_url {
         Some(u) => u.clone(),
         None => setup::setup(&clients, &cfg).await?,
     };
+    preflight::queue(&clients, &ep, &queue_url).await?;
+    preflight::bucket(&clients, &ep, &cfg.bucket, "bucket").await?;
+    if cfg.output_bucket != cfg.bucket {
+        preflight::bucket(&clients, &ep, &cfg.output_bucket, "output bucket").await?;
+    }
+    if let Some(at) = &cfg.claims {
+        preflight::bucket(&clients, &ep, &at.bucket, "claims bucket").await?;
+    }
     let store = {
         let dir = cfg.state_dir.clone();
         tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -140,11 +165,16 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
             .map_err(TriggerError::Store)?
     };
     let (task_trigger, task_stop) = shutdown::channel();
+    let claims = match &cfg.claims {
+        Some(at) => Claims::shared(clients.s3.clone(), at.clone(), cfg.lease),
+        None => Claims::local(),
+    };
     let ctx = Arc::new(Ctx {
         cfg,
         clients,
         queue_url,
         store: Mutex::new(store),
+        claims,
         writer: store::Writer::default(),
         task_stop,
     });
@@ -305,6 +335,7 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
     let ours: Vec<Upload> = uploads
         .into_iter()
         .filter(|u| u.bucket == ctx.cfg.bucket && u.key.starts_with(&ctx.cfg.prefix))
+        .filter(|u| worth_running(&ctx.cfg, u))
         .collect();
     if attempts > ctx.cfg.max_attempts {
         for u in &ours {
@@ -353,22 +384,104 @@ fn keep_hidden(ctx: &Ctx, receipt: &str) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Whether an upload is an input: a folder marker (`input/folder/`) and one of the tool's
+/// own outputs are not (an output can only reach here when the outputs go to the watched
+/// bucket under a prefix that start-up refused to overlap; this is the second line).
+fn worth_running(cfg: &OnUploadConfig, u: &Upload) -> bool {
+    if u.key.ends_with('/') {
+        log(&format!(
+            "s3://{}/{} is a folder marker: skipped",
+            u.bucket, u.key
+        ));
+        return false;
+    }
+    if u.bucket == cfg.output_bucket && u.key.starts_with(&cfg.output_prefix) {
+        log(&format!(
+            "s3://{}/{} is under --output-prefix: skipped",
+            u.bucket, u.key
+        ));
+        return false;
+    }
+    true
+}
+
+/// Takes the object's claim, waiting while another run holds it; `None` when it succeeded
+/// before (nothing to do).
+async fn claim(ctx: &Ctx, u: &Upload, id: &str) -> Result<Option<claims::Lease>, TaskError> {
+    let mut said = false;
+    loop {
+        let done = ctx.store.lock().expect("store").succeeded(id);
+        match ctx.claims.claim(id, done).await? {
+            Claim::Won(lease) => return Ok(Some(lease)),
+            Claim::Done => {
+                log(&format!(
+                    "s3://{}/{} ({}) was already processed: skipped",
+                    u.bucket, u.key, u.etag
+                ));
+                return Ok(None);
+            }
+            Claim::Busy(wait) => {
+                if !said {
+                    log(&format!(
+                        "s3://{}/{} is being processed by another run; waiting for it",
+                        u.bucket, u.key
+                    ));
+                    said = true;
+                }
+                match wait {
+                    // A wake-up can come between the claim and the wait: look again anyway.
+                    Wait::Local(n) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), n.notified()).await;
+                    }
+                    Wait::Poll(d) => tokio::time::sleep(d).await,
+                }
+            }
+        }
+    }
+}
+
 /// One upload of a message, unless already done: runs it and records the outcome. True when
-/// it succeeded (now or before).
+/// it succeeded (now or before) or is gone (deleted, replaced).
 async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
     let id = object_id(&u.bucket, &u.key, &u.etag);
-    if ctx.store.lock().expect("store").succeeded(&id) {
-        log(&format!(
-            "s3://{}/{} ({}) was already processed: skipped",
-            u.bucket, u.key, u.etag
-        ));
+    let mut lease = match claim(ctx, u, &id).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return true,
+        Err(e) => {
+            log(&format!("s3://{}/{}: {e}", u.bucket, u.key));
+            return false;
+        }
+    };
+    log(&format!(
+        "s3://{}/{}: starting (attempt {attempts}; notified through {})",
+        u.bucket, u.key, u.via
+    ));
+    let result = {
+        let work = process(ctx, u, attempts);
+        tokio::pin!(work);
+        match ctx.claims.renew_every() {
+            None => work.await,
+            Some(every) => loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = tokio::time::sleep(every) => match ctx.claims.renew(&mut lease).await {
+                        Ok(true) => {}
+                        Ok(false) => log(&format!(
+                            "s3://{}/{}: another worker took the object over (this claim was not renewed in time); its outcome counts",
+                            u.bucket, u.key
+                        )),
+                        Err(e) => log(&format!("s3://{}/{}: cannot renew the claim: {e}", u.bucket, u.key)),
+                    },
+                }
+            },
+        }
+    };
+    if let Err(TaskError::Gone(why)) = &result {
+        log(&format!("s3://{}/{}: {why}; acknowledged", u.bucket, u.key));
+        let _ = ctx.claims.finish(lease, false).await;
         return true;
     }
-    log(&format!(
-        "s3://{}/{}: starting (attempt {attempts})",
-        u.bucket, u.key
-    ));
-    let outcome = match process(ctx, u).await {
+    let outcome = match result {
         Ok((code, outputs)) => {
             log(&format!(
                 "s3://{}/{}: done, {} output file(s) under s3://{}/{}",
@@ -405,7 +518,19 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
         }
     };
     let ok = outcome.status == "succeeded";
-    record(ctx, id, outcome).await && ok
+    let saved = record(ctx, id, outcome).await;
+    match ctx.claims.finish(lease, ok && saved).await {
+        Ok(true) => {}
+        Ok(false) => log(&format!(
+            "s3://{}/{}: another worker had taken the object over; the shared record is theirs",
+            u.bucket, u.key
+        )),
+        Err(e) => {
+            log(&format!("s3://{}/{}: {e}", u.bucket, u.key));
+            return false;
+        }
+    }
+    saved && ok
 }
 
 /// Saves an outcome durably, off the runtime (an fsync must not hold up the heartbeats, nor
@@ -461,17 +586,20 @@ async fn delete(ctx: &Ctx, receipt: &str) {
 }
 
 /// One object: fetch, run, upload; the exit code and the output keys.
-async fn process(ctx: &Ctx, u: &Upload) -> Result<(i64, Vec<String>), TaskError> {
+async fn process(ctx: &Ctx, u: &Upload, attempt: u32) -> Result<(i64, Vec<String>), TaskError> {
     if let Some(ecs) = &ctx.cfg.ecs {
         return process_on_ecs(ctx, ecs, u).await;
     }
+    // Each attempt has its own directory: a run never removes another's input or output.
     let work =
         ctx.cfg
             .state_dir
             .join("work")
             .join(crate::follow::download::files::encode_component(&format!(
-                "{}@{}",
-                u.key, u.etag
+                "{}@{}#{attempt}-{:08x}",
+                u.key,
+                u.etag,
+                rand::random::<u32>()
             )));
     let _ = tokio::fs::remove_dir_all(&work).await;
     let result = process_in(ctx, u, &work).await;
@@ -497,7 +625,7 @@ async fn process_in(ctx: &Ctx, u: &Upload, work: &Path) -> Result<(i64, Vec<Stri
         .key
         .rsplit('/')
         .next()
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
         .unwrap_or("input");
     download(ctx, u, &input_dir.join(file_name)).await?;
     match run_container(ctx, u, &input_dir, &output_dir, file_name).await? {
@@ -547,7 +675,21 @@ async fn download(ctx: &Ctx, u: &Upload, to: &Path) -> Result<(), TaskError> {
     if !u.etag.is_empty() {
         req = req.if_match(format!("\"{}\"", u.etag));
     }
-    let obj = req.send().await.map_err(|e| fail(chain(&e)))?;
+    let obj = match req.send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e);
+            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                return Err(TaskError::Gone("deleted before it could run"));
+            }
+            if code == Some("PreconditionFailed") {
+                return Err(TaskError::Gone(
+                    "replaced by new content before it could run (the new content has its own notification)",
+                ));
+            }
+            return Err(fail(chain(&e)));
+        }
+    };
     let mut reader = obj.body.into_async_read();
     let mut f = tokio::fs::File::create(to)
         .await
@@ -636,7 +778,7 @@ async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, 
             .replace('\\', "/");
         let key = format!("{prefix}{rel}");
         let fail = |detail: String| TaskError::Upload {
-            bucket: ctx.cfg.bucket.clone(),
+            bucket: ctx.cfg.output_bucket.clone(),
             key: key.clone(),
             detail,
         };
@@ -646,7 +788,7 @@ async fn upload_dir(ctx: &Ctx, dir: &Path, prefix: &str) -> Result<Vec<String>, 
         ctx.clients
             .s3
             .put_object()
-            .bucket(&ctx.cfg.bucket)
+            .bucket(&ctx.cfg.output_bucket)
             .key(&key)
             .body(body)
             .send()

@@ -125,7 +125,10 @@ impl Store {
 
     /// Records an outcome; the returned snapshot is what [`Writer::save`] makes durable.
     pub(crate) fn record(&mut self, id: &str, outcome: Outcome) -> Snapshot {
-        self.objects.insert(id.to_string(), outcome);
+        // A recorded success stays: a later failure of a duplicate run does not replace it.
+        if !(self.succeeded(id) && outcome.status != "succeeded") {
+            self.objects.insert(id.to_string(), outcome);
+        }
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
             objects: self.objects.clone(),
