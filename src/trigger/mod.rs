@@ -149,13 +149,16 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         Some(u) => u.clone(),
         None => setup::setup(&clients, &cfg).await?,
     };
-    preflight::queue(&clients, &ep, &queue_url).await?;
+    let dead_letters = preflight::queue(&clients, &ep, &queue_url).await?;
     preflight::bucket(&clients, &ep, &cfg.bucket, "bucket").await?;
     if cfg.output_bucket != cfg.bucket {
         preflight::bucket(&clients, &ep, &cfg.output_bucket, "output bucket").await?;
     }
     if let Some(at) = &cfg.claims {
         preflight::bucket(&clients, &ep, &at.bucket, "claims bucket").await?;
+    }
+    if !dead_letters {
+        preflight::warn_no_dead_letters(&queue_url);
     }
     let store = {
         let dir = cfg.state_dir.clone();

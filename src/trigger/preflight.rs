@@ -35,8 +35,8 @@ pub(crate) async fn credentials(c: &Clients, ep: &str) -> Result<(), TriggerErro
     }
 }
 
-/// The queue exists and can be read; warns once when it has no dead-letter policy.
-pub(crate) async fn queue(c: &Clients, ep: &str, url: &str) -> Result<(), TriggerError> {
+/// The queue exists and can be read; says whether it has a dead-letter policy.
+pub(crate) async fn queue(c: &Clients, ep: &str, url: &str) -> Result<bool, TriggerError> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(TriggerError::Check(format!(
             "--queue-url '{url}' is not a queue URL; give one like https://sqs.REGION.amazonaws.com/ACCOUNT/NAME"
@@ -66,15 +66,16 @@ pub(crate) async fn queue(c: &Clients, ep: &str, url: &str) -> Result<(), Trigge
             ));
         }
     };
-    let has_dlq = attrs
+    Ok(attrs
         .attributes()
-        .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy));
-    if !has_dlq {
-        log(&format!(
-            "warning: {url} has no dead-letter queue (redrive policy): a message that keeps failing comes back until the queue's retention ends; --setup makes one"
-        ));
-    }
-    Ok(())
+        .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy)))
+}
+
+/// The one warning for a queue without a dead-letter policy.
+pub(crate) fn warn_no_dead_letters(url: &str) {
+    log(&format!(
+        "warning: {url} has no dead-letter queue (redrive policy): a message that keeps failing comes back until the queue's retention ends; --setup makes one"
+    ));
 }
 
 /// The bucket exists and can be reached.

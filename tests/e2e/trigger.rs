@@ -77,13 +77,25 @@ struct OnUpload {
 
 impl OnUpload {
     fn start(ep: &str, bucket: &str, command: &str, extra: &[&str]) -> OnUpload {
+        Self::start_from(ep, bucket, command, &["--setup"], extra)
+    }
+
+    /// With `source`: `--setup`, or `--queue-url URL`.
+    fn start_from(
+        ep: &str,
+        bucket: &str,
+        command: &str,
+        source: &[&str],
+        extra: &[&str],
+    ) -> OnUpload {
         let dir = std::env::temp_dir().join(unique("dwup"));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("stderr.log");
         let label = unique("up");
         let child = dockwatch_with_env(ep)
             .args(["on-upload", "--bucket", bucket, "--prefix", "input/"])
-            .args(["--output-prefix", "output/", "--setup", "--wait", "1s"])
+            .args(["--output-prefix", "output/", "--wait", "1s"])
+            .args(source)
             .args(["--docker-image", IMAGE, "--bash-command", command])
             .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
             .args(["--state-dir", dir.join("state").to_str().unwrap()])
@@ -685,4 +697,420 @@ fn a_stop_signal_lets_tasks_finish_within_the_grace_then_releases_their_messages
         got, 1,
         "the message of the stopped task is back in the queue"
     );
+}
+
+fn create_bucket(ep: &str, bucket: &str) {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    rt().block_on(async {
+        s3(ep)
+            .create_bucket()
+            .bucket(bucket)
+            .create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(REGION))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn queue_of(ep: &str, bucket: &str) -> String {
+    rt().block_on(async {
+        sqs(ep)
+            .get_queue_url()
+            .queue_name(format!("dockwatch-{bucket}-uploads"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    })
+}
+
+fn etag_of(ep: &str, bucket: &str, key: &str) -> String {
+    rt().block_on(async {
+        s3(ep)
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    })
+}
+
+/// S3's notification body for one upload.
+fn notification(bucket: &str, key: &str, etag: &str) -> String {
+    serde_json::json!({"Records": [{
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag, "size": 1}}
+    }]})
+    .to_string()
+}
+
+fn send(ep: &str, queue: &str, body: &str) {
+    rt().block_on(async {
+        sqs(ep)
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// Messages in the queue, visible and in flight.
+fn queued(ep: &str, queue: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    rt().block_on(async {
+        let r = sqs(ep)
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let a = r.attributes().unwrap();
+        let n = |k: &A| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(&A::ApproximateNumberOfMessages) + n(&A::ApproximateNumberOfMessagesNotVisible)
+    })
+}
+
+/// How many runs of `key` a log shows.
+fn starts(log: &str, key: &str) -> usize {
+    log.matches(&format!("{key}: starting")).count()
+}
+
+/// A copy of an upload's notification delivered while its first run is still going (S3
+/// delivers at least once): the object runs once, its output is right, both messages end.
+#[test]
+fn a_duplicate_notification_while_the_object_runs_does_not_run_it_again() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwdup");
+    let cmd = r#"sleep 2; cp "$INPUT_FILE" "$OUTPUT_DIR/copy"; echo "run $S3_KEY""#;
+    let up = OnUpload::start(&ep, &bucket, cmd, &["--concurrency", "3"]);
+    let queue = queue_of(&ep, &bucket);
+    for i in 0..3 {
+        let key = format!("input/dup-{i}.txt");
+        put(&ep, &bucket, &key, &format!("body {i}\n"));
+        assert!(
+            wait_until(Duration::from_secs(30), || starts(&up.stderr(), &key) == 1),
+            "{}",
+            up.stderr()
+        );
+        let body = notification(&bucket, &key, &etag_of(&ep, &bucket, &key));
+        send(&ep, &queue, &body);
+        send(&ep, &queue, &body);
+        let out = format!("output/dup-{i}.txt/copy");
+        assert!(
+            wait_until(Duration::from_secs(30), || get(&ep, &bucket, &out)
+                .is_some()
+                && up.stderr().matches(&format!("{key} (")).count() >= 2),
+            "{}",
+            up.stderr()
+        );
+        assert_eq!(get(&ep, &bucket, &out).unwrap(), format!("body {i}\n"));
+        let log = up.stderr();
+        assert_eq!(starts(&log, &key), 1, "one run of {key}:\n{log}");
+        assert!(
+            log.contains(&format!("{key} is being processed by another run; waiting")),
+            "{log}"
+        );
+        let runs = messages(&ep, &format!("/dwup/{bucket}"), &key)
+            .iter()
+            .filter(|m| m.starts_with("run "))
+            .count();
+        assert_eq!(runs, 1, "{key}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || queued(&ep, &queue) == 0),
+        "every message acknowledged"
+    );
+    let (code, err) = up.stop();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Two workers share one queue, with claims in S3: 20 uploads, each notification delivered
+/// twice more, run exactly once each. Then a worker is SIGKILLed in the middle of a task: the
+/// other takes the object over once the lease expires and runs it to success.
+#[test]
+fn two_workers_with_shared_claims_run_each_object_once_and_take_over_a_dead_ones() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwtwo");
+    let cmd = r#"if [ "$S3_KEY" = input/slow.txt ]; then sleep 8; fi; sleep 0.3; cp "$INPUT_FILE" "$OUTPUT_DIR/copy"; echo "run $S3_KEY""#;
+    let claims = format!("s3://{bucket}/claims/");
+    let extra = [
+        "--claims",
+        &claims,
+        "--lease",
+        "10s",
+        "--visibility-timeout",
+        "4s",
+        "--concurrency",
+        "4",
+    ];
+    let a = OnUpload::start(&ep, &bucket, cmd, &extra);
+    let b = OnUpload::start(&ep, &bucket, cmd, &extra);
+    let queue = queue_of(&ep, &bucket);
+    let keys: Vec<String> = (0..20).map(|i| format!("input/f{i:02}.txt")).collect();
+    for k in &keys {
+        put(&ep, &bucket, k, &format!("{k}\n"));
+        let body = notification(&bucket, k, &etag_of(&ep, &bucket, k));
+        send(&ep, &queue, &body);
+        send(&ep, &queue, &body);
+    }
+    let all_out = || {
+        keys.iter().all(|k| {
+            get(
+                &ep,
+                &bucket,
+                &format!("output/{}/copy", &k["input/".len()..]),
+            )
+            .is_some()
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(90), || all_out()
+            && queued(&ep, &queue) == 0),
+        "A:\n{}\nB:\n{}",
+        a.stderr(),
+        b.stderr()
+    );
+    let (la, lb) = (a.stderr(), b.stderr());
+    for k in &keys {
+        assert_eq!(
+            starts(&la, k) + starts(&lb, k),
+            1,
+            "{k} ran once:\nA:\n{la}\nB:\n{lb}"
+        );
+    }
+    // Both took messages (runs, or copies recognised as another's).
+    let took = |l: &str| {
+        starts(l, "input/f")
+            + l.matches("was already processed").count()
+            + l.matches("is being processed by another run").count()
+    };
+    assert!(
+        took(&la) > 0 && took(&lb) > 0,
+        "both worked:\nA:\n{la}\nB:\n{lb}"
+    );
+
+    // A worker dies mid-task; the other takes the object over after the lease.
+    put(&ep, &bucket, "input/slow.txt", "slow\n");
+    let (runner, survivor) = {
+        assert!(
+            wait_until(Duration::from_secs(30), || starts(
+                &a.stderr(),
+                "input/slow.txt"
+            ) + starts(
+                &b.stderr(),
+                "input/slow.txt"
+            ) == 1),
+            "nobody started it"
+        );
+        if starts(&a.stderr(), "input/slow.txt") == 1 {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    };
+    signal(&runner.child, "KILL");
+    assert!(
+        wait_until(Duration::from_secs(60), || get(
+            &ep,
+            &bucket,
+            "output/slow.txt/copy"
+        )
+        .is_some()),
+        "not taken over:\n{}",
+        survivor.stderr()
+    );
+    let log = survivor.stderr();
+    assert_eq!(starts(&log, "input/slow.txt"), 1, "{log}");
+    drop(runner);
+    let (code, err) = survivor.stop();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Routine S3 outcomes and the other notification routes, on a queue of the test's own
+/// (only its messages arrive): a deleted object and a replaced one are acknowledged with one
+/// line; a folder marker is skipped; SNS-wrapped and EventBridge-shaped notifications run.
+#[test]
+fn routine_outcomes_are_acknowledged_and_sns_and_eventbridge_notifications_run() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwroute");
+    create_bucket(&ep, &bucket);
+    let queue = rt().block_on(async {
+        sqs(&ep)
+            .create_queue()
+            .queue_name(format!("q-{bucket}"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let cmd = r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#;
+    let up = OnUpload::start_from(&ep, &bucket, cmd, &["--queue-url", &queue], &[]);
+    assert!(
+        up.stderr().contains("has no dead-letter queue"),
+        "{}",
+        up.stderr()
+    );
+    put(&ep, &bucket, "input/sns.txt", "via sns\n");
+    put(&ep, &bucket, "input/bridge.txt", "via eventbridge\n");
+    put(&ep, &bucket, "input/replaced.txt", "new content\n");
+    let sns = serde_json::json!({
+        "Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+        "Message": notification(&bucket, "input/sns.txt", &etag_of(&ep, &bucket, "input/sns.txt"))
+    });
+    let bridge = serde_json::json!({
+        "version": "0", "source": "aws.s3", "detail-type": "Object Created",
+        "detail": {"bucket": {"name": bucket}, "object": {
+            "key": "input/bridge.txt", "etag": etag_of(&ep, &bucket, "input/bridge.txt"), "size": 16}}
+    });
+    send(&ep, &queue, &sns.to_string());
+    send(&ep, &queue, &bridge.to_string());
+    send(
+        &ep,
+        &queue,
+        &notification(&bucket, "input/never-there.txt", "abc"),
+    );
+    send(
+        &ep,
+        &queue,
+        &notification(&bucket, "input/replaced.txt", "0123456789abcdef"),
+    );
+    send(
+        &ep,
+        &queue,
+        &notification(&bucket, "input/folder/", "d41d8cd98f00b204e9800998ecf8427e"),
+    );
+    let done = wait_until(Duration::from_secs(30), || {
+        get(&ep, &bucket, "output/sns.txt/copy").is_some()
+            && get(&ep, &bucket, "output/bridge.txt/copy").is_some()
+            && queued(&ep, &queue) == 0
+    });
+    let (code, err) = up.stop();
+    assert!(done, "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("input/sns.txt: starting (attempt 1; notified through SNS)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("input/bridge.txt: starting (attempt 1; notified through EventBridge)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("input/never-there.txt: deleted before it could run; acknowledged")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("input/replaced.txt: replaced by new content")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("input/folder/ is a folder marker: skipped")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("failed"), "{err}");
+}
+
+/// Bad input is one line and an exit code within seconds, before any message is taken.
+#[test]
+fn on_upload_refuses_what_cannot_work_at_start() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwbad");
+    let queue = rt().block_on(async {
+        sqs(&ep)
+            .create_queue()
+            .queue_name(format!("q-{bucket}"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let missing_queue = queue.replace(&format!("q-{bucket}"), "no-such-queue");
+    let state = std::env::temp_dir().join(unique("dwbad"));
+    let base = |cmd: &mut std::process::Command, q: &str, prefix: &str| {
+        cmd.args(["on-upload", "--bucket", &bucket, "--prefix", prefix])
+            .args(["--output-prefix", "output/", "--queue-url", q])
+            .args(["--docker-image", IMAGE, "--bash-command", "true"])
+            .args(["--aws-cloudwatch-group", "/dwbad"])
+            .args(["--state-dir", state.to_str().unwrap()]);
+    };
+    let cases: Vec<(&str, std::process::Command, i32, &str)> = vec![
+        (
+            "missing queue",
+            dockwatch_with_env(&ep),
+            2,
+            "does not exist; check --queue-url",
+        ),
+        (
+            "malformed queue URL",
+            dockwatch_with_env(&ep),
+            2,
+            "is not a queue URL",
+        ),
+        (
+            "missing bucket",
+            dockwatch_with_env(&ep),
+            2,
+            "does not exist; create it",
+        ),
+        (
+            "no credentials",
+            dockwatch_without_aws_config(),
+            2,
+            "no AWS credentials found",
+        ),
+    ];
+    for (what, mut cmd, code, says) in cases {
+        let q = match what {
+            "missing queue" => missing_queue.clone(),
+            "malformed queue URL" => "not-a-url".to_string(),
+            _ => queue.clone(),
+        };
+        base(&mut cmd, &q, "input/");
+        if what == "no credentials" {
+            cmd.args(["--aws-region", REGION, "--aws-endpoint-url", &ep]);
+        }
+        let t = std::time::Instant::now();
+        let o = cmd.output().unwrap();
+        let err = stderr(&o);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{what}: took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(o.status.code(), Some(code), "{what}: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+    }
+    // A configuration that would watch its own outputs is refused before any call.
+    let mut cmd = dockwatch_with_env(&ep);
+    base(&mut cmd, &queue, "");
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--output-bucket"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&state);
 }
