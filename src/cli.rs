@@ -960,6 +960,15 @@ pub struct OnUploadArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub(crate) grace: Duration,
 
+    /// Stop a task that runs longer than this (counted as a failed attempt); no limit when
+    /// not given.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) task_timeout: Option<Duration>,
+
+    /// How long a stopped task's container gets after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) stop_timeout: Duration,
+
     /// Processed-object records and work directories.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
     pub(crate) state_dir: std::path::PathBuf,

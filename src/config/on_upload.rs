@@ -24,6 +24,10 @@ pub struct OnUploadConfig {
     pub(crate) claims: Option<crate::trigger::claims::SharedAt>,
     /// How long a shared claim lasts without renewal.
     pub(crate) lease: Duration,
+    /// A task running longer is stopped (a failed attempt).
+    pub(crate) task_timeout: Option<Duration>,
+    /// A stopped container's time between SIGTERM and SIGKILL.
+    pub(crate) stop_timeout: Duration,
     pub(crate) image: String,
     pub(crate) shell: String,
     pub(crate) command: String,
@@ -81,6 +85,8 @@ impl OnUploadConfig {
                 .transpose()
                 .map_err(ConfigError::OnUpload)?,
             lease: a.lease,
+            task_timeout: a.task_timeout,
+            stop_timeout: a.stop_timeout,
             image: a.docker_image,
             shell: a.container.shell,
             command: a.bash_command,
@@ -137,6 +143,9 @@ fn check_limits(a: &OnUploadArgs) -> Result<(), &'static str> {
     }
     if a.output_bucket.as_deref() == Some("") {
         return Err("--output-bucket is empty");
+    }
+    if a.task_timeout.is_some_and(|t| t < Duration::from_secs(1)) {
+        return Err("--task-timeout must be at least 1s");
     }
     if a.lease < Duration::from_secs(10) || a.lease > Duration::from_secs(12 * 3600) {
         return Err("--lease must be between 10s and 12h");

@@ -95,6 +95,8 @@ enum TaskError {
     Exit(i64),
     #[error("stopped by a signal before it finished")]
     Stopped,
+    #[error("stopped after --task-timeout {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
     #[error("cannot upload s3://{bucket}/{key}: {detail}")]
     Upload {
         bucket: String,
@@ -137,6 +139,8 @@ struct Ctx {
     writer: store::Writer,
     /// Stop steps passed to running containers (after the grace period).
     task_stop: Shutdown,
+    /// Messages already said to be given up on (said once each).
+    given_up: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Runs `dockwatch on-upload`; returns the exit code.
@@ -180,7 +184,9 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         claims,
         writer: store::Writer::default(),
         task_stop,
+        given_up: Mutex::new(Default::default()),
     });
+    clean_killed_runs(&ctx.cfg).await;
     log(&format!(
         "watching s3://{}/{} through {} ({} task(s) at once, on {})",
         ctx.cfg.bucket,
@@ -341,6 +347,10 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
         .filter(|u| worth_running(&ctx.cfg, u))
         .collect();
     if attempts > ctx.cfg.max_attempts {
+        let id = m.message_id().unwrap_or_default().to_string();
+        if !ctx.given_up.lock().expect("given up").insert(id) {
+            return; // said already: once per message, not every visibility timeout
+        }
         for u in &ours {
             log(&format!(
                 "giving up on s3://{}/{} after {} attempts; the message is left for the queue's dead-letter policy",
@@ -553,12 +563,13 @@ async fn record(ctx: &Arc<Ctx>, id: String, outcome: Outcome) -> bool {
     }
 }
 
-/// Makes a failed message visible again soon (at once when stopping, for another worker).
+/// Makes a failed message visible again after a backoff (at once when stopping, for another
+/// worker).
 async fn release(ctx: &Ctx, receipt: &str, attempts: u32) {
     let delay = if ctx.task_stop.is_requested() {
         0
     } else {
-        (5 * attempts).min(ctx.cfg.visibility_timeout.as_secs() as u32)
+        retry_delay(attempts, ctx.cfg.visibility_timeout)
     };
     let _ = ctx
         .clients
@@ -569,6 +580,49 @@ async fn release(ctx: &Ctx, receipt: &str, attempts: u32) {
         .visibility_timeout(delay as i32)
         .send()
         .await;
+}
+
+/// Seconds before a failed object is tried again: 5 s doubling per attempt, at most the
+/// visibility timeout (and 12 h, SQS's limit), with jitter (50-100%) so that objects failing
+/// together do not come back together.
+fn retry_delay(attempts: u32, visibility: Duration) -> u32 {
+    let cap = visibility.as_secs().clamp(1, 43_200) as f64;
+    let full = (5.0 * 2f64.powi(attempts.saturating_sub(1).min(20) as i32)).min(cap);
+    (full * (0.5 + rand::random::<f64>() / 2.0)).round() as u32
+}
+
+/// A run SIGKILLed with this state directory left its container and checkpoint: the object's
+/// message comes back and runs again from the start, so both are removed (and the work
+/// directories, which belong to no running task yet).
+async fn clean_killed_runs(cfg: &OnUploadConfig) {
+    let dir = cfg.state_dir.join("checkpoints");
+    let found = crate::ship::checkpoint::Checkpoint::list(&dir);
+    let _ = tokio::fs::remove_dir_all(cfg.state_dir.join("work")).await;
+    if found.is_empty() || cfg.ecs.is_some() {
+        return;
+    }
+    let Ok(docker) = crate::docker::connect(Duration::from_secs(30)).await else {
+        return;
+    };
+    for path in found {
+        let Ok(cp) = crate::ship::checkpoint::Checkpoint::load(&path) else {
+            continue;
+        };
+        match crate::docker::container::remove(&docker, &cp.container_id).await {
+            Ok(()) => {
+                let _ = crate::ship::checkpoint::Checkpoint::remove(&dir, &cp.container_id);
+                log(&format!(
+                    "removed container {} of a run that was killed ({}); its object runs again when its message comes back",
+                    crate::docker::short_id(&cp.container_id),
+                    cp.stream
+                ));
+            }
+            Err(e) => log(&format!(
+                "cannot remove container {} of a killed run: {e}",
+                crate::docker::short_id(&cp.container_id)
+            )),
+        }
+    }
 }
 
 async fn delete(ctx: &Ctx, receipt: &str) {
@@ -734,9 +788,47 @@ async fn run_container(
         format!("{}:/output", abs(output_dir).await.display()),
     ];
     let ship = ShipConfig::new(c.group.clone(), event::stream_name(&u.key))?;
-    let cfg = RunConfig::managed(container, c.aws.clone(), ship, &c.state_dir);
-    let launched = crate::ship::job::launch(&cfg, &ctx.task_stop).await?;
-    let code = launched.ship(ctx.task_stop.clone()).await?;
+    let mut cfg = RunConfig::managed(container, c.aws.clone(), ship, &c.state_dir);
+    cfg.stop_timeout = c.stop_timeout;
+    // This task's own stop: on-upload's (signals), or its time limit.
+    let (trigger, stop) = shutdown::channel();
+    let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let (mut outer, limit, flag) = (ctx.task_stop.clone(), c.task_timeout, timed_out.clone());
+        tokio::spawn(async move {
+            let deadline = async {
+                match limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(deadline);
+            if let Some(level) = outer.stop() {
+                trigger.request(level, outer.signal());
+            }
+            loop {
+                tokio::select! {
+                    level = outer.changed() => if let Some(level) = level {
+                        trigger.request(level, outer.signal());
+                    },
+                    () = &mut deadline, if !flag.load(std::sync::atomic::Ordering::Relaxed) => {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                        trigger.request(Stop::Graceful, None);
+                    }
+                }
+            }
+        })
+    };
+    let result = async {
+        let launched = crate::ship::job::launch(&cfg, &stop).await?;
+        Ok::<_, TaskError>(launched.ship(stop.clone()).await?)
+    }
+    .await;
+    watch.abort();
+    if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(TaskError::TimedOut(c.task_timeout.unwrap_or_default()));
+    }
+    let code = result?;
     if ctx.task_stop.is_requested() {
         return Err(TaskError::Stopped);
     }

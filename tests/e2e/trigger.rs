@@ -1114,3 +1114,92 @@ fn on_upload_refuses_what_cannot_work_at_start() {
     assert!(stderr(&o).contains("--output-bucket"), "{}", stderr(&o));
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// A hung task is stopped at `--task-timeout`, retried, then left to the dead-letter queue;
+/// a run SIGKILLed mid-task leaves its container, which the next start removes before the
+/// object runs again.
+#[test]
+fn a_hung_task_times_out_and_a_killed_runs_container_is_removed_at_the_next_start() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwhung");
+    let cmd = r#"if [ "$S3_KEY" = input/hung.txt ]; then sleep 600; fi; cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#;
+    let up = OnUpload::start(
+        &ep,
+        &bucket,
+        cmd,
+        &[
+            "--task-timeout",
+            "2s",
+            "--stop-timeout",
+            "1s",
+            "--max-attempts",
+            "2",
+            "--visibility-timeout",
+            "2s",
+        ],
+    );
+    put(&ep, &bucket, "input/hung.txt", "x\n");
+    let dlq = rt().block_on(async {
+        sqs(&ep)
+            .get_queue_url()
+            .queue_name(format!("dockwatch-{bucket}-uploads-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let timed_out = wait_until(Duration::from_secs(60), || {
+        up.stderr()
+            .matches("stopped after --task-timeout 2s")
+            .count()
+            >= 2
+            && queued(&ep, &dlq) == 1
+    });
+    assert!(timed_out, "{}", up.stderr());
+    // Killed in the middle of a task: its container stays behind...
+    put(&ep, &bucket, "input/hung.txt", "y\n"); // new content: a new object, hangs again
+    assert!(
+        wait_until(Duration::from_secs(30), || up
+            .stderr()
+            .matches("input/hung.txt: starting")
+            .count()
+            >= 3),
+        "{}",
+        up.stderr()
+    );
+    signal(&up.child, "KILL");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        containers_with_label(&up.label).len(),
+        1,
+        "the killed run's container"
+    );
+    // ...and the next start with the same state directory removes it.
+    let log = up.dir.join("second.log");
+    let mut second = dockwatch_with_env(&ep)
+        .args(["on-upload", "--bucket", &bucket, "--prefix", "input/"])
+        .args(["--output-prefix", "output/", "--setup", "--wait", "1s"])
+        .args(["--docker-image", IMAGE])
+        .args(["--bash-command", r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#])
+        .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
+        .args(["--state-dir", up.dir.join("state").to_str().unwrap()])
+        .args(["--label", &format!("dockwatch.test={}", up.label)])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let removed = wait_until(Duration::from_secs(30), || {
+        text().contains("of a run that was killed")
+    });
+    let rerun = wait_until(Duration::from_secs(30), || {
+        get(&ep, &bucket, "output/hung.txt/copy").is_some()
+    });
+    signal(&second, "TERM");
+    let _ = second.wait();
+    assert!(removed, "{}", text());
+    assert!(rerun, "the object ran again: {}", text());
+    assert!(containers_with_label(&up.label).is_empty(), "{}", text());
+}
