@@ -104,6 +104,9 @@ pub(crate) struct EcsJob {
     pub(crate) env: Vec<(String, String)>,
     /// Print the container's log lines on stdout while it runs.
     pub(crate) echo: bool,
+    /// RunTask's idempotency token (at most 64 characters): a request sent again with the
+    /// same token starts no second task.
+    pub(crate) client_token: Option<String>,
 }
 
 /// The task definition family for an image.
@@ -276,6 +279,7 @@ async fn start_task(
         .launch_type(LaunchType::Fargate)
         .count(1)
         .started_by("dockwatch")
+        .set_client_token(job.client_token.clone())
         .network_configuration(
             NetworkConfiguration::builder()
                 .awsvpc_configuration(
@@ -416,6 +420,7 @@ pub async fn run_main(run: RunConfig, cfg: EcsConfig, shutdown: Shutdown) -> Res
         stream_prefix: run.ship.stream.clone(),
         env,
         echo: run.echo,
+        client_token: Some(format!("dockwatch-{:016x}", rand::random::<u64>())),
     };
     match run_task(&clients, &cfg, &job, &run.aws, shutdown.clone()).await {
         Ok(code) => Ok(crate::exit_codes::from_container(code)),

@@ -48,6 +48,10 @@ fn check(a: &EcsArgs) -> Result<EcsConfig, String> {
             return Err(format!("{flag} {v:?} is not a positive number"));
         }
     }
+    fargate_size(
+        a.ecs_cpu.parse().unwrap_or(0),
+        a.ecs_memory.parse().unwrap_or(0),
+    )?;
     Ok(EcsConfig {
         cluster,
         subnets: a
@@ -70,9 +74,52 @@ fn check(a: &EcsArgs) -> Result<EcsConfig, String> {
     })
 }
 
+/// Fargate's task sizes: CPU units, and the memory (MiB) each allows as (from, to, step).
+const FARGATE_SIZES: [(u32, u32, u32, u32); 7] = [
+    (256, 512, 2048, 512),
+    (512, 1024, 4096, 1024),
+    (1024, 2048, 8192, 1024),
+    (2048, 4096, 16384, 1024),
+    (4096, 8192, 30720, 1024),
+    (8192, 16384, 61440, 4096),
+    (16384, 32768, 122880, 8192),
+];
+
+/// Refuses a CPU/memory pair Fargate would refuse (after a round trip), saying what fits.
+fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
+    let Some(&(_, from, to, step)) = FARGATE_SIZES.iter().find(|s| s.0 == cpu) else {
+        return Err(format!(
+            "--ecs-cpu {cpu} is not a Fargate size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"
+        ));
+    };
+    // 256 CPU also allows 1024 and 2048 (512 steps from 512).
+    if memory < from || memory > to || (memory - from) % step != 0 {
+        return Err(format!(
+            "--ecs-memory {memory} does not fit --ecs-cpu {cpu} on Fargate: give {from} to {to} MiB in steps of {step}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fargate_sizes_follow_the_table() {
+        assert!(fargate_size(256, 512).is_ok());
+        assert!(fargate_size(256, 2048).is_ok());
+        assert!(fargate_size(256, 4096).unwrap_err().contains("512 to 2048"));
+        assert!(fargate_size(1024, 3072).is_ok());
+        assert!(fargate_size(1024, 3000).is_err());
+        assert!(fargate_size(8192, 20480).is_ok());
+        assert!(fargate_size(8192, 18432).is_err(), "4096 steps");
+        assert!(
+            fargate_size(300, 512)
+                .unwrap_err()
+                .contains("not a Fargate size")
+        );
+    }
     use clap::Parser;
 
     #[derive(Parser)]

@@ -645,7 +645,7 @@ async fn delete(ctx: &Ctx, receipt: &str) {
 /// One object: fetch, run, upload; the exit code and the output keys.
 async fn process(ctx: &Ctx, u: &Upload, attempt: u32) -> Result<(i64, Vec<String>), TaskError> {
     if let Some(ecs) = &ctx.cfg.ecs {
-        return process_on_ecs(ctx, ecs, u).await;
+        return process_on_ecs(ctx, ecs, u, attempt).await;
     }
     // Each attempt has its own directory: a run never removes another's input or output.
     let work =
@@ -698,10 +698,15 @@ async fn process_on_ecs(
     ctx: &Ctx,
     ecs: &crate::config::EcsConfig,
     u: &Upload,
+    attempt: u32,
 ) -> Result<(i64, Vec<String>), TaskError> {
     let env = vec![
         ("S3_BUCKET".to_string(), u.bucket.clone()),
         ("S3_KEY".to_string(), u.key.clone()),
+        (
+            "OUTPUT_S3_BUCKET".to_string(),
+            ctx.cfg.output_bucket.clone(),
+        ),
         ("OUTPUT_S3_PREFIX".to_string(), ctx.cfg.output_base(&u.key)),
     ];
     let job = crate::ecs::EcsJob {
@@ -712,6 +717,12 @@ async fn process_on_ecs(
         stream_prefix: "dockwatch".into(),
         env,
         echo: false,
+        // One task per object and attempt, also when RunTask's answer is lost and the call
+        // is made again.
+        client_token: Some(format!(
+            "dockwatch-{:016x}-{attempt}",
+            crate::util::fnv1a(object_id(&u.bucket, &u.key, &u.etag).as_bytes())
+        )),
     };
     let code =
         crate::ecs::run_task(&ctx.clients, ecs, &job, &ctx.cfg.aws, ctx.task_stop.clone()).await?;
