@@ -166,12 +166,15 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     }
     let store = {
         let dir = cfg.state_dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir))
-            .await
-            .map_err(|e| TriggerError::Store(e.to_string()))?
-            .map_err(TriggerError::Store)?
+        tokio::task::spawn_blocking(move || {
+            Store::open(&dir, crate::util::time::now_ms(), store::REMEMBER)
+        })
+        .await
+        .map_err(|e| TriggerError::Store(e.to_string()))?
+        .map_err(TriggerError::Store)?
     };
     let (task_trigger, task_stop) = shutdown::channel();
+    let ctx_state_dir = cfg.state_dir.clone();
     let claims = match &cfg.claims {
         Some(at) => Claims::shared(clients.s3.clone(), at.clone(), cfg.lease),
         None => Claims::local(),
@@ -182,7 +185,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         queue_url,
         store: Mutex::new(store),
         claims,
-        writer: store::Writer::default(),
+        writer: store::Writer::new(&ctx_state_dir),
         task_stop,
         given_up: Mutex::new(Default::default()),
     });
@@ -549,9 +552,9 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
 /// Saves an outcome durably, off the runtime (an fsync must not hold up the heartbeats, nor
 /// the store's lock, which other tasks take on the runtime).
 async fn record(ctx: &Arc<Ctx>, id: String, outcome: Outcome) -> bool {
-    let snapshot = ctx.store.lock().expect("store").record(&id, outcome);
+    let pending = ctx.store.lock().expect("store").record(&id, outcome);
     let c = ctx.clone();
-    let saved = tokio::task::spawn_blocking(move || c.writer.save(snapshot))
+    let saved = tokio::task::spawn_blocking(move || c.writer.append(pending))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
     match saved {
