@@ -93,7 +93,7 @@ fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
         ));
     };
     // 256 CPU also allows 1024 and 2048 (512 steps from 512).
-    if memory < from || memory > to || (memory - from) % step != 0 {
+    if memory < from || memory > to || !(memory - from).is_multiple_of(step) {
         return Err(format!(
             "--ecs-memory {memory} does not fit --ecs-cpu {cpu} on Fargate: give {from} to {to} MiB in steps of {step}"
         ));
