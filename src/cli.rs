@@ -969,6 +969,10 @@ pub struct OnUploadArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub(crate) stop_timeout: Duration,
 
+    /// Serve /healthz and Prometheus /metrics here, e.g. `127.0.0.1:9465`.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+
     /// Processed-object records and work directories.
     #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
     pub(crate) state_dir: std::path::PathBuf,

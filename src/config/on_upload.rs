@@ -28,6 +28,8 @@ pub struct OnUploadConfig {
     pub(crate) task_timeout: Option<Duration>,
     /// A stopped container's time between SIGTERM and SIGKILL.
     pub(crate) stop_timeout: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     pub(crate) image: String,
     pub(crate) shell: String,
     pub(crate) command: String,
@@ -87,6 +89,7 @@ impl OnUploadConfig {
             lease: a.lease,
             task_timeout: a.task_timeout,
             stop_timeout: a.stop_timeout,
+            metrics_addr: a.metrics_addr,
             image: a.docker_image,
             shell: a.container.shell,
             command: a.bash_command,

@@ -19,6 +19,7 @@
 
 pub(crate) mod claims;
 pub(crate) mod event;
+mod metrics;
 mod preflight;
 pub(crate) mod setup;
 pub(crate) mod store;
@@ -141,6 +142,8 @@ struct Ctx {
     task_stop: Shutdown,
     /// Messages already said to be given up on (said once each).
     given_up: Mutex<std::collections::HashSet<String>>,
+    /// What `/metrics` shows.
+    metrics: metrics::Shared,
 }
 
 /// Runs `dockwatch on-upload`; returns the exit code.
@@ -175,6 +178,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     };
     let (task_trigger, task_stop) = shutdown::channel();
     let ctx_state_dir = cfg.state_dir.clone();
+    let cfg_wait = cfg.wait;
     let claims = match &cfg.claims {
         Some(at) => Claims::shared(clients.s3.clone(), at.clone(), cfg.lease),
         None => Claims::local(),
@@ -188,8 +192,22 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         writer: store::Writer::new(&ctx_state_dir),
         task_stop,
         given_up: Mutex::new(Default::default()),
+        metrics: Arc::new(Mutex::new(metrics::Metrics {
+            wait_ms: wait_ms(&cfg_wait),
+            ..Default::default()
+        })),
     });
     clean_killed_runs(&ctx.cfg).await;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics_on_return = stop_metrics.clone().drop_guard();
+    if let Some(addr) = ctx.cfg.metrics_addr {
+        crate::util::metrics_http::serve(addr, ctx.metrics.clone(), stop_metrics.clone())
+            .await
+            .map_err(|e| {
+                TriggerError::Check(format!("cannot listen for metrics on {addr}: {e}"))
+            })?;
+        log(&format!("metrics on http://{addr}/metrics"));
+    }
     log(&format!(
         "watching s3://{}/{} through {} ({} task(s) at once, on {})",
         ctx.cfg.bucket,
@@ -223,6 +241,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
             .wait_time_seconds(ctx.cfg.wait.as_secs().min(20) as i32)
             .visibility_timeout(ctx.cfg.visibility_timeout.as_secs().max(1) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send();
         let r = tokio::select! {
             r = recv => r,
@@ -231,6 +250,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         let messages = match r {
             Ok(r) => {
                 backoff = receive_backoff();
+                ctx.metrics.lock().expect("metrics").last_receive_ms = crate::util::time::now_ms();
                 r.messages.unwrap_or_default()
             }
             Err(e) => {
@@ -310,6 +330,10 @@ async fn stop_tasks(
     }
 }
 
+fn wait_ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
 /// Waits between failed ReceiveMessage calls: from 0.5 s up to 30 s.
 fn receive_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
@@ -354,6 +378,7 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
         if !ctx.given_up.lock().expect("given up").insert(id) {
             return; // said already: once per message, not every visibility timeout
         }
+        ctx.metrics.lock().expect("metrics").dead_lettered += 1;
         for u in &ours {
             log(&format!(
                 "giving up on s3://{}/{} after {} attempts; the message is left for the queue's dead-letter policy",
@@ -364,10 +389,14 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
         }
         return;
     }
+    let sent: Option<i64> = m
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|v| v.parse().ok());
     let heartbeat = keep_hidden(ctx, &receipt);
     let mut all_ok = true;
     for u in &ours {
-        all_ok &= run_upload(ctx, u, attempts).await;
+        all_ok &= run_upload(ctx, u, attempts, sent).await;
     }
     heartbeat.abort();
     if all_ok {
@@ -458,11 +487,14 @@ async fn claim(ctx: &Ctx, u: &Upload, id: &str) -> Result<Option<claims::Lease>,
 
 /// One upload of a message, unless already done: runs it and records the outcome. True when
 /// it succeeded (now or before) or is gone (deleted, replaced).
-async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
+async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32, sent: Option<i64>) -> bool {
     let id = object_id(&u.bucket, &u.key, &u.etag);
     let mut lease = match claim(ctx, u, &id).await {
         Ok(Some(l)) => l,
-        Ok(None) => return true,
+        Ok(None) => {
+            ctx.metrics.lock().expect("metrics").skipped_duplicates += 1;
+            return true;
+        }
         Err(e) => {
             log(&format!("s3://{}/{}: {e}", u.bucket, u.key));
             return false;
@@ -472,7 +504,36 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
         "s3://{}/{}: starting (attempt {attempts}; notified through {})",
         u.bucket, u.key, u.via
     ));
-    let result = {
+    {
+        let mut m = ctx.metrics.lock().expect("metrics");
+        m.running += 1;
+        m.retries += u64::from(attempts > 1);
+        if let Some(t) = sent {
+            m.queue_wait_ms_sum += (crate::util::time::now_ms() - t).max(0) as u64;
+            m.queue_wait_count += 1;
+        }
+    }
+    let result = run_leased(ctx, u, attempts, &mut lease).await;
+    {
+        let mut m = ctx.metrics.lock().expect("metrics");
+        m.running -= 1;
+        match &result {
+            Ok(_) => m.succeeded += 1,
+            Err(TaskError::Gone(_)) => m.acknowledged += 1,
+            Err(_) => m.failed += 1,
+        }
+    }
+    finish_upload(ctx, u, attempts, id, lease, result).await
+}
+
+/// The task, its lease renewed meanwhile (shared claims).
+async fn run_leased(
+    ctx: &Arc<Ctx>,
+    u: &Upload,
+    attempts: u32,
+    lease: &mut claims::Lease,
+) -> Result<(i64, Vec<String>), TaskError> {
+    {
         let work = process(ctx, u, attempts);
         tokio::pin!(work);
         match ctx.claims.renew_every() {
@@ -480,7 +541,7 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
             Some(every) => loop {
                 tokio::select! {
                     r = &mut work => break r,
-                    _ = tokio::time::sleep(every) => match ctx.claims.renew(&mut lease).await {
+                    _ = tokio::time::sleep(every) => match ctx.claims.renew(lease).await {
                         Ok(true) => {}
                         Ok(false) => log(&format!(
                             "s3://{}/{}: another worker took the object over (this claim was not renewed in time); its outcome counts",
@@ -491,7 +552,18 @@ async fn run_upload(ctx: &Arc<Ctx>, u: &Upload, attempts: u32) -> bool {
                 }
             },
         }
-    };
+    }
+}
+
+/// Records a task's outcome and ends its claim. True when it succeeded or is gone.
+async fn finish_upload(
+    ctx: &Arc<Ctx>,
+    u: &Upload,
+    attempts: u32,
+    id: String,
+    lease: claims::Lease,
+    result: Result<(i64, Vec<String>), TaskError>,
+) -> bool {
     if let Err(TaskError::Gone(why)) = &result {
         log(&format!("s3://{}/{}: {why}; acknowledged", u.bucket, u.key));
         let _ = ctx.claims.finish(lease, false).await;

@@ -4,6 +4,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod durable;
+pub(crate) mod metrics_http;
 pub(crate) mod time;
 
 /// FNV-1a, 64 bits: a stable, dependency-free hash for names and ids that must not change

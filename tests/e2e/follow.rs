@@ -334,19 +334,6 @@ fn download(ep: &str, dir: &Path, prefix: &str, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn download_files_equal_their_streams_across_sigkills() {
     let ep = moto_url();

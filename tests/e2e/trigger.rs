@@ -797,7 +797,14 @@ fn a_duplicate_notification_while_the_object_runs_does_not_run_it_again() {
     let ep = moto_url();
     let bucket = bucket_name("dwdup");
     let cmd = r#"sleep 2; cp "$INPUT_FILE" "$OUTPUT_DIR/copy"; echo "run $S3_KEY""#;
-    let up = OnUpload::start(&ep, &bucket, cmd, &["--concurrency", "3"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let up = OnUpload::start(
+        &ep,
+        &bucket,
+        cmd,
+        &["--concurrency", "3", "--metrics-addr", &addr],
+    );
     let queue = queue_of(&ep, &bucket);
     for i in 0..3 {
         let key = format!("input/dup-{i}.txt");
@@ -835,6 +842,20 @@ fn a_duplicate_notification_while_the_object_runs_does_not_run_it_again() {
         wait_until(Duration::from_secs(10), || queued(&ep, &queue) == 0),
         "every message acknowledged"
     );
+    let metrics = http_get(port, "/metrics");
+    assert!(
+        metrics.contains("dockwatch_on_upload_tasks_total{outcome=\"succeeded\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dockwatch_on_upload_skipped_duplicates_total 6\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dockwatch_on_upload_tasks_running 0\n"),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/healthz").starts_with("HTTP/1.1 200"));
     let (code, err) = up.stop();
     assert_eq!(code, Some(0), "{err}");
 }

@@ -20,19 +20,11 @@
 //! three poll intervals plus a minute.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio_util::sync::CancellationToken;
+pub(crate) use crate::util::metrics_http::serve;
+use crate::util::metrics_http::{Exposition, escape};
 
 /// One stream's counters.
 #[derive(Debug, Clone, Default)]
@@ -164,68 +156,17 @@ impl Metrics {
     }
 }
 
-/// Label values escaped as the text format requires.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+impl Exposition for Metrics {
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
 
-/// Binds `addr` and serves until `shutdown`. Binding errors are returned at once.
-pub(crate) async fn serve(
-    addr: SocketAddr,
-    metrics: Shared,
-    shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = listener.accept() => c,
-            };
-            let Ok((stream, _)) = conn else { continue };
-            let m = metrics.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let m = m.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &m)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    fn health(&self, now_ms: i64) -> Result<(), &'static str> {
+        if self.healthy(now_ms) {
+            Ok(())
+        } else {
+            Err("no successful poll recently")
         }
-    }))
-}
-
-fn answer(req: &Request<Incoming>, m: &Shared) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, ctype: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header("content-type", ctype)
-            .body(Full::new(Bytes::from(body)))
-            .expect("valid response")
-    };
-    let m = m.lock().expect("metrics lock");
-    match req.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            m.render(),
-        ),
-        "/healthz" => {
-            if m.healthy(crate::util::time::now_ms()) {
-                reply(StatusCode::OK, "text/plain", "ok\n".into())
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "no successful poll recently\n".into(),
-                )
-            }
-        }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 
