@@ -4,6 +4,8 @@
 # DOCKWATCH_BENCH_QUICK=1 skips the 1 GiB W4.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+ensure_rust
 ensure_docker
 ensure_images
 apt_install time

@@ -9,6 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+ensure_rust
+
 ensure_docker
 ensure_images
 start_moto

@@ -36,6 +36,23 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The one prerequisite these scripts cannot install: the Rust toolchain (1.91 or newer, for
+# edition 2024), from https://rustup.rs.
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "dockwatch needs the Rust toolchain (1.91 or newer) to build: install it with rustup (https://rustup.rs), open a new shell, and run this again" >&2
+    exit 2
+  fi
+  local v
+  v="$(rustc --version 2>/dev/null | awk '{print $2}')"
+  local major minor
+  major="${v%%.*}"; minor="${v#*.}"; minor="${minor%%.*}"
+  if [ -z "$major" ] || [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 91 ]; }; then
+    echo "dockwatch needs Rust 1.91 or newer (edition 2024); this is rustc ${v:-unknown}: run 'rustup update stable'" >&2
+    exit 2
+  fi
+}
+
 docker_answers() { docker info >/dev/null 2>&1; }
 
 ensure_docker() {

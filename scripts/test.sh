@@ -6,6 +6,8 @@
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+ensure_rust
+
 ensure_docker
 ensure_images
 apt_install docker-registry   # a local registry for the pull test (started by the test itself)

@@ -271,7 +271,7 @@ async fn start_task(
                 .build(),
         )
         .build();
-    let r = c
+    let request = c
         .ecs
         .run_task()
         .cluster(&cfg.cluster)
@@ -288,10 +288,25 @@ async fn start_task(
                 )
                 .build(),
         )
-        .overrides(overrides)
-        .send()
-        .await
-        .map_err(|e| EcsError::run_task(&cfg.cluster, e))?;
+        .overrides(overrides);
+    // An answer lost after the request was sent (a dropped connection, a timeout, a body
+    // that cannot be read) may hide a task that started: the same request with the same
+    // client token returns that task instead of starting a second one, so it is sent again.
+    let mut tries = 0;
+    let r = loop {
+        tries += 1;
+        match request.clone().send().await {
+            Ok(r) => break r,
+            Err(e) if tries < 4 && job.client_token.is_some() && e.as_service_error().is_none() => {
+                crate::say!(
+                    "dockwatch: RunTask's answer was lost ({}); asking again with the same client token",
+                    chain(&e)
+                );
+                tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+            }
+            Err(e) => return Err(EcsError::run_task(&cfg.cluster, e)),
+        }
+    };
     if let Some(f) = r.failures().first() {
         return Err(EcsError::TaskFailure {
             reason: f.reason().unwrap_or("?").to_string(),

@@ -22,6 +22,7 @@ pub mod on_upload;
 
 pub use ecs::EcsConfig;
 pub use on_upload::OnUploadConfig;
+pub(crate) use on_upload::SharedAt;
 
 /// An invalid argument: exit code 2, one line saying what is wrong and what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -21,7 +21,7 @@ pub struct OnUploadConfig {
     /// The bucket of the outputs.
     pub(crate) output_bucket: String,
     /// Shared claims (several workers), or `None` for this host only.
-    pub(crate) claims: Option<crate::trigger::claims::SharedAt>,
+    pub(crate) claims: Option<SharedAt>,
     /// How long a shared claim lasts without renewal.
     pub(crate) lease: Duration,
     /// A task running longer is stopped (a failed attempt).
@@ -51,6 +51,37 @@ pub struct OnUploadConfig {
     /// `--on ecs`: tasks on Fargate instead of this engine.
     pub(crate) ecs: Option<EcsConfig>,
     pub(crate) aws: AwsOptions,
+}
+
+/// Where claims live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedAt {
+    pub(crate) bucket: String,
+    /// Ends with `/` unless empty.
+    pub(crate) prefix: String,
+}
+
+impl SharedAt {
+    /// `s3://BUCKET/PREFIX`.
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("--claims '{s}': write s3://BUCKET/PREFIX"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!(
+                "--claims '{s}': no bucket; write s3://BUCKET/PREFIX"
+            ));
+        }
+        let mut prefix = prefix.to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Self {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
 }
 
 impl OnUploadConfig {
@@ -83,7 +114,7 @@ impl OnUploadConfig {
             claims: a
                 .claims
                 .as_deref()
-                .map(crate::trigger::claims::SharedAt::parse)
+                .map(SharedAt::parse)
                 .transpose()
                 .map_err(ConfigError::OnUpload)?,
             lease: a.lease,
@@ -192,6 +223,20 @@ mod tests {
     fn outputs_go_under_the_key() {
         let c = OnUploadConfig::from_args(args(&[])).unwrap();
         assert_eq!(c.output_base("input/a/b.csv"), "output/a/b.csv/");
+    }
+
+    #[test]
+    fn claim_locations_parse() {
+        assert_eq!(
+            SharedAt::parse("s3://b/claims").unwrap(),
+            SharedAt {
+                bucket: "b".into(),
+                prefix: "claims/".into()
+            }
+        );
+        assert_eq!(SharedAt::parse("s3://b").unwrap().prefix, "");
+        assert!(SharedAt::parse("b/claims").is_err());
+        assert!(SharedAt::parse("s3:///x").is_err());
     }
 
     #[test]

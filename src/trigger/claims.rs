@@ -38,38 +38,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::aws::retry::chain;
+pub(crate) use crate::config::SharedAt;
 use crate::util::time::now_ms;
-
-/// Where claims live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SharedAt {
-    pub(crate) bucket: String,
-    /// Ends with `/` unless empty.
-    pub(crate) prefix: String,
-}
-
-impl SharedAt {
-    /// `s3://BUCKET/PREFIX`.
-    pub(crate) fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("--claims '{s}': write s3://BUCKET/PREFIX"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!(
-                "--claims '{s}': no bucket; write s3://BUCKET/PREFIX"
-            ));
-        }
-        let mut prefix = prefix.to_string();
-        if !prefix.is_empty() && !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        Ok(Self {
-            bucket: bucket.to_string(),
-            prefix,
-        })
-    }
-}
 
 /// What a claim found.
 pub(crate) enum Claim {
@@ -376,20 +346,6 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claim_locations_parse() {
-        assert_eq!(
-            SharedAt::parse("s3://b/claims").unwrap(),
-            SharedAt {
-                bucket: "b".into(),
-                prefix: "claims/".into()
-            }
-        );
-        assert_eq!(SharedAt::parse("s3://b").unwrap().prefix, "");
-        assert!(SharedAt::parse("b/claims").is_err());
-        assert!(SharedAt::parse("s3:///x").is_err());
-    }
 
     #[tokio::test]
     async fn a_second_local_claim_waits_for_the_first() {

@@ -1127,6 +1127,27 @@ fn on_upload_refuses_what_cannot_work_at_start() {
         assert!(err.contains(says), "{what}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
     }
+    // A Fargate size AWS would refuse, before any call.
+    let mut cmd = dockwatch_with_env(&ep);
+    base(&mut cmd, &queue, "input/");
+    cmd.args([
+        "--on",
+        "ecs",
+        "--ecs-cluster",
+        "c",
+        "--ecs-subnets",
+        "subnet-1",
+    ])
+    .args(["--ecs-execution-role", "arn:aws:iam::123456789012:role/x"])
+    .args(["--ecs-cpu", "256", "--ecs-memory", "4096"]);
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not fit --ecs-cpu 256"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
     // A configuration that would watch its own outputs is refused before any call.
     let mut cmd = dockwatch_with_env(&ep);
     base(&mut cmd, &queue, "");
@@ -1223,4 +1244,53 @@ fn a_hung_task_times_out_and_a_killed_runs_container_is_removed_at_the_next_star
     assert!(removed, "{}", text());
     assert!(rerun, "the object ran again: {}", text());
     assert!(containers_with_label(&up.label).is_empty(), "{}", text());
+}
+
+/// An empty `--prefix` watches the whole bucket: allowed with the outputs in another bucket
+/// (`--output-bucket`), where they start no task.
+#[test]
+fn an_empty_prefix_works_with_the_outputs_in_another_bucket() {
+    let ep = moto_url();
+    let bucket = bucket_name("dwall");
+    let out = bucket_name("dwallout");
+    create_bucket(&ep, &out);
+    let dir = std::env::temp_dir().join(unique("dwall"));
+    let log = dir.join("stderr.log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let label = unique("up");
+    let mut child = dockwatch_with_env(&ep)
+        .args(["on-upload", "--bucket", &bucket, "--prefix", ""])
+        .args(["--output-prefix", "results/", "--output-bucket", &out])
+        .args(["--setup", "--wait", "1s", "--docker-image", IMAGE])
+        .args(["--bash-command", r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#])
+        .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .args(["--label", &format!("dockwatch.test={label}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || text()
+            .contains("watching s3://")),
+        "{}",
+        text()
+    );
+    put(&ep, &bucket, "top.txt", "at the top\n");
+    let done = wait_until(Duration::from_secs(30), || {
+        get(&ep, &out, "results/top.txt/copy").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(2)); // anything more would start now
+    signal(&child, "TERM");
+    let _ = child.wait();
+    cleanup(&label);
+    let err = text();
+    assert!(done, "{err}");
+    assert_eq!(
+        get(&ep, &out, "results/top.txt/copy").unwrap(),
+        "at the top\n"
+    );
+    assert_eq!(err.matches(": starting").count(), 1, "one task: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
