@@ -116,6 +116,9 @@ impl Interceptor for TokenCheck {
     }
 }
 
+/// How long open calls get to end after a stop signal.
+const DRAIN: Duration = Duration::from_secs(2);
+
 /// Runs the agent until a stop signal; returns the exit code.
 ///
 /// Long on purpose: the listen policy, TLS and token, the two transports (TCP and Unix
@@ -135,6 +138,7 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
         cfg.aws.clone(),
         cfg.state_dir.clone(),
         tracker.clone(),
+        shutdown.clone(),
     );
     let agent = AgentServer::with_interceptor(
         service,
@@ -164,8 +168,21 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
         .add_service(health_service)
         .add_service(reflection)
         .add_service(agent);
-    let stop = async move {
+    let stop = {
+        let mut s = shutdown.clone();
+        async move { s.requested().await }
+    };
+    // After the first signal, open calls get DRAIN to end (log streams end at once with a
+    // status; an exec or a slow client may not); then, or at a second signal, the server is
+    // dropped with whatever is still open.
+    let deadline = async move {
         shutdown.requested().await;
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN) => crate::say!(
+                "dockwatch agent: calls still open after {DRAIN:?}; closing them"
+            ),
+            () = shutdown.reached(crate::shutdown::Stop::Kill) => {}
+        }
     };
     let result = match &cfg.listen {
         Listen::Tcp(addr) => {
@@ -185,12 +202,13 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
                     "no token"
                 }
             );
-            router
-                .serve_with_incoming_shutdown(
+            tokio::select! {
+                r = router.serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop,
-                )
-                .await
+                ) => r,
+                () = deadline => Ok(()),
+            }
         }
         Listen::Unix(path) => {
             if path.exists() {
@@ -217,12 +235,13 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
             crate::say!("dockwatch agent: listening on {}", cfg.listen);
-            let r = router
-                .serve_with_incoming_shutdown(
+            let r = tokio::select! {
+                r = router.serve_with_incoming_shutdown(
                     tokio_stream::wrappers::UnixListenerStream::new(listener),
                     stop,
-                )
-                .await;
+                ) => r,
+                () = deadline => Ok(()),
+            };
             let _ = std::fs::remove_file(path);
             r
         }

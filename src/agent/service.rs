@@ -68,6 +68,8 @@ pub(crate) struct AgentService {
     shipping: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
     /// GetLogs streams open now (the drop of a stream is logged).
     pub(crate) open_log_streams: Arc<AtomicUsize>,
+    /// The agent's stop: open log streams end with a status when it comes.
+    stop: crate::shutdown::Shutdown,
 }
 
 impl AgentService {
@@ -76,6 +78,7 @@ impl AgentService {
         aws: crate::aws::AwsOptions,
         state_dir: PathBuf,
         tracker: TaskTracker,
+        stop: crate::shutdown::Shutdown,
     ) -> Self {
         AgentService {
             docker,
@@ -84,6 +87,7 @@ impl AgentService {
             tracker,
             shipping: Arc::default(),
             open_log_streams: Arc::default(),
+            stop,
         }
     }
 
@@ -508,12 +512,28 @@ impl Agent for AgentService {
             sent: 0,
             done: false,
             guard,
+            stop: self.stop.clone(),
         };
         let stream = futures_util::stream::unfold(st, |mut st| async move {
             if st.done {
                 return None;
             }
-            let msg = match st.frames.next().await {
+            let next = tokio::select! {
+                f = st.frames.next() => Some(f),
+                () = st.stop.requested() => None,
+            };
+            let Some(next) = next else {
+                // The agent is stopping: the stream ends with a status, not a cut.
+                st.done = true;
+                st.guard.finished = true;
+                let msg = get_logs_response::Msg::Status(LogStatus {
+                    code: log_status::Code::Error as i32,
+                    message: "the agent is stopping".into(),
+                    entries_sent: st.sent,
+                });
+                return Some((Ok(GetLogsResponse { msg: Some(msg) }), st));
+            };
+            let msg = match next {
                 Some(Ok(f)) => {
                     st.sent += 1;
                     let data = if st.timestamps {
@@ -608,6 +628,7 @@ fn resize(s: pb::TerminalSize) -> ResizeExecOptions {
 }
 
 struct LogsState {
+    stop: crate::shutdown::Shutdown,
     frames: logs::FrameStream,
     timestamps: bool,
     sent: u64,

@@ -718,3 +718,43 @@ fn remote_output_into_a_closed_pipe_ends_quietly() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// SIGTERM to the agent while three clients follow a log: the agent exits within 2 s, each
+/// follower ends with the agent's status instead of hanging; the container keeps running.
+#[test]
+fn sigterm_with_three_followers_ends_the_agent_promptly() {
+    let mut a = Agent::start(&[]);
+    let long = unique("followed");
+    a.launch(&long, "while true; do echo alive; sleep 0.2; done");
+    let followers: Vec<Child> = (0..3)
+        .map(|_| {
+            a.remote_cmd(&["logs", &long, "-f"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = std::time::Instant::now();
+    signal(&a.child, "TERM");
+    let status = a.child.wait().unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}:\n{}", a.log());
+    assert_eq!(status.code(), Some(0), "{}", a.log());
+    for f in followers {
+        let o = f.wait_with_output().unwrap();
+        assert!(stdout(&o).starts_with("alive\n"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the agent is stopping"),
+            "{:?}: {}",
+            o.status,
+            stderr(&o)
+        );
+    }
+    let running = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &long])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "true");
+}
