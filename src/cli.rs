@@ -225,7 +225,7 @@ pub struct RunArgs {
     pub(crate) max_in_flight: usize,
 
     /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("spool"))]
     pub(crate) spool_dir: std::path::PathBuf,
 
     /// Send stdout to `STREAM/stdout` and stderr to `STREAM/stderr` instead of both to STREAM.
@@ -256,7 +256,7 @@ pub struct RunArgs {
 
     /// Where the checkpoint (container and delivered position) lives while a run is going on,
     /// for `dockwatch resume` after a crash.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("state"))]
     pub(crate) state_dir: std::path::PathBuf,
 }
 
@@ -269,7 +269,7 @@ Examples:
   # several interrupted runs: name the container (id or prefix)
   dockwatch resume 3f2a9c
   # deliver a spool file written when delivery could not finish in time
-  dockwatch resume --spool .dockwatch-spool/3f2a9c01b2d4-20261122T101112.000Z.jsonl")]
+  dockwatch resume --spool ~/.local/state/dockwatch/spool/3f2a9c01b2d4-20261122T101112.000Z.jsonl")]
 pub struct ResumeArgs {
     /// Container id (or a prefix of it) of the run to resume; optional when only one
     /// checkpoint exists.
@@ -288,11 +288,11 @@ pub struct ResumeArgs {
     pub(crate) quiet: bool,
 
     /// Where the checkpoints are.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-state")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("state"))]
     pub(crate) state_dir: std::path::PathBuf,
 
     /// Where undelivered events are saved when delivery cannot finish.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-spool")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("spool"))]
     pub(crate) spool_dir: std::path::PathBuf,
 
     /// After SIGINT/SIGTERM, how long the container gets to stop, e.g. `10s`.
@@ -660,7 +660,7 @@ pub struct AgentArgs {
     pub(crate) insecure: bool,
 
     /// Where checkpoints and spools of shipped containers go.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-agent")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("agent"))]
     pub(crate) state_dir: std::path::PathBuf,
 
     /// AWS settings for CloudWatch shipping of launched containers.
@@ -974,7 +974,7 @@ pub struct OnUploadArgs {
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 
     /// Processed-object records and work directories.
-    #[arg(long, value_name = "DIR", default_value = ".dockwatch-on-upload")]
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("on-upload"))]
     pub(crate) state_dir: std::path::PathBuf,
 
     #[command(flatten)]

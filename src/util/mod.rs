@@ -1,11 +1,36 @@
 //! Plumbing shared by several commands, beneath all of them: time as users write it
-//! ([`time`]), waits between tries ([`backoff`]), crash-safe file writes ([`durable`]) and a
-//! stable hash ([`fnv1a`]). Nothing here knows Docker, AWS or a command.
+//! ([`time`]), waits between tries ([`backoff`]), crash-safe file writes ([`durable`]), the
+//! daemons' metrics endpoint ([`metrics_http`]), where state lives by default
+//! ([`state_home`]) and a stable hash ([`fnv1a`]). Nothing here knows Docker, AWS or a
+//! command.
 
 pub(crate) mod backoff;
 pub(crate) mod durable;
 pub(crate) mod metrics_http;
 pub(crate) mod time;
+
+/// Where dockwatch keeps its state by default (checkpoints, spools, records), never the
+/// working directory: `$XDG_STATE_HOME/dockwatch` when set, `/var/lib/dockwatch` for root
+/// (system services), else `~/.local/state/dockwatch` (the XDG base directory default).
+pub(crate) fn state_home() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(x) = env("XDG_STATE_HOME") {
+        return x.join("dockwatch");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/dockwatch");
+    }
+    match env("HOME") {
+        Some(h) => h.join(".local/state/dockwatch"),
+        None => std::env::temp_dir().join("dockwatch"),
+    }
+}
 
 /// FNV-1a, 64 bits: a stable, dependency-free hash for names and ids that must not change
 /// between versions (file names of long streams, dedupe keys, TLS identities).

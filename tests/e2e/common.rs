@@ -109,6 +109,9 @@ pub fn dockwatch() -> Command {
         .join("dockwatch-e2e")
         .join(format!("cwd-{}", std::process::id()));
     std::fs::create_dir_all(&cwd).expect("scratch directory");
+    // Default state, spool and records (XDG_STATE_HOME/dockwatch) in the scratch directory
+    // too, not in /var/lib/dockwatch of the machine running the tests.
+    c.env("XDG_STATE_HOME", cwd.join("state-home"));
     c.current_dir(cwd);
     c
 }

@@ -311,3 +311,42 @@ fn a_closed_stderr_stops_neither_shipping_nor_clean_up() {
     );
     assert!(!state.exists(), "nothing left behind");
 }
+
+/// A run started in `/` keeps its checkpoint under the state home (XDG_STATE_HOME here, as
+/// `~/.local/state/dockwatch` or `/var/lib/dockwatch` elsewhere), never in the working
+/// directory, and a clean run leaves nothing behind in either.
+#[test]
+fn a_run_from_the_root_directory_leaves_nothing_there() {
+    let url = moto_url();
+    let home = std::env::temp_dir().join(unique("state-home"));
+    let before: Vec<_> = std::fs::read_dir("/")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let mut job = Job::new(&url, "echo one; sleep 1; echo two");
+    job.cmd.current_dir("/").env("XDG_STATE_HOME", &home);
+    let mut child = job.spawn();
+    // While it runs, the checkpoint is under the state home.
+    let state = home.join("dockwatch/state");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_dir(&state)
+            .is_ok_and(|mut d| d.next().is_some())),
+        "no checkpoint under {}",
+        state.display()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let after: Vec<_> = std::fs::read_dir("/")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let new: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(new.is_empty(), "left in /: {new:?}");
+    assert!(
+        !state.exists(),
+        "a clean run removes its empty state directory"
+    );
+    assert_eq!(messages(&url, &job.group, &job.stream), ["one", "two"]);
+    let _ = std::fs::remove_dir_all(&home);
+}
