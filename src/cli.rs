@@ -66,6 +66,38 @@ pub enum Command {
     Remote(Box<RemoteArgs>),
     /// Run a container for each file uploaded to an S3 prefix (S3 notifications via SQS).
     OnUpload(Box<OnUploadArgs>),
+    /// Print a shell completion script, e.g. `dockwatch completions bash >
+    /// /etc/bash_completion.d/dockwatch`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `dockwatch man > /usr/share/man/man1/dockwatch.1`.
+    Man,
+}
+
+/// A completion script for `shell`, made from the command-line definition.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dockwatch", &mut out);
+    out
+}
+
+/// The manual page: the top-level command and, as sections, every subcommand's options.
+pub fn man_page() -> Vec<u8> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let _ = clap_mangen::Man::new(cmd.clone()).render(&mut out);
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        out.extend_from_slice(
+            format!(".SH \"DOCKWATCH {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+        );
+        let _ = clap_mangen::Man::new(sub.clone()).render_description_section(&mut out);
+        let _ = clap_mangen::Man::new(sub.clone()).render_options_section(&mut out);
+    }
+    out
 }
 
 /// How events are written.

@@ -37,9 +37,25 @@ fn main() -> ExitCode {
             Ok(cfg) => block_on(|s| trigger::on_upload(cfg, s)),
             Err(e) => usage(e),
         },
+        Some(Command::Completions { shell }) => print_bytes(&dockwatch::cli::completions(shell)),
+        Some(Command::Man) => print_bytes(&dockwatch::cli::man_page()),
         None => run_main(cli.run),
     };
     to_exit(code)
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is a normal end.
+fn print_bytes(b: &[u8]) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(b).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            dockwatch::say!("dockwatch: error: cannot write to standard output: {e}");
+            dockwatch::exit_codes::ERROR
+        }
+    }
 }
 
 /// The main job, here or on ECS.

@@ -3,6 +3,7 @@
 //! ([`common`], [`strict_server`]) once instead of once per file (as ripgrep's and fd's
 //! suites do); nextest still runs every test in its own process.
 
+mod cli;
 mod common;
 mod strict_server;
 

@@ -1,0 +1,48 @@
+//! What installs with the binary: shell completions and the manual page, generated from the
+//! command-line definition.
+
+use crate::common::*;
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_command_line() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = dockwatch().args(["completions", shell]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        for sub in ["tail", "download", "on-upload", "resume"] {
+            assert!(script.contains(sub), "{shell}: no {sub}");
+        }
+        assert!(script.contains("--aws-cloudwatch-group"), "{shell}");
+    }
+    // The bash script is valid bash.
+    let o = dockwatch().args(["completions", "bash"]).output().unwrap();
+    let file = std::env::temp_dir().join(unique("dw-completion.bash"));
+    std::fs::write(&file, &o.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    let _ = std::fs::remove_file(&file);
+
+    let o = dockwatch().arg("man").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(
+        page.contains(".TH dockwatch 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    for section in [
+        "DOCKWATCH TAIL",
+        "DOCKWATCH DOWNLOAD",
+        "DOCKWATCH ON-UPLOAD",
+    ] {
+        assert!(page.contains(section), "no {section}");
+    }
+    assert!(
+        page.contains("late\\-window"),
+        "the options of each command"
+    );
+}
