@@ -252,6 +252,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
     pub(crate) max_event_size: usize,
 
+    /// Retention of a log group dockwatch creates, in days (one of CloudWatch's values: 1, 3,
+    /// 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    /// 3288, 3653); an existing group is left as it is. Default: never expire.
+    #[arg(long, value_name = "DAYS")]
+    pub(crate) retention_days: Option<i32>,
+
     /// How many PutLogEvents requests may be in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub(crate) max_in_flight: usize,

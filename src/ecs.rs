@@ -215,7 +215,8 @@ pub(crate) async fn run_task(
         .or(aws.region.clone())
         .unwrap_or_default();
     check_cluster(c, cfg, &region).await?;
-    let _ = crate::aws::logs::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3).await;
+    let _ =
+        crate::aws::logs::ensure_destination(&c.logs, &job.group, "dockwatch-ecs", 3, None).await;
     let td = task_definition(c, cfg, job, &region).await?;
     let task_arn = start_task(c, cfg, job, &td).await?;
     follow_task(c, cfg, job, &td, &task_arn, stop).await

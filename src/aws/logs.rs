@@ -31,17 +31,23 @@ pub(crate) fn endpoint_of(client: &Client, opts: &AwsOptions) -> String {
     format!("CloudWatch Logs in {region}")
 }
 
-/// Creates the group and the stream when missing. `attempts` bounds retries of transient
-/// failures (at start-up it is small, so a wrong endpoint fails fast).
+/// Creates the group and the stream when missing; a group created here gets `retention`
+/// days. `attempts` bounds retries of transient failures (at start-up it is small, so a
+/// wrong endpoint fails fast).
 pub(crate) async fn ensure_destination(
     client: &Client,
     group: &str,
     stream: &str,
     attempts: u32,
+    retention: Option<i32>,
 ) -> Result<(), Failure> {
+    let created = std::sync::atomic::AtomicBool::new(false);
     with_retries(attempts, || async {
         match client.create_log_group().log_group_name(group).send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                created.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) => {
                 let f = failure_of(&e);
                 if already_exists(&f) { Ok(()) } else { Err(f) }
@@ -49,6 +55,21 @@ pub(crate) async fn ensure_destination(
         }
     })
     .await?;
+    if let Some(days) = retention
+        && created.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        with_retries(attempts, || async {
+            client
+                .put_retention_policy()
+                .log_group_name(group)
+                .retention_in_days(days)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| failure_of(&e))
+        })
+        .await?;
+    }
     with_retries(attempts, || async {
         match client
             .create_log_stream()

@@ -63,6 +63,10 @@ pub enum ConfigError {
     Pull(String),
     #[error("{0}")]
     Ecs(String),
+    #[error(
+        "--retention-days {0} is not a CloudWatch retention: use 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653"
+    )]
+    RetentionDays(i32),
     #[error("{0}")]
     OnUpload(String),
     #[error("invalid --multiline-pattern {pattern:?}: {reason}")]
@@ -169,7 +173,15 @@ pub(crate) struct ShipConfig {
     pub(crate) split_streams: bool,
     /// How long refused credentials are retried before delivery gives up.
     pub(crate) credentials_timeout: Duration,
+    /// Retention set on a group dockwatch creates.
+    pub(crate) retention_days: Option<i32>,
 }
+
+/// The retention periods CloudWatch accepts, in days.
+const RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
 
 /// The command line's defaults for shipping (`--max-event-size`, `--flush-interval`,
 /// `--max-in-flight`), for configurations built without one.
@@ -195,6 +207,7 @@ impl ShipConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             split_streams: false,
             credentials_timeout: DEFAULT_CREDENTIALS_TIMEOUT,
+            retention_days: None,
         })
     }
 
@@ -375,6 +388,12 @@ impl RunConfig {
                 max_in_flight: a.max_in_flight,
                 split_streams: a.split_streams,
                 credentials_timeout: a.credentials_timeout,
+                retention_days: match a.retention_days {
+                    Some(d) if !RETENTION_DAYS.contains(&d) => {
+                        return Err(ConfigError::RetentionDays(d));
+                    }
+                    d => d,
+                },
             },
             echo: !a.quiet,
             keep_container: a.keep_container,

@@ -223,7 +223,7 @@ async fn ensure_destinations(
     endpoint: &str,
 ) -> Result<(), RunError> {
     for name in split::stream_names(&ship.stream, ship.split_streams) {
-        cw::ensure_destination(client, &ship.group, &name, 3)
+        cw::ensure_destination(client, &ship.group, &name, 3, ship.retention_days)
             .await
             .map_err(|f| preflight_error(f, endpoint.to_string()))?;
     }

@@ -350,3 +350,52 @@ fn a_run_from_the_root_directory_leaves_nothing_there() {
     assert_eq!(messages(&url, &job.group, &job.stream), ["one", "two"]);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `--retention-days` sets the retention of a group dockwatch creates, leaves an existing
+/// group's alone, and a value CloudWatch would refuse is one line before anything runs.
+#[test]
+fn retention_days_applies_to_groups_it_creates() {
+    let url = moto_url();
+    let retention = |group: &str| {
+        rt().block_on(async {
+            client(&url)
+                .describe_log_groups()
+                .log_group_name_prefix(group)
+                .send()
+                .await
+                .unwrap()
+                .log_groups()
+                .iter()
+                .find(|g| g.log_group_name() == Some(group))
+                .and_then(|g| g.retention_in_days())
+        })
+    };
+    let mut job = Job::new(&url, "echo kept for a week");
+    job.arg("--retention-days").arg("7");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(retention(&job.group), Some(7));
+
+    let existing = unique("/dw-ret");
+    precreate(&url, &existing, None);
+    let mut job = Job::named(&url, IMAGE, "echo x", &existing, "s");
+    job.arg("--retention-days").arg("30");
+    assert_eq!(job.output().status.code(), Some(0));
+    assert_eq!(
+        retention(&existing),
+        None,
+        "an existing group is left as it is"
+    );
+
+    let mut job = Job::new(&url, "echo never");
+    job.arg("--retention-days").arg("8");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--retention-days 8 is not a CloudWatch retention"));
+    assert_eq!(
+        stderr(&out).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}

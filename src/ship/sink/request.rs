@@ -77,7 +77,7 @@ impl LogService for Client {
         group: &str,
         stream: &str,
     ) -> impl std::future::Future<Output = Result<(), Failure>> + Send {
-        crate::aws::logs::ensure_destination(self, group, stream, 1)
+        crate::aws::logs::ensure_destination(self, group, stream, 1, None)
     }
 
     async fn read(
