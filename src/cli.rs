@@ -347,6 +347,15 @@ pub struct ResumeArgs {
     pub(crate) credentials_timeout: Duration,
 }
 
+/// `--tail`: a number of lines, or `all` (0, everything), as `docker logs --tail`.
+fn parse_tail(s: &str) -> Result<i64, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(0);
+    }
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a number of lines; give N, or 'all'"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
 }
@@ -841,8 +850,8 @@ pub struct LogsArgs {
     /// Keep printing while the container runs.
     #[arg(short, long)]
     pub(crate) follow: bool,
-    /// Only the last N lines (0: all).
-    #[arg(short = 'n', long, value_name = "N")]
+    /// Only the last N lines (`all` or 0: all, as docker).
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse_tail, allow_hyphen_values = true)]
     pub(crate) tail: Option<i64>,
     /// Only logs since: 10s, 30m, 1h, 7d, RFC 3339 or Unix seconds.
     #[arg(long, value_name = "TIME")]

@@ -309,22 +309,17 @@ pub(crate) fn open_query(docker: &Docker, id: &str, q: &LogQuery) -> FrameStream
     Box::pin(frames)
 }
 
-/// Go's RFC3339Nano, as `docker logs -t` prints it: `2026-11-23T10:00:00.1234Z` (trailing
-/// zeros of the fraction dropped).
+/// The time as `docker logs -t` prints it (the engine's `RFC3339NanoFixed`):
+/// `2026-11-23T10:00:00.123400000Z`, always nine digits.
 pub(crate) fn format_rfc3339_nano(ts_ns: i64) -> String {
     let secs = ts_ns.div_euclid(1_000_000_000);
     let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
     let Some(dt) = chrono::DateTime::from_timestamp(secs, nanos) else {
         return ts_ns.to_string();
     };
-    let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-    if nanos > 0 {
-        let frac = format!("{nanos:09}");
-        s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
+    // Always nine digits, as `docker logs -t` prints (Docker's RFC3339NanoFixed), so the
+    // columns line up and the text equals the engine's.
+    format!("{}.{nanos:09}Z", dt.format("%Y-%m-%dT%H:%M:%S"))
 }
 
 /// The engine's Unix socket, when `DOCKER_HOST` names one (or is unset).
@@ -471,11 +466,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_nano_like_go() {
+    fn rfc3339_nano_fixed_like_docker_logs() {
         let t = parse_timestamp(b"2026-11-23T10:00:00.123400000Z").unwrap();
-        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.1234Z");
+        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.123400000Z");
         let t = parse_timestamp(b"2026-11-23T10:00:00Z").unwrap();
-        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00Z");
+        assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.000000000Z");
         let t = parse_timestamp(b"2026-11-23T10:00:00.000000001Z").unwrap();
         assert_eq!(format_rfc3339_nano(t), "2026-11-23T10:00:00.000000001Z");
     }

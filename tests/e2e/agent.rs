@@ -758,3 +758,31 @@ fn sigterm_with_three_followers_ends_the_agent_promptly() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "true");
 }
+
+/// `remote logs -t` prints what `docker logs -t` prints, byte for byte (nine-digit
+/// fractions), on 10,000 lines of both streams.
+#[test]
+fn remote_logs_with_timestamps_equal_docker_logs() {
+    let a = Agent::start(&[]);
+    let name = unique("stamped");
+    a.launch(
+        &name,
+        "for i in $(seq 1 5000); do echo out $i; echo err $i >&2; done",
+    );
+    a.wait_exited(&name);
+    let ours = a.remote(&["logs", &name, "-t"]);
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    let docker = std::process::Command::new("docker")
+        .args(["logs", "-t", &name])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&ours).lines().count(), 5000);
+    assert!(
+        ours.stdout == docker.stdout,
+        "stdout differs from docker logs -t"
+    );
+    assert!(
+        ours.stderr == docker.stderr,
+        "stderr differs from docker logs -t"
+    );
+}
