@@ -785,4 +785,8 @@ fn remote_logs_with_timestamps_equal_docker_logs() {
         ours.stderr == docker.stderr,
         "stderr differs from docker logs -t"
     );
+    // `--tail all`, as docker takes it.
+    let all = a.remote(&["logs", &name, "-t", "--tail", "all"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert!(all.stdout == docker.stdout, "--tail all is everything");
 }
