@@ -72,12 +72,19 @@ pub enum AwsError {
     Unreachable { endpoint: String, detail: String },
     #[error("could not {call}: {detail}")]
     Call { call: &'static str, detail: String },
+    #[error(
+        "AWS profile '{0}' not found in ~/.aws/config or ~/.aws/credentials (or AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE); check its name (aws configure list-profiles)"
+    )]
+    NoProfile(String),
 }
 
 impl AwsError {
     /// The user can fix it in the arguments or the environment (exit code 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, AwsError::NoRegion | AwsError::NoCredentials)
+        matches!(
+            self,
+            AwsError::NoRegion | AwsError::NoCredentials | AwsError::NoProfile(_)
+        )
     }
 }
 
@@ -101,6 +108,9 @@ pub(crate) async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfi
                 .build(),
         );
     if let Some(p) = &opts.profile {
+        if !profile_exists(p) {
+            return Err(AwsError::NoProfile(p.clone()));
+        }
         loader = loader.profile_name(p);
     }
     if let Some(r) = &opts.region {
@@ -124,6 +134,37 @@ pub(crate) async fn sdk_config(opts: &AwsOptions) -> Result<aws_config::SdkConfi
         return Err(AwsError::NoRegion);
     }
     Ok(conf)
+}
+
+/// Whether a section for `profile` is in the shared config (`[profile NAME]`, or
+/// `[default]`) or credentials (`[NAME]`) file, where the AWS CLI looks for them. Without the
+/// check a misspelt profile shows up as "no AWS region".
+fn profile_exists(profile: &str) -> bool {
+    if profile == "default" {
+        return true; // the SDK's own default, with or without a file
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(default)))
+    };
+    let sections = |path: Option<std::path::PathBuf>| -> Vec<String> {
+        path.and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']').map(str::trim))
+                    .map(|n| n.strip_prefix("profile ").unwrap_or(n).trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all = sections(file("AWS_CONFIG_FILE", ".aws/config"));
+    all.extend(sections(file(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        ".aws/credentials",
+    )));
+    all.iter().any(|n| n == profile)
 }
 
 /// The service clients, built once from one AWS configuration.

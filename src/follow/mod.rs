@@ -72,10 +72,10 @@ impl FollowError {
     /// configuration, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            FollowError::Aws(AwsError::NoRegion | AwsError::NoCredentials)
-            | FollowError::Time(_)
-            | FollowError::Usage(_)
-            | FollowError::Config(_) => exit_codes::USAGE,
+            FollowError::Aws(e) if e.is_usage() => exit_codes::USAGE,
+            FollowError::Time(_) | FollowError::Usage(_) | FollowError::Config(_) => {
+                exit_codes::USAGE
+            }
             _ => exit_codes::ERROR,
         }
     }

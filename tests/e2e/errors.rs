@@ -171,3 +171,48 @@ fn no_credentials_anywhere() {
         "{line}"
     );
 }
+
+/// A misspelt `--aws-profile` says which profile is missing (not "no AWS region"), for the
+/// main job and for `tail`, before anything runs.
+#[test]
+fn a_misspelt_profile_is_named() {
+    let home = std::env::temp_dir().join(unique("home"));
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        "[profile dev]\nregion = eu-west-1\n",
+    )
+    .unwrap();
+    let run = dockwatch_without_aws_config()
+        .env("HOME", &home)
+        .args(["--docker-image", IMAGE, "--bash-command", "true"])
+        .args([
+            "--aws-cloudwatch-group",
+            "g",
+            "--aws-cloudwatch-stream",
+            "s",
+        ])
+        .args(["--aws-profile", "devv"])
+        .output()
+        .unwrap();
+    let tail = dockwatch_without_aws_config()
+        .env("HOME", &home)
+        .args(["tail", "g", "--aws-profile", "devv"])
+        .output()
+        .unwrap();
+    for out in [run, tail] {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            error_line(&out).contains("AWS profile 'devv' not found"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            stderr(&out).trim_end().lines().count(),
+            1,
+            "{}",
+            stderr(&out)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
