@@ -80,6 +80,29 @@ pub(crate) struct StreamPage {
     pub(crate) next_forward_token: Option<String>,
 }
 
+impl StreamPage {
+    /// A GetLogEvents answer for `stream`.
+    fn of(
+        stream: &str,
+        r: &aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput,
+    ) -> Self {
+        StreamPage {
+            events: r
+                .events()
+                .iter()
+                .map(|e| Event {
+                    stream: stream.to_string(),
+                    timestamp: e.timestamp().unwrap_or(0),
+                    ingestion_time: e.ingestion_time().unwrap_or(0),
+                    id: String::new(),
+                    message: e.message().unwrap_or_default().to_string(),
+                })
+                .collect(),
+            next_forward_token: r.next_forward_token().map(str::to_string),
+        }
+    }
+}
+
 /// How long a reader keeps trying a call that failed for a transient reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Patience {
@@ -365,21 +388,7 @@ impl Reader {
                 async move { req.send().await.map_err(|e| failure_of(&e)) }
             })
             .await?;
-        let events = r
-            .events()
-            .iter()
-            .map(|e| Event {
-                stream: stream.to_string(),
-                timestamp: e.timestamp().unwrap_or(0),
-                ingestion_time: e.ingestion_time().unwrap_or(0),
-                id: String::new(),
-                message: e.message().unwrap_or_default().to_string(),
-            })
-            .collect();
-        Ok(StreamPage {
-            events,
-            next_forward_token: r.next_forward_token().map(str::to_string),
-        })
+        Ok(StreamPage::of(stream, &r))
     }
 }
 
@@ -407,20 +416,7 @@ impl Reader {
                 async move { req.send().await.map_err(|e| failure_of(&e)) }
             })
             .await?;
-        Ok(StreamPage {
-            events: r
-                .events()
-                .iter()
-                .map(|e| Event {
-                    stream: stream.to_string(),
-                    timestamp: e.timestamp().unwrap_or(0),
-                    ingestion_time: e.ingestion_time().unwrap_or(0),
-                    id: String::new(),
-                    message: e.message().unwrap_or_default().to_string(),
-                })
-                .collect(),
-            next_forward_token: r.next_forward_token().map(str::to_string),
-        })
+        Ok(StreamPage::of(stream, &r))
     }
 }
 

@@ -80,6 +80,27 @@ impl OnUpload {
         Self::start_from(ep, bucket, command, &["--setup"], extra)
     }
 
+    /// `on-upload` with the test's image, group, state directory under `dir`, label, and
+    /// stderr into `log`; the caller adds the prefixes and the queue.
+    fn command(
+        ep: &str,
+        bucket: &str,
+        command: &str,
+        dir: &std::path::Path,
+        label: &str,
+        log: &std::path::Path,
+    ) -> std::process::Command {
+        let mut c = dockwatch_with_env(ep);
+        c.args(["on-upload", "--bucket", bucket, "--wait", "1s"])
+            .args(["--docker-image", IMAGE, "--bash-command", command])
+            .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
+            .args(["--state-dir", dir.join("state").to_str().unwrap()])
+            .args(["--label", &format!("dockwatch.test={label}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        c
+    }
+
     /// With `source`: `--setup`, or `--queue-url URL`.
     fn start_from(
         ep: &str,
@@ -92,17 +113,10 @@ impl OnUpload {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("stderr.log");
         let label = unique("up");
-        let child = dockwatch_with_env(ep)
-            .args(["on-upload", "--bucket", bucket, "--prefix", "input/"])
-            .args(["--output-prefix", "output/", "--wait", "1s"])
+        let child = Self::command(ep, bucket, command, &dir, &label, &log)
+            .args(["--prefix", "input/", "--output-prefix", "output/"])
             .args(source)
-            .args(["--docker-image", IMAGE, "--bash-command", command])
-            .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
-            .args(["--state-dir", dir.join("state").to_str().unwrap()])
-            .args(["--label", &format!("dockwatch.test={label}")])
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let up = OnUpload {
@@ -205,17 +219,7 @@ fn each_upload_runs_one_container_and_a_repeated_notification_does_not_rerun() {
             .trim_matches('"')
             .to_string()
     });
-    let queue = rt().block_on(async {
-        sqs(&ep)
-            .get_queue_url()
-            .queue_name(format!("dockwatch-{bucket}-uploads"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string()
-    });
+    let queue = queue_of(&ep, &bucket);
     let body = serde_json::json!({"Records": [{
         "eventName": "ObjectCreated:Put",
         "s3": {"bucket": {"name": bucket}, "object": {"key": "input/one.txt", "eTag": etag, "size": 6}}
@@ -263,17 +267,7 @@ fn a_failing_task_is_retried_then_left_to_the_dead_letter_queue() {
         &["--max-attempts", "2", "--visibility-timeout", "2s"],
     );
     put(&ep, &bucket, "input/bad.txt", "x\n");
-    let dlq = rt().block_on(async {
-        sqs(&ep)
-            .get_queue_url()
-            .queue_name(format!("dockwatch-{bucket}-uploads-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string()
-    });
+    let dlq = dlq_of(&ep, &bucket);
     let in_dlq = wait_until(Duration::from_secs(60), || {
         rt().block_on(async {
             let r = sqs(&ep)
@@ -671,17 +665,7 @@ fn a_stop_signal_lets_tasks_finish_within_the_grace_then_releases_their_messages
         "containers left behind"
     );
     // The unfinished message is visible again at once, for the next worker.
-    let url = rt().block_on(async {
-        sqs(&ep)
-            .get_queue_url()
-            .queue_name(format!("dockwatch-{bucket}-uploads"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string()
-    });
+    let url = queue_of(&ep, &bucket);
     let got = rt().block_on(async {
         sqs(&ep)
             .receive_message()
@@ -716,11 +700,20 @@ fn create_bucket(ep: &str, bucket: &str) {
     });
 }
 
+/// The queue `--setup` made for `bucket`, and its dead-letter queue.
 fn queue_of(ep: &str, bucket: &str) -> String {
+    queue_named(ep, &format!("dockwatch-{bucket}-uploads"))
+}
+
+fn dlq_of(ep: &str, bucket: &str) -> String {
+    queue_named(ep, &format!("dockwatch-{bucket}-uploads-dlq"))
+}
+
+fn queue_named(ep: &str, name: &str) -> String {
     rt().block_on(async {
         sqs(ep)
             .get_queue_url()
-            .queue_name(format!("dockwatch-{bucket}-uploads"))
+            .queue_name(name)
             .send()
             .await
             .unwrap()
@@ -1181,17 +1174,7 @@ fn a_hung_task_times_out_and_a_killed_runs_container_is_removed_at_the_next_star
         ],
     );
     put(&ep, &bucket, "input/hung.txt", "x\n");
-    let dlq = rt().block_on(async {
-        sqs(&ep)
-            .get_queue_url()
-            .queue_name(format!("dockwatch-{bucket}-uploads-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_string()
-    });
+    let dlq = dlq_of(&ep, &bucket);
     let timed_out = wait_until(Duration::from_secs(60), || {
         up.stderr()
             .matches("stopped after --task-timeout 2s")
@@ -1211,6 +1194,16 @@ fn a_hung_task_times_out_and_a_killed_runs_container_is_removed_at_the_next_star
         "{}",
         up.stderr()
     );
+    // Its checkpoint is written once the container runs: kill only then.
+    let checkpoints = up.dir.join("state/checkpoints");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_dir(&checkpoints)
+            .is_ok_and(|d| d
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json")))),
+        "no checkpoint: {}",
+        up.stderr()
+    );
     signal(&up.child, "KILL");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -1220,16 +1213,15 @@ fn a_hung_task_times_out_and_a_killed_runs_container_is_removed_at_the_next_star
     );
     // ...and the next start with the same state directory removes it.
     let log = up.dir.join("second.log");
-    let mut second = dockwatch_with_env(&ep)
-        .args(["on-upload", "--bucket", &bucket, "--prefix", "input/"])
-        .args(["--output-prefix", "output/", "--setup", "--wait", "1s"])
-        .args(["--docker-image", IMAGE])
-        .args(["--bash-command", r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#])
-        .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
-        .args(["--state-dir", up.dir.join("state").to_str().unwrap()])
-        .args(["--label", &format!("dockwatch.test={}", up.label)])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+    let copy = r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#;
+    let mut second = OnUpload::command(&ep, &bucket, copy, &up.dir, &up.label, &log)
+        .args([
+            "--prefix",
+            "input/",
+            "--output-prefix",
+            "output/",
+            "--setup",
+        ])
         .spawn()
         .unwrap();
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -1258,16 +1250,10 @@ fn an_empty_prefix_works_with_the_outputs_in_another_bucket() {
     let log = dir.join("stderr.log");
     std::fs::create_dir_all(&dir).unwrap();
     let label = unique("up");
-    let mut child = dockwatch_with_env(&ep)
-        .args(["on-upload", "--bucket", &bucket, "--prefix", ""])
-        .args(["--output-prefix", "results/", "--output-bucket", &out])
-        .args(["--setup", "--wait", "1s", "--docker-image", IMAGE])
-        .args(["--bash-command", r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#])
-        .args(["--aws-cloudwatch-group", &format!("/dwup/{bucket}")])
-        .args(["--state-dir", dir.join("state").to_str().unwrap()])
-        .args(["--label", &format!("dockwatch.test={label}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+    let copy = r#"cp "$INPUT_FILE" "$OUTPUT_DIR/copy""#;
+    let mut child = OnUpload::command(&ep, &bucket, copy, &dir, &label, &log)
+        .args(["--prefix", "", "--output-prefix", "results/"])
+        .args(["--output-bucket", &out, "--setup"])
         .spawn()
         .unwrap();
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
