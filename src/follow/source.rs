@@ -237,7 +237,10 @@ impl Reader {
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
             let wait = backoff.next_delay();
-            if network || backoff.attempts() > 3 {
+            // A daemon says every network failure; a command someone watches says only
+            // long waits (its last failure is the error it ends with).
+            let daemon = self.patience == Patience::Forever;
+            if (network && daemon) || backoff.attempts() > 3 {
                 tracing::warn!("{what}: {f}; trying again in {wait:.1?}");
             } else {
                 tracing::info!("{what}: {f}; trying again in {wait:.1?}");
