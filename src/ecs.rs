@@ -107,6 +107,8 @@ pub(crate) struct EcsJob {
     /// RunTask's idempotency token (at most 64 characters): a request sent again with the
     /// same token starts no second task.
     pub(crate) client_token: Option<String>,
+    /// What the task is for, in the start line (on-upload: the object).
+    pub(crate) purpose: Option<String>,
 }
 
 /// The task definition family for an image.
@@ -279,7 +281,7 @@ async fn start_task(
         .task_definition(td)
         .launch_type(LaunchType::Fargate)
         .count(1)
-        .started_by("dockwatch")
+        .started_by(started_by(job))
         .set_client_token(job.client_token.clone())
         .network_configuration(
             NetworkConfiguration::builder()
@@ -305,6 +307,12 @@ async fn start_task(
                 );
                 tokio::time::sleep(Duration::from_millis(500 * tries)).await;
             }
+            Err(e) if e.as_service_error().is_none() && job.client_token.is_some() => {
+                // Still no answer: a task may run that nobody follows. It is found by its
+                // startedBy (unique to this token) and stopped.
+                stop_unconfirmed(c, cfg, job).await;
+                return Err(EcsError::run_task(&cfg.cluster, e));
+            }
             Err(e) => return Err(EcsError::run_task(&cfg.cluster, e)),
         }
     };
@@ -321,6 +329,40 @@ async fn start_task(
         .ok_or(EcsError::NoTask)
 }
 
+/// The task's `startedBy`: `dockwatch`, and with a client token a suffix unique to it
+/// (at most 36 characters), so a task whose start was never confirmed can be found.
+fn started_by(job: &EcsJob) -> String {
+    match &job.client_token {
+        Some(t) => format!("dockwatch-{:016x}", crate::util::fnv1a(t.as_bytes())),
+        None => "dockwatch".into(),
+    }
+}
+
+/// Stops the tasks started for `job` whose RunTask answer never arrived.
+async fn stop_unconfirmed(c: &Clients, cfg: &EcsConfig, job: &EcsJob) {
+    let Ok(list) = c
+        .ecs
+        .list_tasks()
+        .cluster(&cfg.cluster)
+        .started_by(started_by(job))
+        .send()
+        .await
+    else {
+        return;
+    };
+    for arn in list.task_arns() {
+        crate::say!("dockwatch: stopping ECS task {arn}: its start was never confirmed");
+        let _ = c
+            .ecs
+            .stop_task()
+            .cluster(&cfg.cluster)
+            .task(arn)
+            .reason("dockwatch: RunTask's answer was lost")
+            .send()
+            .await;
+    }
+}
+
 /// Until the task stops: its state every 2 s, its log echoed; a stop asked for is passed on
 /// as StopTask. The container's exit code.
 async fn follow_task(
@@ -333,7 +375,11 @@ async fn follow_task(
 ) -> Result<i64, EcsError> {
     let task_id = task_arn.rsplit('/').next().unwrap_or(task_arn).to_string();
     crate::say!(
-        "dockwatch: started ECS task {task_id} on {} ({td}); logs: {}/{}/{CONTAINER}/{task_id}",
+        "dockwatch: started ECS task {task_id}{} on {} ({td}); logs: {}/{}/{CONTAINER}/{task_id}",
+        job.purpose
+            .as_deref()
+            .map(|p| format!(" for {p}"))
+            .unwrap_or_default(),
         cfg.cluster,
         job.group,
         job.stream_prefix
@@ -437,6 +483,7 @@ pub async fn run_main(run: RunConfig, cfg: EcsConfig, shutdown: Shutdown) -> Res
         env,
         echo: run.echo,
         client_token: Some(format!("dockwatch-{:016x}", rand::random::<u64>())),
+        purpose: None,
     };
     match run_task(&clients, &cfg, &job, &run.aws, shutdown.clone()).await {
         Ok(code) => Ok(crate::exit_codes::from_container(code)),

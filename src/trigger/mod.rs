@@ -798,6 +798,7 @@ async fn process_on_ecs(
             "dockwatch-{:016x}-{attempt}",
             crate::util::fnv1a(object_id(&u.bucket, &u.key, &u.etag).as_bytes())
         )),
+        purpose: Some(format!("s3://{}/{}", u.bucket, u.key)),
     };
     let code =
         crate::ecs::run_task(&ctx.clients, ecs, &job, &ctx.cfg.aws, ctx.task_stop.clone()).await?;

@@ -456,7 +456,12 @@ fn on_ecs_registers_runs_follows_and_stops_the_task() {
     )
     .is_empty()));
     let task = dockwatch_tasks(&ep, &cluster).remove(0);
-    assert_eq!(task.started_by(), Some("dockwatch"));
+    assert!(
+        task.started_by()
+            .is_some_and(|s| s.starts_with("dockwatch-")),
+        "{:?}",
+        task.started_by()
+    );
     assert_eq!(
         task.launch_type(),
         Some(&aws_sdk_ecs::types::LaunchType::Fargate)
@@ -590,6 +595,34 @@ fn on_upload_on_ecs_passes_the_object_key() {
         wait_until(Duration::from_secs(30), || !dockwatch_tasks(&ep, &cluster)
             .is_empty()),
         "{}",
+        up.stderr()
+    );
+    // The same notification twice more while the task runs: still one task.
+    let queue = queue_of(&ep, &bucket);
+    let body = notification(
+        &bucket,
+        "input/data.csv",
+        &etag_of(&ep, &bucket, "input/data.csv"),
+    );
+    send(&ep, &queue, &body);
+    send(&ep, &queue, &body);
+    assert!(
+        wait_until(Duration::from_secs(20), || up
+            .stderr()
+            .contains("input/data.csv is being processed by another run")),
+        "{}",
+        up.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        dockwatch_tasks(&ep, &cluster).len(),
+        1,
+        "one task per object"
+    );
+    assert!(
+        up.stderr()
+            .contains(&format!("for s3://{bucket}/input/data.csv on {cluster}")),
+        "the task's log stream is said with its object: {}",
         up.stderr()
     );
     let task = dockwatch_tasks(&ep, &cluster).remove(0);
