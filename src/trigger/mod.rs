@@ -148,25 +148,14 @@ struct Ctx {
 
 /// Runs `dockwatch on-upload`; returns the exit code.
 pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i32, TriggerError> {
-    let clients = Clients::build(&cfg.aws).await?;
-    // Start-up checks, each a one-line error, before any message is taken.
-    let ep = cfg.aws.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
-    preflight::credentials(&clients, &ep).await?;
-    let queue_url = match &cfg.queue_url {
-        Some(u) => u.clone(),
-        None => setup::setup(&clients, &cfg).await?,
+    // Start-up waits on AWS (a slow or unreachable endpoint): a stop ends them at once.
+    let (clients, queue_url) = tokio::select! {
+        r = start_up(&cfg) => r?,
+        () = shutdown.requested() => {
+            log("stopped during start-up");
+            return Ok(0);
+        }
     };
-    let dead_letters = preflight::queue(&clients, &ep, &queue_url).await?;
-    preflight::bucket(&clients, &ep, &cfg.bucket, "bucket").await?;
-    if cfg.output_bucket != cfg.bucket {
-        preflight::bucket(&clients, &ep, &cfg.output_bucket, "output bucket").await?;
-    }
-    if let Some(at) = &cfg.claims {
-        preflight::bucket(&clients, &ep, &at.bucket, "claims bucket").await?;
-    }
-    if !dead_letters {
-        preflight::warn_no_dead_letters(&queue_url);
-    }
     let store = {
         let dir = cfg.state_dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -288,6 +277,30 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     stop_tasks(&tracker, &task_trigger, &mut shutdown, ctx.cfg.grace).await;
     log("stopped");
     Ok(0)
+}
+
+/// The clients, `--setup` when asked, and the start-up checks (each a one-line error) before
+/// any message is taken; the queue's URL.
+async fn start_up(cfg: &OnUploadConfig) -> Result<(Clients, String), TriggerError> {
+    let clients = Clients::build(&cfg.aws).await?;
+    let ep = cfg.aws.endpoint_url.clone().unwrap_or_else(|| "AWS".into());
+    preflight::credentials(&clients, &ep).await?;
+    let queue_url = match &cfg.queue_url {
+        Some(u) => u.clone(),
+        None => setup::setup(&clients, cfg).await?,
+    };
+    let dead_letters = preflight::queue(&clients, &ep, &queue_url).await?;
+    preflight::bucket(&clients, &ep, &cfg.bucket, "bucket").await?;
+    if cfg.output_bucket != cfg.bucket {
+        preflight::bucket(&clients, &ep, &cfg.output_bucket, "output bucket").await?;
+    }
+    if let Some(at) = &cfg.claims {
+        preflight::bucket(&clients, &ep, &at.bucket, "claims bucket").await?;
+    }
+    if !dead_letters {
+        preflight::warn_no_dead_letters(&queue_url);
+    }
+    Ok((clients, queue_url))
 }
 
 /// Running tasks get `grace` to finish (a second signal cuts it short); then their

@@ -1313,3 +1313,30 @@ fn an_empty_prefix_works_with_the_outputs_in_another_bucket() {
     assert_eq!(err.matches(": starting").count(), 1, "one task: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM while on-upload's start-up waits on an endpoint that never answers: it ends at
+/// once (exit 0), not after the start-up checks' time limits.
+#[test]
+fn a_stop_during_start_up_ends_on_upload_at_once() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("http://{}", silent.local_addr().unwrap());
+    let dir = std::env::temp_dir().join(unique("dwsilent"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("stderr.log");
+    let mut child = OnUpload::command(&ep, "b", "true", &dir, &unique("up"), &log)
+        .args(["--prefix", "input/", "--output-prefix", "output/"])
+        .args(["--queue-url", &format!("{ep}/123456789012/q")])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = std::time::Instant::now();
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(took < Duration::from_secs(1), "took {took:?}: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    drop(silent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
