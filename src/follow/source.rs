@@ -378,20 +378,8 @@ impl Reader {
         token: Option<&str>,
         start: Option<i64>,
     ) -> Result<StreamPage, Failure> {
-        let r = self
-            .retrying("GetLogEvents", || {
-                let req = self
-                    .client
-                    .get_log_events()
-                    .log_group_name(group)
-                    .log_stream_name(stream)
-                    .start_from_head(true)
-                    .set_start_time(if token.is_none() { start } else { None })
-                    .set_next_token(token.map(str::to_string));
-                async move { req.send().await.map_err(|e| failure_of(&e)) }
-            })
-            .await?;
-        Ok(StreamPage::of(stream, &r))
+        let start = if token.is_none() { start } else { None };
+        self.get_page(group, stream, (start, None), token).await
     }
 }
 
@@ -405,6 +393,18 @@ impl Reader {
         (from, to): (i64, i64),
         token: Option<&str>,
     ) -> Result<StreamPage, Failure> {
+        self.get_page(group, stream, (Some(from.max(0)), Some(to.max(0))), token)
+            .await
+    }
+
+    /// GetLogEvents from the head, within `[start, end)` where given, from `token`.
+    async fn get_page(
+        &self,
+        group: &str,
+        stream: &str,
+        (start, end): (Option<i64>, Option<i64>),
+        token: Option<&str>,
+    ) -> Result<StreamPage, Failure> {
         let r = self
             .retrying("GetLogEvents", || {
                 let req = self
@@ -413,8 +413,8 @@ impl Reader {
                     .log_group_name(group)
                     .log_stream_name(stream)
                     .start_from_head(true)
-                    .start_time(from.max(0))
-                    .end_time(to.max(0))
+                    .set_start_time(start)
+                    .set_end_time(end)
                     .set_next_token(token.map(str::to_string));
                 async move { req.send().await.map_err(|e| failure_of(&e)) }
             })
