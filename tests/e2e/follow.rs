@@ -1076,3 +1076,63 @@ fn run_download_and_tail_follow_see_300k_lines_exactly_once_under_faults() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The read side's request rates while a job writes ~1,300 lines/s into one stream:
+/// `tail -f` and `download` with their defaults each stay under their shared limits (4 and
+/// 5 requests a second) — and far below them. Prints the rates (the README's figures:
+/// `cargo nextest run --test e2e read_request_rates --no-capture`).
+#[test]
+fn read_request_rates_stay_within_the_limits() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); echo line $i; if [ $((i % 200)) -eq 0 ]; then sleep 0.1; fi; done",
+    );
+    job.arg("--quiet");
+    let mut run = job.spawn();
+    let group = job.group.clone();
+    assert!(wait_until(Duration::from_secs(30), || !server
+        .stream_names(&group)
+        .is_empty()));
+    let reads = |call: &str| server.with_stats(|s| *s.reads.get(call).unwrap_or(&0)) as f64;
+    const PHASE: Duration = Duration::from_secs(20);
+    let before = reads("FilterLogEvents");
+    let mut tail = dockwatch_with_env(&server.url)
+        .args(["tail", "-f", &group, "--format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(PHASE);
+    let tail_rate = (reads("FilterLogEvents") - before) / PHASE.as_secs_f64();
+    signal(&tail, "TERM");
+    let _ = tail.wait();
+    let dir = std::env::temp_dir().join(unique("dl-rate"));
+    let before = reads("GetLogEvents");
+    let mut dl = dockwatch_with_env(&server.url)
+        .args(["download", "--output-dir", dir.to_str().unwrap()])
+        .args(["--group-prefix", &group])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(PHASE);
+    let download_rate = (reads("GetLogEvents") - before) / PHASE.as_secs_f64();
+    signal(&dl, "TERM");
+    let _ = dl.wait();
+    let lines = server.messages(&group, &job.stream).len();
+    assert_eq!(run.wait().unwrap().code(), Some(0), "the job");
+    cleanup(&job.label);
+    eprintln!(
+        "while {lines} lines were written: tail -f {tail_rate:.2} FilterLogEvents/s, download {download_rate:.2} GetLogEvents/s"
+    );
+    assert!(
+        tail_rate > 0.0 && tail_rate <= 4.0,
+        "tail -f: {tail_rate:.2}/s"
+    );
+    assert!(
+        download_rate > 0.0 && download_rate <= 5.0,
+        "download: {download_rate:.2}/s"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
