@@ -4,8 +4,9 @@
 //! Each round: look for groups and streams when the discovery interval has passed
 //! (DescribeLogGroups by prefix, DescribeLogStreams), then read every followed stream forward
 //! with GetLogEvents from its saved token, append the page to the stream's file, `fsync`, and
-//! save the position ([`state`] holds the design: invariants and recovery). Between rounds it
-//! sleeps the poll interval.
+//! save the position ([`state`] holds the design: invariants and recovery). Then the late-event
+//! checks that are due run for every stream ([`checks`], design in [`ledger`]), under the one
+//! request limit all streams share. Between rounds it sleeps the poll interval.
 //!
 //! Failures are never fatal except the local disk's: throttling and network failures are
 //! retried with backoff (and counted in the metrics); a deleted stream is marked `gone` and
