@@ -167,7 +167,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     };
     let (task_trigger, task_stop) = shutdown::channel();
     let ctx_state_dir = cfg.state_dir.clone();
-    let cfg_wait = cfg.wait;
+    let wait_ms = cfg.wait.as_millis() as i64;
     let claims = match &cfg.claims {
         Some(at) => Claims::shared(clients.s3.clone(), at.clone(), cfg.lease),
         None => Claims::local(),
@@ -182,7 +182,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
         task_stop,
         given_up: Mutex::new(Default::default()),
         metrics: Arc::new(Mutex::new(metrics::Metrics {
-            wait_ms: wait_ms(&cfg_wait),
+            wait_ms,
             ..Default::default()
         })),
     });
@@ -341,10 +341,6 @@ async fn stop_tasks(
             let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
         }
     }
-}
-
-fn wait_ms(d: &Duration) -> i64 {
-    d.as_millis() as i64
 }
 
 /// Waits between failed ReceiveMessage calls: from 0.5 s up to 30 s.

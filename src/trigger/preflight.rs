@@ -22,16 +22,8 @@ pub(crate) async fn credentials(c: &Clients, ep: &str) -> Result<(), TriggerErro
     match r {
         Err(_) => Err(unreachable(ep, "ListQueues did not answer".into())),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => match failure_of(&e) {
-            f @ (Failure::Credentials(_) | Failure::Timeout(_) | Failure::Transport(_)) => {
-                Err(TriggerError::Aws(preflight_error(f, ep.to_string())))
-            }
-            f if crate::aws::retry::is_auth(&f) => {
-                Err(TriggerError::Aws(preflight_error(f, ep.to_string())))
-            }
-            // Not allowed to list queues is fine: the queue itself is checked next.
-            _ => Ok(()),
-        },
+        // Not allowed to list queues is fine: the queue itself is checked next.
+        Ok(Err(e)) => aws_failure(ep, failure_of(&e)).map_or(Ok(()), Err),
     }
 }
 
@@ -117,14 +109,17 @@ fn unreachable(ep: &str, detail: String) -> TriggerError {
     })
 }
 
+/// A failure about AWS as a whole (no credentials, refused credentials, unreachable), in the
+/// start-up error's words; `None` for one about the resource asked for.
+fn aws_failure(ep: &str, f: Failure) -> Option<TriggerError> {
+    let general = matches!(
+        f,
+        Failure::Credentials(_) | Failure::Timeout(_) | Failure::Transport(_)
+    ) || crate::aws::retry::is_auth(&f);
+    general.then(|| TriggerError::Aws(preflight_error(f, ep.to_string())))
+}
+
 fn call_failure(ep: &str, f: Failure, what: String) -> TriggerError {
-    match f {
-        f @ (Failure::Credentials(_) | Failure::Timeout(_) | Failure::Transport(_)) => {
-            TriggerError::Aws(preflight_error(f, ep.to_string()))
-        }
-        f if crate::aws::retry::is_auth(&f) => {
-            TriggerError::Aws(preflight_error(f, ep.to_string()))
-        }
-        f => TriggerError::Check(format!("cannot {what}: {f}")),
-    }
+    let detail = format!("cannot {what}: {f}");
+    aws_failure(ep, f).unwrap_or(TriggerError::Check(detail))
 }

@@ -177,7 +177,7 @@ impl Daemon {
                 out.push(e);
                 continue;
             };
-            let start = bucket_start(ledger, e.timestamp);
+            let start = ledger.bucket_start(e.timestamp);
             let fps = match have.entry(start) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -259,15 +259,6 @@ fn line_digest(format: crate::cli::LineFormat, e: &Event) -> (u64, u64) {
     files::render_into(&mut buf, format, std::slice::from_ref(e));
     buf.pop();
     (1, fingerprint(&buf))
-}
-
-/// The start of the bucket that holds `t` as the ledger files it now.
-fn bucket_start(ledger: &super::ledger::Ledger, t: i64) -> i64 {
-    if t < ledger.final_to.unwrap_or(i64::MIN) {
-        align(t, COARSE_MS)
-    } else {
-        align(t, FINE_MS)
-    }
 }
 
 /// The fingerprints of the lines in `ranges` of the file.

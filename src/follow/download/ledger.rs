@@ -204,11 +204,8 @@ impl Ledger {
             self.final_to = Some(f);
             self.reconcile_started = forward_now.unwrap_or(ts);
         }
-        if ts < self.final_to.unwrap_or(i64::MIN) {
-            self.coarse
-                .entry(align(ts, COARSE_MS))
-                .or_default()
-                .add(fp, range);
+        if let (true, start) = self.slot(ts) {
+            self.coarse.entry(start).or_default().add(fp, range);
         } else {
             let b = self.fine.entry(f).or_default();
             if b.count == 0 && b.first_written == 0 {
@@ -220,10 +217,24 @@ impl Ledger {
 
     /// The bucket that holds time `t` (fine or coarse, as it is filed now), if any.
     pub(crate) fn bucket_at(&self, t: i64) -> Option<&Bucket> {
+        match self.slot(t) {
+            (true, start) => self.coarse.get(&start),
+            (false, start) => self.fine.get(&start),
+        }
+    }
+
+    /// The start of the bucket that holds time `t` as it is filed now.
+    pub(crate) fn bucket_start(&self, t: i64) -> i64 {
+        self.slot(t).1
+    }
+
+    /// Where time `t` is filed now: in a coarse bucket (behind the final frontier) or a fine
+    /// one, and that bucket's start.
+    fn slot(&self, t: i64) -> (bool, i64) {
         if t < self.final_to.unwrap_or(i64::MIN) {
-            self.coarse.get(&align(t, COARSE_MS))
+            (true, align(t, COARSE_MS))
         } else {
-            self.fine.get(&align(t, FINE_MS))
+            (false, align(t, FINE_MS))
         }
     }
 
