@@ -307,9 +307,54 @@ struct Measured {
     violations: u64,
     p50: i64,
     p99: i64,
+    /// The container's own start to finish (the engine's times).
+    container: f64,
 }
 
-fn run_dockwatch(w: &Workload) -> Measured {
+/// Start to finish of a container as the engine recorded them, in seconds; the container is
+/// removed.
+fn container_seconds(id: &str) -> f64 {
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}} {{.State.FinishedAt}}",
+            id,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let t: Vec<chrono::DateTime<chrono::FixedOffset>> = text
+        .split_whitespace()
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .collect();
+    Command::new("docker")
+        .args(["rm", "-f", id])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    match t.as_slice() {
+        [a, b] => (*b - *a).as_seconds_f64(),
+        _ => f64::NAN,
+    }
+}
+
+/// How long the workload's container takes to write its output to /dev/null (no reader at
+/// all): what the container's own rate is when nothing can hold it up.
+fn to_dev_null_seconds(script: &str) -> f64 {
+    let id = docker_run("-d", &format!("{{ {script}; }} >/dev/null 2>&1"))
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    Command::new("docker")
+        .args(["wait", &id])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    container_seconds(&id)
+}
+
+fn run_dockwatch(w: &Workload, read_path: &str) -> Measured {
     let server = StrictServer::start();
     server.faults(|f| {
         f.discard = true;
@@ -348,6 +393,11 @@ fn run_dockwatch(w: &Workload) -> Measured {
             &server.url,
         ])
         .args(["--label", "dockwatch.test=bench"])
+        .args([
+            "--label",
+            &format!("dockwatch.bench={}", std::process::id()),
+        ])
+        .args(["--read-path", read_path, "--keep-container"])
         .args(["--state-dir", tmp.join("state").to_str().unwrap()])
         .args(["--spool-dir", tmp.join("spool").to_str().unwrap()])
         .stdout(Stdio::null())
@@ -363,7 +413,15 @@ fn run_dockwatch(w: &Workload) -> Measured {
         .filter_map(|x| x.parse().ok())
         .collect();
     let _ = std::fs::remove_dir_all(&tmp);
-    measured(&server, t, wall, f[0] / 1024.0, f[1] + f[2])
+    let id = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dockwatch.bench={}", std::process::id()))
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let mut m = measured(&server, t, wall, f[0] / 1024.0, f[1] + f[2]);
+    m.container = container_seconds(&id);
+    m
 }
 
 /// What the strict server saw of a run started at `t`, with the client's own figures.
@@ -386,6 +444,7 @@ fn measured(server: &StrictServer, t: Instant, wall: f64, rss_mib: f64, cpu_s: f
         violations,
         p50: percentile(&lat, 0.50),
         p99: percentile(&lat, 0.99),
+        container: f64::NAN,
     }
 }
 
@@ -414,9 +473,9 @@ fn main() {
         std::process::exit(1);
     }
     println!(
-        "| workload | engine: logs -f | engine: attach | dockwatch: delivered | dockwatch: exited | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | accepted | violations |"
+        "| workload | read path | engine: logs -f | engine: attach | dockwatch: delivered | dockwatch: exited | lines/s | MB/s | vs logs -f | vs attach | p50 / p99 latency | peak RSS | CPU s | container ran | accepted | violations |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let rounds: usize = std::env::var("DOCKWATCH_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -424,6 +483,12 @@ fn main() {
         .unwrap_or(3);
     // DOCKWATCH_BENCH_ONLY=W4 runs the workloads whose name starts with it.
     let only = std::env::var("DOCKWATCH_BENCH_ONLY").unwrap_or_default();
+    // DOCKWATCH_BENCH_PATHS=attach measures one read path.
+    let paths: Vec<String> = std::env::var("DOCKWATCH_BENCH_PATHS")
+        .unwrap_or_else(|_| "attach,logs".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
     // Docker's awslogs driver, on a private engine (DOCKWATCH_BENCH_AWSLOGS=0 skips it).
     let private = if std::env::var("DOCKWATCH_BENCH_AWSLOGS").as_deref() == Ok("0") {
         Err("skipped (DOCKWATCH_BENCH_AWSLOGS=0)".to_string())
@@ -431,17 +496,18 @@ fn main() {
         PrivateEngine::start()
     };
     let mut awslogs_rows = Vec::new();
+    let mut dev_null_rows = Vec::new();
     for w in workloads()
         .into_iter()
         .filter(|w| w.name.starts_with(only.as_str()))
     {
         // Baselines and rounds for the throughput workloads; W3 is paced and W4 is about
-        // memory: one run each.
+        // memory and the container's own rate: one run each.
         let throughput = w.latency.is_zero() && w.lines > 1000;
         // The awslogs driver is timed on W1-W3; W4 (1 GiB into a 1 s server) would take it an
         // hour, one request at a time.
         let with_awslogs = w.latency.is_zero();
-        let mut runs = Vec::new();
+        let mut runs: Vec<(f64, f64, Vec<Measured>)> = Vec::new();
         let mut driver = Vec::new();
         for _ in 0..if throughput { rounds } else { 1 } {
             let (follow, attach) = if throughput {
@@ -455,44 +521,76 @@ fn main() {
                     Err(e) => eprintln!("{}: the awslogs driver failed: {e}", w.name),
                 }
             }
-            let m = run_dockwatch(&w);
-            assert_eq!(m.accepted, w.lines, "{}: not every line arrived", w.name);
-            runs.push((follow, attach, m));
+            let mut by_path = Vec::new();
+            for path in &paths {
+                let m = run_dockwatch(&w, path);
+                assert_eq!(
+                    m.accepted, w.lines,
+                    "{} ({path}): not every line arrived",
+                    w.name
+                );
+                by_path.push(m);
+            }
+            runs.push((follow, attach, by_path));
         }
-        let med = |f: &dyn Fn(&(f64, f64, Measured)) -> f64| median(runs.iter().map(f));
-        let (follow, attach) = (med(&|r| r.0), med(&|r| r.1));
-        let m = Measured {
-            wall: med(&|r| r.2.wall),
-            delivered: med(&|r| r.2.delivered),
-            rss_mib: med(&|r| r.2.rss_mib),
-            cpu_s: med(&|r| r.2.cpu_s),
-            accepted: runs[0].2.accepted,
-            violations: runs.iter().map(|r| r.2.violations).sum(),
-            p50: med(&|r| r.2.p50 as f64) as i64,
-            p99: med(&|r| r.2.p99 as f64) as i64,
-        };
-        println!(
-            "| {} | {} | {} | {:.1} s | {:.1} s | {:.0} | {:.1} | {} | {} | {} / {} ms | {:.1} MiB | {:.1} | {} | {} |",
-            w.name,
-            or_dash(follow, " s"),
-            or_dash(attach, " s"),
-            m.delivered,
-            m.wall,
-            w.lines as f64 / m.delivered,
-            w.bytes as f64 / m.delivered / 1e6,
-            or_dash(follow / m.delivered * 100.0, "%"),
-            or_dash(attach / m.delivered * 100.0, "%"),
-            m.p50,
-            m.p99,
-            m.rss_mib,
-            m.cpu_s,
-            m.accepted,
-            m.violations,
+        if !w.latency.is_zero() {
+            dev_null_rows.push(format!(
+                "| {} | {:.1} s | {} |",
+                w.name,
+                to_dev_null_seconds(&w.script),
+                paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("{p}: {:.1} s", runs[0].2[i].container))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let (follow, attach) = (
+            median(runs.iter().map(|r| r.0)),
+            median(runs.iter().map(|r| r.1)),
         );
+        let mut attach_path_delivered = f64::NAN;
+        for (i, path) in paths.iter().enumerate() {
+            let med = |f: &dyn Fn(&Measured) -> f64| median(runs.iter().map(|r| f(&r.2[i])));
+            let m = Measured {
+                wall: med(&|m| m.wall),
+                delivered: med(&|m| m.delivered),
+                rss_mib: med(&|m| m.rss_mib),
+                cpu_s: med(&|m| m.cpu_s),
+                accepted: runs[0].2[i].accepted,
+                violations: runs.iter().map(|r| r.2[i].violations).sum(),
+                p50: med(&|m| m.p50 as f64) as i64,
+                p99: med(&|m| m.p99 as f64) as i64,
+                container: med(&|m| m.container),
+            };
+            if path == "attach" {
+                attach_path_delivered = m.delivered;
+            }
+            println!(
+                "| {} | {path} | {} | {} | {:.1} s | {:.1} s | {:.0} | {:.1} | {} | {} | {} / {} ms | {:.1} MiB | {:.1} | {:.1} s | {} | {} |",
+                w.name,
+                or_dash(follow, " s"),
+                or_dash(attach, " s"),
+                m.delivered,
+                m.wall,
+                w.lines as f64 / m.delivered,
+                w.bytes as f64 / m.delivered / 1e6,
+                or_dash(follow / m.delivered * 100.0, "%"),
+                or_dash(attach / m.delivered * 100.0, "%"),
+                m.p50,
+                m.p99,
+                m.rss_mib,
+                m.cpu_s,
+                m.container,
+                m.accepted,
+                m.violations,
+            );
+        }
         if !driver.is_empty() {
             let delivered = median(driver.iter().map(|d| d.delivered));
             awslogs_rows.push(format!(
-                "| {} | {} | {:.0} | {:.1} | {} / {} ms | {} | {} | {:.1} s | {} |",
+                "| {} | {} | {:.0} | {:.1} | {} / {} ms | {} | {} | {} | {} |",
                 w.name,
                 or_dash(delivered, " s"),
                 w.lines as f64 / delivered,
@@ -501,9 +599,21 @@ fn main() {
                 median(driver.iter().map(|d| d.p99 as f64)),
                 driver.iter().map(|d| d.accepted).min().unwrap_or(0),
                 driver.iter().map(|d| d.violations).sum::<u64>(),
-                m.delivered,
-                or_dash(delivered / m.delivered * 100.0, "%"),
+                or_dash(attach_path_delivered, " s"),
+                or_dash(delivered / attach_path_delivered * 100.0, "%"),
             ));
+        }
+    }
+    if !dev_null_rows.is_empty() {
+        println!();
+        println!(
+            "The container's own time (the engine's start to finish) beside the same container writing to /dev/null:"
+        );
+        println!();
+        println!("| workload | to /dev/null | with dockwatch |");
+        println!("|---|---|---|");
+        for row in &dev_null_rows {
+            println!("{row}");
         }
     }
     println!();
@@ -515,7 +625,7 @@ fn main() {
             );
             println!();
             println!(
-                "| workload | awslogs: delivered | lines/s | MB/s | p50 / p99 latency | accepted | violations | dockwatch: delivered | dockwatch speed vs awslogs |"
+                "| workload | awslogs: delivered | lines/s | MB/s | p50 / p99 latency | accepted | violations | dockwatch (attach): delivered | dockwatch speed vs awslogs |"
             );
             println!("|---|---|---|---|---|---|---|---|---|");
             for row in &awslogs_rows {

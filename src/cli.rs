@@ -118,6 +118,16 @@ pub(crate) enum InvalidUtf8 {
     Escape,
 }
 
+/// How the container's output is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReadPath {
+    /// The engine's attach stream into a disk buffer (fast); the engine's log after a crash
+    /// or when the buffer is full.
+    Attach,
+    /// The engine's logs endpoint only.
+    Logs,
+}
+
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum PullPolicy {
@@ -293,9 +303,19 @@ pub struct RunArgs {
     pub(crate) invalid_utf8: InvalidUtf8,
 
     /// Where the checkpoint (container and delivered position) lives while a run is going on,
-    /// for `dockwatch resume` after a crash.
+    /// for `dockwatch resume` after a crash; the attach path's disk buffer is kept beside it.
     #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("state"))]
     pub(crate) state_dir: std::path::PathBuf,
+
+    /// How the output is read: `attach` (the engine's attach stream into a disk buffer, then
+    /// the engine's log if the buffer fills up) or `logs` (the engine's logs endpoint only).
+    #[arg(long, value_enum, default_value_t = ReadPath::Attach)]
+    pub(crate) read_path: ReadPath,
+
+    /// Largest disk buffer of the attach path, e.g. `512MiB`, `2GiB`; when it is full the rest
+    /// is read from the engine's log (the container never waits).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub(crate) buffer_size: u64,
 }
 
 /// `dockwatch resume`: finish the delivery of a run that did not complete.
@@ -354,6 +374,27 @@ fn parse_tail(s: &str) -> Result<i64, String> {
     }
     s.parse()
         .map_err(|_| format!("'{s}' is not a number of lines; give N, or 'all'"))
+}
+
+/// A size: bytes, or with a unit (`KiB`, `MiB`, `GiB`; `K`, `M`, `G` mean the same), e.g.
+/// `512MiB`.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: write e.g. 512MiB or 2GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{s:?} is not a size: write e.g. 512MiB or 2GiB")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|b| *b >= 1 << 20)
+        .ok_or_else(|| format!("{s:?}: give at least 1MiB"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -236,6 +236,18 @@ impl TransformConfig {
     }
 }
 
+/// How the main job reads the container's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadPath {
+    /// The attach stream into a disk buffer of at most this many bytes (`ship::buffer`).
+    Attach { buffer_bytes: u64 },
+    /// The logs endpoint only.
+    Logs,
+}
+
+/// `--buffer-size` default.
+pub(crate) const DEFAULT_BUFFER_BYTES: u64 = 1 << 30;
+
 /// The validated configuration of the main job.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -256,6 +268,8 @@ pub struct RunConfig {
     pub(crate) state_dir: PathBuf,
     /// Optional transforms between framing and batching.
     pub(crate) transforms: TransformConfig,
+    /// How the output is read.
+    pub(crate) read_path: ReadPath,
     /// `--on ecs`: run on this ECS cluster instead of the local engine.
     pub ecs: Option<EcsConfig>,
 }
@@ -324,6 +338,9 @@ impl RunConfig {
             spool_dir: state.join("spool"),
             state_dir: state.join("checkpoints"),
             transforms: TransformConfig::default(),
+            read_path: ReadPath::Attach {
+                buffer_bytes: DEFAULT_BUFFER_BYTES,
+            },
             ecs: None,
         }
     }
@@ -407,6 +424,12 @@ impl RunConfig {
                 json: a.format == Format::Json,
                 container: String::new(),
                 escape_invalid_utf8: a.invalid_utf8 == crate::cli::InvalidUtf8::Escape,
+            },
+            read_path: match a.read_path {
+                cli::ReadPath::Attach => ReadPath::Attach {
+                    buffer_bytes: a.buffer_size,
+                },
+                cli::ReadPath::Logs => ReadPath::Logs,
             },
             ecs: match a.ecs.on {
                 cli::Engine::Ecs => Some(ecs::ecs_config(&a.ecs)?),

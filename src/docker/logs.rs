@@ -59,6 +59,59 @@ pub(crate) struct Cursor {
     pub(crate) nth: u64,
 }
 
+/// A point in the container's output that both read paths can name (see
+/// `docker::messages`): after the first `messages[0]` stdout and `messages[1]` stderr
+/// messages of the engine's log, the last of them named by `cursor` when the logs endpoint
+/// read it. The attach path has no engine timestamps, so no cursor; a checkpoint written
+/// before messages were counted has a cursor only. Both absent: the beginning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Position {
+    pub(crate) messages: Option<[u64; 2]>,
+    pub(crate) cursor: Option<Cursor>,
+}
+
+impl Position {
+    /// The beginning of the output (a new run).
+    pub(crate) const START: Position = Position {
+        messages: Some([0, 0]),
+        cursor: None,
+    };
+
+    /// Counts one more message of `source`, when messages are counted.
+    pub(crate) fn count(&mut self, source: Source, n: u64) {
+        if let Some(m) = &mut self.messages {
+            m[idx(source)] += n;
+        }
+    }
+
+    /// How to reopen the log after this position: after the cursor when there is one (the
+    /// engine's log is read from its start and skipped up to that frame), else from the start
+    /// skipping the counted messages.
+    pub(crate) fn reopen(&self) -> (Option<Cursor>, Skip) {
+        match (self.cursor, self.messages) {
+            (Some(c), _) => (Some(c), Skip::default()),
+            (None, Some(m)) => (None, Skip(m)),
+            (None, None) => (None, Skip::default()),
+        }
+    }
+}
+
+/// Messages of each source still to pass over before the position is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Skip(pub(crate) [u64; 2]);
+
+impl Skip {
+    /// True when a frame of `source` is one to pass over (and counts it).
+    pub(crate) fn take(&mut self, source: Source) -> bool {
+        let left = &mut self.0[idx(source)];
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
+    }
+}
+
 /// Keeps the cursor of a stream of frames up to date.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct CursorTracker {

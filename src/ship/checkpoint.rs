@@ -2,16 +2,19 @@
 //! the rest after dockwatch was killed (SIGKILL, power cut) or gave up.
 //!
 //! Design:
-//! - Format (version 2): one JSON file per container, `STATE_DIR/<container id>.json`, holding
+//! - Format (version 3): one JSON file per container, `STATE_DIR/<container id>.json`, holding
 //!   the destination (group, stream, region and endpoint, never credentials), the container
 //!   id, whether the container is to be kept, the largest event size, when the container was
-//!   created, the transforms, and the delivered position: a log [`Cursor`] (absent: nothing
-//!   delivered yet), the number of events delivered, and for each destination stream the
-//!   [`Mark`] there (its newest timestamp and how many delivered events carry it).
-//! - Invariant: every event made from the container's log up to the cursor has been
+//!   created, the transforms, whether the run read the attach path, and the delivered
+//!   [`Position`]: the number of the engine's log messages of each source up to it
+//!   (`messages`) and, when the logs endpoint read the last of them, its [`Cursor`] (both
+//!   absent: nothing delivered yet); the number of events delivered, and for each destination
+//!   stream the [`Mark`] there (its newest timestamp and how many delivered events carry it).
+//!   Version 2 (a cursor, no message counts) is read as it is.
+//! - Invariant: every event made from the container's log up to the position has been
 //!   acknowledged by CloudWatch, and the framer held no partial line there, so framing again
-//!   from right after the cursor gives exactly the events not delivered up to the cursor. The
-//!   cursor only moves after CloudWatch acknowledged, in order, every batch before it.
+//!   from right after it gives exactly the events not delivered up to it. The position only
+//!   moves after CloudWatch acknowledged, in order, every batch before it.
 //! - What it does not hold: batches acknowledged past the cursor (a batch still retried when
 //!   later ones were stored: a hole; at most `sink::MAX_AHEAD` batches), acknowledgements
 //!   since the last save, and requests in flight at a crash. Rather than recording those
@@ -24,7 +27,8 @@
 //!   position, at most every 250 ms unless 40,000 events are unsaved (an fsync per request
 //!   was a measurable share of a flood's CPU), and once more when shipping ends; it is removed
 //!   when a run ends with everything delivered.
-//! - Recovery: `dockwatch resume` reads it, reopens the container's log after the cursor,
+//! - Recovery: `dockwatch resume` reads it, reopens the container's log after the position
+//!   (after the cursor's frame, or past the counted messages of each source),
 //!   reads each stream from its mark on, and ships the rest without what CloudWatch already
 //!   has. A version-1 file (no marks) is refused with what to do.
 
@@ -33,12 +37,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docker::logs::Cursor;
+use crate::docker::logs::{Cursor, Position};
 use crate::ship::batcher::Mark;
 use crate::ship::framing::Source;
 
-/// Version of the file format.
-const VERSION: u32 = 2;
+/// Version of the file format written.
+const VERSION: u32 = 3;
+/// Versions read.
+const READS: [u32; 2] = [2, 3];
 
 /// The saved state of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +57,15 @@ pub(crate) struct Checkpoint {
     pub(crate) endpoint_url: Option<String>,
     pub(crate) keep_container: bool,
     pub(crate) max_event_size: usize,
-    /// The delivered position; `None` before anything was delivered.
+    /// The delivered position's cursor, when the logs endpoint read it.
     pub(crate) cursor: Option<SavedCursor>,
+    /// The delivered position's log messages of stdout and stderr (version 3).
+    #[serde(default)]
+    pub(crate) messages: Option<[u64; 2]>,
+    /// The run read the attach path: its events carry the times dockwatch received them,
+    /// not the engine's (resume matches what CloudWatch holds accordingly).
+    #[serde(default)]
+    pub(crate) attached: bool,
     /// Events delivered up to the cursor.
     pub(crate) events_delivered: u64,
     /// Each destination stream's mark at the cursor (empty before anything was delivered).
@@ -132,6 +145,8 @@ impl Checkpoint {
             keep_container,
             max_event_size,
             cursor: None,
+            messages: None,
+            attached: false,
             events_delivered: 0,
             marks: Vec::new(),
             created_ms: crate::util::time::now_ms() - 1000,
@@ -157,6 +172,12 @@ impl Checkpoint {
         self
     }
 
+    /// Records whether the run reads the attach path.
+    pub(crate) fn reading_attach(mut self, attached: bool) -> Self {
+        self.attached = attached;
+        self
+    }
+
     /// Records whether stdout and stderr go to two streams.
     pub(crate) fn with_split_streams(mut self, split: bool) -> Self {
         self.split_streams = split;
@@ -179,9 +200,25 @@ impl Checkpoint {
         })
     }
 
-    /// Each destination stream's mark at the cursor, `streams` of them.
+    /// Where resume starts: the delivered position, or the beginning.
+    pub(crate) fn position(&self) -> Position {
+        if !self.has_position() {
+            return Position::START;
+        }
+        Position {
+            messages: self.messages,
+            cursor: self.cursor.map(Cursor::from),
+        }
+    }
+
+    /// Something was delivered.
+    fn has_position(&self) -> bool {
+        self.cursor.is_some() || self.messages.is_some()
+    }
+
+    /// Each destination stream's mark at the position, `streams` of them.
     pub(crate) fn marks(&self, streams: usize) -> Result<Vec<Mark>, String> {
-        if self.cursor.is_none() {
+        if !self.has_position() {
             let start = Mark {
                 last_ms: self.created_ms,
                 tie: 0,
@@ -214,7 +251,7 @@ impl Checkpoint {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cp: Checkpoint =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if cp.version != VERSION {
+        if !READS.contains(&cp.version) {
             return Err(format!(
                 "{}: checkpoint version {} is not this dockwatch's ({VERSION}); resume it with the dockwatch that wrote it, or remove it",
                 path.display(),
@@ -284,11 +321,13 @@ impl Saver {
         }
     }
 
-    /// Everything up to `cursor` is acknowledged, `events` in this run; `marks` are the
+    /// Everything up to `position` is acknowledged, `events` in this run; `marks` are the
     /// destination streams' marks there.
-    pub(crate) fn delivered(&mut self, cursor: Cursor, marks: &[Mark], events: u64) {
+    pub(crate) fn delivered(&mut self, position: Position, marks: &[Mark], events: u64) {
         let before = self.checkpoint.events_delivered;
-        self.checkpoint.cursor = Some(cursor.into());
+        self.checkpoint.version = VERSION;
+        self.checkpoint.cursor = position.cursor.map(SavedCursor::from);
+        self.checkpoint.messages = position.messages;
         self.checkpoint.marks = marks.to_vec();
         self.checkpoint.events_delivered = self.base + events;
         self.unsaved += self.checkpoint.events_delivered.saturating_sub(before);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::buffer::{self, Attached};
 use super::checkpoint::Checkpoint;
 use super::reader::Chunk;
 use super::sink::split;
@@ -30,9 +31,8 @@ use super::supervisor::{self, Report, Session, Start};
 use crate::aws::logs::{self as cw, preflight_error};
 use crate::aws::retry::Failure;
 use crate::aws::{AwsError, AwsOptions};
-use crate::config::{ConfigError, ResumeConfig, RunConfig, ShipConfig};
+use crate::config::{ConfigError, ReadPath, ResumeConfig, RunConfig, ShipConfig};
 use crate::docker::attach::Tap;
-use crate::docker::logs::Cursor;
 use crate::docker::{self, DockerError, container};
 use crate::exit_codes;
 use crate::shutdown::{Shutdown, Signal};
@@ -90,8 +90,10 @@ pub(crate) struct Launched {
     client: aws_sdk_cloudwatchlogs::Client,
     /// When the job began, for the summary.
     started: Instant,
-    /// The attach stream, for `--invalid-utf8 escape`.
+    /// The attach stream, for `--invalid-utf8 escape` on the logs path.
     tap: Option<Tap>,
+    /// The attach path, when the run reads it.
+    attached: Option<Attached>,
 }
 
 impl Launched {
@@ -99,6 +101,7 @@ impl Launched {
     pub(crate) async fn ship(self, shutdown: Shutdown) -> Result<i32, RunError> {
         let start = Start {
             tap: self.tap,
+            attached: self.attached,
             ..Start::default()
         };
         finish(
@@ -154,7 +157,8 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
             cfg.ship.max_event_size,
         )
         .with_transforms(&cfg.transforms)
-        .with_split_streams(cfg.ship.split_streams),
+        .with_split_streams(cfg.ship.split_streams)
+        .reading_attach(attach_budget(cfg).is_some()),
         transforms: crate::config::TransformConfig {
             container: docker::short_id(&id).to_string(),
             ..cfg.transforms.clone()
@@ -167,18 +171,25 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         );
     }
     let attached_and_started = async {
-        // The raw bytes for `--invalid-utf8 escape`: attached before the start, so none is
-        // missed.
-        let tap = if cfg.transforms.escape_invalid_utf8 {
+        // Attached before the start, so that no byte is missed: the attach path, or the raw
+        // bytes for `--invalid-utf8 escape` on the logs path.
+        let attached = match attach_budget(cfg) {
+            Some(budget) => {
+                let dir = buffer::dir(&session.state_dir, &id);
+                Attached::start(&docker, &id, cfg.container.tty, &dir, budget).await?
+            }
+            None => None,
+        };
+        let tap = if cfg.transforms.escape_invalid_utf8 && attached.is_none() {
             Some(Tap::attach(&docker, &id, cfg.container.tty).await?)
         } else {
             None
         };
         container::start(&docker, &id, &cfg.container).await?;
-        Ok::<_, DockerError>(tap)
+        Ok::<_, DockerError>((tap, attached))
     };
-    let tap = match attached_and_started.await {
-        Ok(tap) => tap,
+    let (tap, attached) = match attached_and_started.await {
+        Ok(both) => both,
         Err(e) => {
             let _ = container::remove(&docker, &id).await;
             let _ = Checkpoint::remove(&session.state_dir, &id);
@@ -198,7 +209,20 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         client,
         started,
         tap,
+        attached,
     })
+}
+
+/// The attach path's buffer budget, when the run reads the attach path: asked for, and the
+/// engine on a Unix socket (the pump reads the socket itself; other hosts read the logs
+/// endpoint).
+fn attach_budget(cfg: &RunConfig) -> Option<u64> {
+    match cfg.read_path {
+        ReadPath::Attach { buffer_bytes } if docker::logs::unix_socket().is_some() => {
+            Some(buffer_bytes)
+        }
+        _ => None,
+    }
 }
 
 /// The start-up calls: the CloudWatch client and destination, the engine, the image.
@@ -376,10 +400,13 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
             "dockwatch: note: --invalid-utf8 escape: the rest is read from the engine's log, where invalid bytes are already replaced by U+FFFD"
         );
     }
+    // A crashed run's disk buffer is not read: the engine's log has the same bytes.
+    buffer::remove(&buffer::dir(&args.state_dir, &id));
     let start = Start {
-        cursor: cp.cursor.map(Cursor::from),
+        position: cp.position(),
         resume: Some(resume_from),
         tap: None,
+        attached: None,
     };
     finish(&session, &docker, &id, client, shutdown, started, start).await
 }
@@ -405,7 +432,11 @@ async fn stored_past(
                 cp.group
             );
         }
-        out.push(split::ResumeFrom { mark, stored });
+        out.push(split::ResumeFrom {
+            mark,
+            stored,
+            tolerance_ms: if cp.attached { ATTACH_TOLERANCE_MS } else { 0 },
+        });
     }
     Ok(out)
 }
@@ -531,6 +562,11 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32
 /// past it is at most `sink::MAX_AHEAD` batches of 10,000 events plus what the checkpoint's
 /// save lags behind (40,000 events or 250 ms), with room to spare.
 const RESUME_EVENTS: usize = 500_000;
+/// How far apart the attach path's times (when dockwatch received the bytes) and the engine
+/// log's (when its copier read them) may be for resume to take an event as already stored:
+/// both are the host's clock at about the same moment (the copier lags the attach stream by
+/// at most its 1 MiB pipe); a minute is far beyond that and far below any real gap.
+const ATTACH_TOLERANCE_MS: i64 = 60_000;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@
 //! through to a report. A stage imports only the stages before it.
 
 pub(crate) mod batcher;
+pub(crate) mod buffer;
 pub(crate) mod checkpoint;
 pub(crate) mod echo;
 pub mod framing;

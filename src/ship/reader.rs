@@ -1,19 +1,35 @@
-//! The reader task: the container's log frames, echoed to the terminal and cut into events,
+//! The reader task: the container's output, echoed to the terminal and cut into events,
 //! sent to the shipper over a bounded channel.
 //!
-//! It follows the logs endpoint until the container exits, reopening the stream after the
-//! last frame it had when the connection breaks (engine restart). When the follow stream ends
-//! it reads the end of the log once more, after that same frame, because the engine can leave
-//! out a last line that has no newline in follow mode (moby#43860).
+//! Two read paths, one framing state:
+//! - **attach** (the default, when the engine is on a Unix socket): records from the disk
+//!   buffer the attach pump fills (`buffer`), cut into the engine's own log messages
+//!   (`docker::messages`) so that positions count the log's messages. When the buffer ends
+//!   early (its budget full, the attach stream broken) the reader goes on from the engine's
+//!   log right after the last message it took; framing state carries over, so nothing is
+//!   lost or repeated at the switch.
+//! - **logs** (`--read-path logs`, resume, after a switch): it follows the logs endpoint until
+//!   the container exits, reopening the stream after the last frame it had when the
+//!   connection breaks (engine restart). When the follow stream ends it reads the end of the
+//!   log once more, after that same frame, because the engine can leave out a last line that
+//!   has no newline in follow mode (moby#43860).
+//!
+//! Timestamps: on the attach path an event's timestamp is when the pump received its bytes;
+//! on the logs path, when the engine's log copier read them. Both are wall-clock times of the
+//! Docker host, a fraction of a millisecond apart in a run that keeps up.
 
 use bollard::Docker;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+
 use crate::docker::attach::Tap;
-use crate::docker::logs::{self, Cursor, CursorTracker, Frame, ReadPlan};
+use crate::docker::logs::{self, CursorTracker, Frame, Position, ReadPlan, Skip};
+use crate::docker::messages::Messages;
 use crate::docker::{DockerError, container, short_id};
+use crate::ship::buffer::{Attached, End};
 use crate::ship::echo::EchoTx;
 use crate::ship::framing::{Event, Framer, FramingStats, Source};
 use crate::ship::transform::{TransformConfig, Transforms};
@@ -32,11 +48,11 @@ const MAX_RECONNECTS: u32 = 30;
 const GONE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the reader hands to the shipper: events, and, when the framer held no partial line
-/// after the last of them, the log position right after them (a point to resume from).
+/// after the last of them, the position right after them (a point to resume from).
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
     pub(crate) events: Vec<Event>,
-    pub(crate) boundary: Option<Cursor>,
+    pub(crate) boundary: Option<Position>,
 }
 
 /// What the reader did.
@@ -48,8 +64,8 @@ pub(crate) struct ReaderReport {
     pub(crate) bytes: u64,
     /// What framing had to do.
     pub(crate) framing: FramingStats,
-    /// The last frame read.
-    pub(crate) cursor: Option<Cursor>,
+    /// How far reading got: every message up to here was framed.
+    pub(crate) position: Position,
     /// Events made but not handed to the shipper (when stopped early).
     pub(crate) unsent: Vec<Event>,
     /// Why reading ended early, if it did.
@@ -60,6 +76,13 @@ pub(crate) struct ReaderReport {
     pub(crate) partial: bool,
     /// `--invalid-utf8 escape`: frames shipped as the engine stored them, and why.
     pub(crate) tap_fallback: Option<(u64, String)>,
+    /// Output bytes read through the attach path.
+    pub(crate) attached_bytes: u64,
+    /// Why the attach path handed over to the engine's log before the output ended.
+    pub(crate) switched: Option<String>,
+    /// U+FFFD characters in what was read from the engine's log: invalid bytes, or halves
+    /// of a character its 16 KiB split cut, as the engine stored them (or a genuine U+FFFD).
+    pub(crate) replaced_in_log: u64,
 }
 
 /// Settings of the reader.
@@ -71,11 +94,13 @@ pub(crate) struct ReaderConfig {
     /// Largest message in bytes.
     pub(crate) max_message_bytes: usize,
     /// Start after this position (resume), or at the beginning.
-    pub(crate) start: Option<Cursor>,
+    pub(crate) start: Position,
     /// Optional transforms (strip ANSI, multi-line, JSON).
     pub(crate) transforms: TransformConfig,
-    /// The raw bytes from the attach stream (`--invalid-utf8 escape`).
+    /// The raw bytes from the attach stream (`--invalid-utf8 escape` on the logs path).
     pub(crate) tap: Option<Tap>,
+    /// The attach path: read from its buffer first.
+    pub(crate) attached: Option<Attached>,
 }
 
 struct State {
@@ -86,11 +111,14 @@ struct State {
     pending: Vec<Event>,
     pending_bytes: usize,
     echo: Option<(Vec<u8>, Vec<u8>, EchoTx)>,
+    /// The last frame read from the log (skipped ones too): where a broken stream reopens.
     cursor: CursorTracker,
+    /// Messages of the log still to pass over (a start from counted messages).
+    skip: Skip,
     /// Gives each frame its raw bytes back (`--invalid-utf8 escape`).
     tap: Option<Tap>,
     /// The latest clean position not yet sent.
-    boundary: Option<Cursor>,
+    boundary: Option<Position>,
     report: ReaderReport,
 }
 
@@ -98,33 +126,67 @@ struct State {
 struct Closed;
 
 impl State {
+    /// One frame of the engine's log.
     async fn process(&mut self, mut frame: Frame, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
+        self.cursor.advance(&frame);
+        if self.skip.take(frame.source) {
+            return Ok(());
+        }
         if let Some(tap) = &mut self.tap {
             frame.data = tap.restore(&frame).await;
+        } else {
+            self.report.replaced_in_log +=
+                memchr::memmem::find_iter(&frame.data, "\u{FFFD}".as_bytes()).count() as u64;
         }
+        self.take(frame.source, frame.ts_ms(), &frame.data);
+        self.report.position.cursor = self.cursor.cursor();
+        self.report.position.count(frame.source, 1);
+        self.end_of_messages(tx).await
+    }
+
+    /// Whole messages from the attach path: `pieces` are their bytes, `count` how many.
+    async fn process_attached(
+        &mut self,
+        source: Source,
+        ts_ns: i64,
+        pieces: &mut Vec<Bytes>,
+        count: u64,
+        tx: &mpsc::Sender<Chunk>,
+    ) -> Result<(), Closed> {
+        for piece in pieces.drain(..) {
+            self.report.attached_bytes += piece.len() as u64;
+            self.take(source, ts_ns.div_euclid(1_000_000), &piece);
+        }
+        self.report.position.count(source, count);
+        self.end_of_messages(tx).await
+    }
+
+    /// Echoes and frames output bytes.
+    fn take(&mut self, source: Source, ts_ms: i64, data: &[u8]) {
         if let Some((out, err, _)) = &mut self.echo {
-            match frame.source {
-                Source::Stdout => out.extend_from_slice(&frame.data),
-                Source::Stderr => err.extend_from_slice(&frame.data),
+            match source {
+                Source::Stdout => out.extend_from_slice(data),
+                Source::Stderr => err.extend_from_slice(data),
             }
             if out.len() + err.len() > ECHO_BYTES {
                 self.flush_echo();
             }
         }
         self.report.frames += 1;
-        self.report.bytes += frame.data.len() as u64;
-        self.pending_bytes += frame.data.len();
-        self.framer
-            .push(frame.source, frame.ts_ms(), &frame.data, &mut self.scratch);
+        self.report.bytes += data.len() as u64;
+        self.pending_bytes += data.len();
+        self.framer.push(source, ts_ms, data, &mut self.scratch);
         if !self.scratch.is_empty() {
             let events = std::mem::take(&mut self.scratch);
             self.transforms
                 .apply(events, std::time::Instant::now(), &mut self.pending);
         }
-        self.cursor.advance(&frame);
-        self.report.cursor = self.cursor.cursor();
+    }
+
+    /// After whole messages: a clean position is a boundary; enough events go out.
+    async fn end_of_messages(&mut self, tx: &mpsc::Sender<Chunk>) -> Result<(), Closed> {
         if self.framer.is_clean() && self.transforms.is_clean() {
-            self.boundary = self.report.cursor;
+            self.boundary = Some(self.report.position);
         }
         if self.pending.len() >= SEND_EVENTS || self.pending_bytes >= SEND_BYTES {
             self.send(tx).await?;
@@ -198,6 +260,80 @@ impl State {
     }
 }
 
+/// How the attach path ended.
+enum AttachEnd {
+    /// The output is complete.
+    Complete,
+    /// Told to stop, or the shipper stopped.
+    Stopped,
+    /// The rest is read from the engine's log, for this reason.
+    Switch(String),
+}
+
+/// The attach path (see the module doc): records from the buffer, cut into the engine's
+/// messages, framed as whole messages only.
+async fn read_attached(
+    st: &mut State,
+    attached: &mut Attached,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> AttachEnd {
+    let mut cut = [Messages::default(), Messages::default()];
+    let mut last_ts = [0i64; 2];
+    let mut pieces = Vec::new();
+    loop {
+        let next = match attached.reader.next().now_or_never() {
+            Some(r) => r,
+            None => {
+                if st.flush(tx).await.is_err() {
+                    return AttachEnd::Stopped;
+                }
+                let deadline = st.transforms.next_deadline();
+                tokio::select! {
+                    r = attached.reader.next() => r,
+                    () = stop.cancelled() => return AttachEnd::Stopped,
+                    () = sleep_until(deadline) => {
+                        st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
+                        continue;
+                    }
+                }
+            }
+        };
+        match next {
+            Ok(rec) => {
+                let i = rec.source as usize;
+                last_ts[i] = rec.ts_ns;
+                let count = cut[i].feed(&rec.data, &mut pieces);
+                if count > 0
+                    && st
+                        .process_attached(rec.source, rec.ts_ns, &mut pieces, count, tx)
+                        .await
+                        .is_err()
+                {
+                    return AttachEnd::Stopped;
+                }
+            }
+            Err(End::Complete) => {
+                for source in [Source::Stdout, Source::Stderr] {
+                    let i = source as usize;
+                    let count = cut[i].finish(&mut pieces);
+                    if count > 0
+                        && st
+                            .process_attached(source, last_ts[i], &mut pieces, count, tx)
+                            .await
+                            .is_err()
+                    {
+                        return AttachEnd::Stopped;
+                    }
+                }
+                return AttachEnd::Complete;
+            }
+            Err(End::Full(why) | End::Broken(why)) => return AttachEnd::Switch(why),
+            Err(End::Stopped) => return AttachEnd::Stopped,
+        }
+    }
+}
+
 /// Reads the container's whole output (see the module doc) until it ends or `stop` is
 /// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
 ///
@@ -215,14 +351,33 @@ pub(crate) async fn read(
         pending: Vec::new(),
         pending_bytes: 0,
         echo: cfg.echo.map(|tx| (Vec::new(), Vec::new(), tx)),
-        cursor: CursorTracker::starting_at(cfg.start),
+        cursor: CursorTracker::default(),
+        skip: Skip::default(),
         tap: cfg.tap,
         boundary: None,
         report: ReaderReport {
-            cursor: cfg.start,
+            position: cfg.start,
             ..ReaderReport::default()
         },
     };
+    if let Some(mut attached) = cfg.attached {
+        match read_attached(&mut st, &mut attached, &tx, &stop).await {
+            AttachEnd::Complete => return st.end(&tx).await,
+            AttachEnd::Stopped => return st.finish(true),
+            AttachEnd::Switch(why) => {
+                tracing::warn!(
+                    "{why}: the rest of the output is read from the engine's log (from message {:?})",
+                    st.report.position.messages.unwrap_or_default()
+                );
+                st.report.switched = Some(why);
+            }
+        }
+        // Stops the pump and deletes the buffer.
+        drop(attached);
+    }
+    let (after, skip) = st.report.position.reopen();
+    st.cursor = CursorTracker::starting_at(after);
+    st.skip = skip;
     let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
     let mut backoff = Backoff::new(
         std::time::Duration::from_millis(200),
@@ -236,7 +391,7 @@ pub(crate) async fn read(
             follow: true,
             tail: None,
         };
-        let (mut frames, _) = logs::open(docker, id, plan, st.report.cursor);
+        let (mut frames, _) = logs::open(docker, id, plan, st.cursor.cursor());
         loop {
             let next = match frames.next().now_or_never() {
                 Some(item) => item,
@@ -294,7 +449,7 @@ pub(crate) async fn read(
     }
 
     // Read the end once more, after the last frame (moby#43860).
-    let tails: &[Option<u64>] = if st.report.cursor.is_some() {
+    let tails: &[Option<u64>] = if st.cursor.cursor().is_some() {
         &[Some(64), Some(4096), None]
     } else {
         &[None]
@@ -307,7 +462,7 @@ pub(crate) async fn read(
                 follow: false,
                 tail,
             },
-            st.report.cursor,
+            st.cursor.cursor(),
         );
         loop {
             let item = tokio::select! {
@@ -345,7 +500,7 @@ pub(crate) async fn read(
 pub(crate) async fn count_unread(
     docker: &Docker,
     id: &str,
-    after: Option<Cursor>,
+    after: Position,
     max_message_bytes: usize,
     transforms: TransformConfig,
     limit: std::time::Duration,
@@ -358,9 +513,13 @@ pub(crate) async fn count_unread(
         follow: false,
         tail: None,
     };
-    let (mut frames, _) = logs::open(docker, id, plan, after);
+    let (cursor, mut skip) = after.reopen();
+    let (mut frames, _) = logs::open(docker, id, plan, cursor);
     let read_all = async {
         while let Some(Ok(frame)) = frames.next().await {
+            if skip.take(frame.source) {
+                continue;
+            }
             framer.push(frame.source, frame.ts_ms(), &frame.data, &mut scratch);
             transforms.apply(
                 std::mem::take(&mut scratch),

@@ -14,6 +14,14 @@
 //! that stored event consumed. Equal events are interchangeable, so taking the first match
 //! gives the same stream as taking the "right" one.
 //!
+//! The attach path: a run that read it gave its events the times dockwatch received their
+//! bytes, and resume frames the rest from the engine's log, whose times differ from those by
+//! a fraction of a millisecond (both are the host's clock at the same moment). Such a resume
+//! matches with a tolerance ([`AlreadyStored::within`]): an event is CloudWatch's when the
+//! message is equal and the times are at most that far apart, and a stored event is given up
+//! only once the framed events are that far past it. Matching stays in order, so the same
+//! argument holds.
+//!
 //! What it cannot know: a stored event no framed event matches (another writer in the same
 //! stream, or an event changed) is counted as unrecognised once the framed events have passed
 //! its timestamp, and reported; a read that lags CloudWatch's writes (seconds, on AWS) can let
@@ -32,6 +40,8 @@ pub(crate) struct AlreadyStored {
     pub(crate) skipped: u64,
     /// Stored events no framed event matched.
     pub(crate) unrecognised: u64,
+    /// How far apart a stored event's time and its framed event's may be (ms).
+    tolerance_ms: i64,
 }
 
 impl AlreadyStored {
@@ -50,6 +60,12 @@ impl AlreadyStored {
         }
     }
 
+    /// Matches times up to `ms` apart (see the module doc).
+    pub(crate) fn within(mut self, ms: i64) -> Self {
+        self.tolerance_ms = ms;
+        self
+    }
+
     /// True while stored events are left to match.
     pub(crate) fn is_matching(&self) -> bool {
         !self.stored.is_empty()
@@ -59,12 +75,13 @@ impl AlreadyStored {
     /// has it already (skip it).
     pub(crate) fn take(&mut self, ts: i64, message: &str) -> bool {
         // Stored events older than this one can match nothing any more.
-        while self.stored.front().is_some_and(|e| e.0 < ts) {
+        let tol = self.tolerance_ms;
+        while self.stored.front().is_some_and(|e| e.0 < ts - tol) {
             self.stored.pop_front();
             self.unrecognised += 1;
         }
         match self.stored.front() {
-            Some(e) if e.0 == ts && e.1 == message => {
+            Some(e) if (e.0 - ts).abs() <= tol && e.1 == message => {
                 self.stored.pop_front();
                 self.skipped += 1;
                 true

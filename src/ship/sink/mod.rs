@@ -2,10 +2,15 @@
 //! (one PutLogEvents, its JSON body from [`body`]), [`retry`] (the policy) and here the [`Shipper`], which turns the stream
 //! of events into batches and keeps up to `max_in_flight` requests going.
 //!
-//! Flow control: the shipper takes events from a bounded channel only while it has fewer than
-//! two batches waiting to be sent, so a slow or failing CloudWatch stops the reader, which
-//! stops reading the engine's log (the container itself never waits: its output stays in the
-//! engine's log file). Failed requests are retried, with capped exponential backoff and jitter,
+//! Flow control: the shipper takes events from a bounded channel only while no full batch
+//! waits to be sent, so a slow or failing CloudWatch stops the reader, which stops reading
+//! the disk buffer or the engine's log (the container itself never waits: its output stays
+//! there).
+//!
+//! When a partial batch goes: at once when the pipeline is quiet (nothing in flight, waiting
+//! or in the channel, and no request started within `flush_interval`), so a lone line is not held for
+//! the timer; otherwise `flush_interval` after its first event, gathering what follows. At
+//! most about two requests per interval come from a trickle; a flood fills whole batches. Failed requests are retried, with capped exponential backoff and jitter,
 //! for as long as it takes, unless the shipper is told to stop (`abort`) or a failure is fatal;
 //! then everything not acknowledged is handed back, in order, as undelivered.
 //!
@@ -43,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::retry::{Action, Failure, classify, is_auth};
 use crate::config::ShipConfig;
-use crate::docker::logs::Cursor;
+use crate::docker::logs::Position;
 use crate::ship::batcher::{Batch, Batcher, Limits, Mark};
 use crate::ship::framing::Event;
 use crate::ship::reader::Chunk;
@@ -128,13 +133,18 @@ type InFlight = BoxFuture<'static, (Batch, Result<Delivery, NotDelivered>, Deliv
 /// A log position now delivered, and what of the stream precedes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Passed {
-    pub(crate) cursor: Cursor,
+    pub(crate) cursor: Position,
     pub(crate) mark: Mark,
 }
 
 /// Called when delivered positions moved: every position passed, oldest first (everything
 /// the container wrote up to each is in CloudWatch), and the events delivered in all.
 pub(crate) type OnDelivered = Box<dyn FnMut(&[Passed], u64) + Send>;
+
+/// Full batches waiting for a request slot before the shipper takes more events: one is
+/// enough to keep every slot busy (the next is cut from events in memory as soon as it is
+/// sent), and each batch waiting is up to 1 MiB of events.
+const READY_BATCHES: usize = 1;
 
 /// Batches sent at most ahead of the oldest unacknowledged one.
 pub(crate) const MAX_AHEAD: u64 = 16;
@@ -227,9 +237,18 @@ impl<S: LogService> Shipper<S> {
     }
 
     /// Continues after a position whose mark is `mark`, skipping the events CloudWatch
-    /// holds past it (`stored`, read from `mark.last_ms` on; see [`dedupe`]).
-    pub(crate) fn resume_after(mut self, mark: Mark, stored: Vec<(i64, String)>) -> Self {
-        self.resume = Some((mark, dedupe::AlreadyStored::after(mark, stored)));
+    /// holds past it (`stored`, read from `mark.last_ms` on, times matched up to
+    /// `tolerance_ms` apart; see [`dedupe`]).
+    pub(crate) fn resume_after(
+        mut self,
+        mark: Mark,
+        stored: Vec<(i64, String)>,
+        tolerance_ms: i64,
+    ) -> Self {
+        self.resume = Some((
+            mark,
+            dedupe::AlreadyStored::after(mark, stored).within(tolerance_ms),
+        ));
         self
     }
 
@@ -266,6 +285,7 @@ impl<S: LogService> Shipper<S> {
         let mut inflight_last: BTreeMap<u64, i64> = BTreeMap::new();
         let mut failed: Vec<Batch> = Vec::new();
         let mut flush_at: Option<Instant> = None;
+        let mut last_sent: Option<Instant> = None;
         let mut closed = false;
 
         loop {
@@ -298,6 +318,7 @@ impl<S: LogService> Shipper<S> {
                         "sending"
                     );
                     let batch = ready.pop_front().expect("front exists");
+                    last_sent = Some(Instant::now());
                     inflight_last.insert(batch.seq, batch.last_ms());
                     inflight.push(self.deliver(batch, stop.clone()));
                 }
@@ -306,7 +327,7 @@ impl<S: LogService> Shipper<S> {
             if inflight.is_empty() && (drained || stopping) {
                 break;
             }
-            let accept = !closed && !stopping && ready.len() < 2;
+            let accept = !closed && !stopping && ready.len() < READY_BATCHES;
             tokio::select! {
                 Some((batch, result, d)) = inflight.next(), if !inflight.is_empty() => {
                     inflight_last.remove(&batch.seq);
@@ -357,7 +378,15 @@ impl<S: LogService> Shipper<S> {
                         if batcher.is_empty() {
                             flush_at = None;
                         } else if flush_at.is_none() {
-                            flush_at = Some(Instant::now() + self.flush_interval);
+                            let quiet = inflight.is_empty()
+                                && ready.is_empty()
+                                && rx.is_empty()
+                                && last_sent.is_none_or(|t| t.elapsed() >= self.flush_interval);
+                            if quiet {
+                                ready.extend(batcher.flush_on_timer());
+                            }
+                            flush_at = (!batcher.is_empty())
+                                .then(|| Instant::now() + self.flush_interval);
                         }
                     }
                     None => {
@@ -572,11 +601,10 @@ mod tests {
     use super::*;
     use crate::ship::framing::Source;
 
-    fn cur(n: i64) -> Cursor {
-        Cursor {
-            ts_ns: n,
-            source: Source::Stdout,
-            nth: 1,
+    fn cur(n: i64) -> Position {
+        Position {
+            messages: Some([n as u64, 0]),
+            cursor: None,
         }
     }
 
@@ -808,7 +836,9 @@ mod tests {
                 let whole = events / 10;
                 assert!(acked.len() as u64 >= whole);
                 assert_eq!(acked[..whole as usize], (0..whole).collect::<Vec<_>>()[..]);
-                log.lock().unwrap().push((c.ts_ns, events));
+                log.lock()
+                    .unwrap()
+                    .push((c.messages.unwrap()[0] as i64, events));
             }));
             let report = s
                 .run(feed(chunks(40), false), CancellationToken::new())
@@ -827,31 +857,67 @@ mod tests {
         }
 
         #[tokio::test(start_paused = true)]
-        async fn a_partial_batch_goes_out_after_the_flush_interval() {
+        async fn a_quiet_pipeline_sends_at_once_and_a_trickle_waits_for_the_interval() {
             let fake = Fake::default();
             let t0 = Instant::now();
             let s = shipper(&fake, 4);
-            let rx = feed(chunks(3), true);
+            let (tx, rx) = mpsc::channel(4);
             let run = tokio::spawn(s.run(rx, CancellationToken::new()));
-            tokio::time::sleep(Duration::from_millis(199)).await;
-            assert!(
-                fake.accepted_seqs().is_empty(),
-                "sent before the flush interval"
+            let mut all = chunks(6).into_iter().flat_map(|c| c.events);
+            let mut send = async |n: usize| {
+                let events: Vec<Event> = all.by_ref().take(n).collect();
+                tx.send(Chunk {
+                    events,
+                    boundary: None,
+                })
+                .await
+                .unwrap();
+                tokio::task::yield_now().await;
+            };
+            // Three lines into a quiet pipeline: all but the newest millisecond go at once
+            // (that one may still get company and must not race this request).
+            send(3).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            {
+                let st = fake.0.lock().unwrap();
+                assert_eq!(st.accepted.len(), 1, "sent at once");
+                assert_eq!(st.accepted[0].0 - t0, Duration::ZERO);
+                assert_eq!(st.accepted[0].2, messages(2));
+            }
+            // A line 100 ms later: a request started within the interval, so it waits for
+            // the timer: the held line goes 200 ms after the first cut, the new one (now the
+            // newest millisecond) one interval later.
+            tokio::time::sleep(Duration::from_millis(99)).await;
+            send(1).await;
+            tokio::time::sleep(Duration::from_millis(99)).await;
+            assert_eq!(
+                fake.0.lock().unwrap().accepted.len(),
+                1,
+                "held for the interval"
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
             {
-                // The newest millisecond stays for the next cut, so that a request with the
-                // same millisecond can never race it.
                 let st = fake.0.lock().unwrap();
-                assert_eq!(st.accepted.len(), 1);
-                assert_eq!(st.accepted[0].0 - t0, Duration::from_millis(200));
-                assert_eq!(st.accepted[0].2, messages(2));
+                assert_eq!(st.accepted.len(), 2);
+                assert_eq!(st.accepted[1].0 - t0, Duration::from_millis(200));
+                assert_eq!(st.accepted[1].2, ["line 2"]);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+            {
+                let st = fake.0.lock().unwrap();
+                assert_eq!(st.accepted.len(), 3);
+                assert_eq!(st.accepted[2].0 - t0, Duration::from_millis(400));
+                assert_eq!(st.accepted[2].2, ["line 3"]);
+            }
+            // A line long after: quiet again, sent at once.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let before = Instant::now();
+            send(1).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
             let st = fake.0.lock().unwrap();
-            assert_eq!(st.accepted.len(), 2);
-            assert_eq!(st.accepted[1].0 - t0, Duration::from_millis(400));
-            assert_eq!(st.accepted[1].2, ["line 2"]);
+            assert_eq!(st.accepted.len(), 4);
+            assert_eq!(st.accepted[3].0, before);
+            drop(st);
             run.abort();
         }
 
@@ -988,7 +1054,7 @@ mod tests {
             }
             let stored = stored_order(&first.0.lock().unwrap().stream, 0, i64::MAX);
             let report = shipper(&first, 4)
-                .resume_after(Mark { last_ms: 0, tie: 0 }, stored)
+                .resume_after(Mark { last_ms: 0, tie: 0 }, stored, 0)
                 .run(feed(chunks(50), false), CancellationToken::new())
                 .await;
             assert_eq!(stream_messages(&first), messages(50), "each event once");

@@ -2,9 +2,9 @@
 //! `--split-streams` stdout goes to `STREAM/stdout` and stderr to `STREAM/stderr`.
 //!
 //! With two streams a router sends each chunk's events to the shipper of their source, and
-//! hands each clean log position to both. A position is delivered (and checkpointed) only when
+//! hands each clean position to both. A position is delivered (and checkpointed) only when
 //! both shippers have acknowledged everything before it; positions are unique (see
-//! [`Cursor`]), so they are matched by equality, in the order the router saw them. Each
+//! [`Position`]), so they are matched by equality, in the order the router saw them. Each
 //! shipper reports every position it passes with its stream's [`Mark`] there, so the joint
 //! position carries one mark per stream.
 
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LogService, OnDelivered, Passed, ShipReport, Shipper};
 use crate::config::ShipConfig;
-use crate::docker::logs::Cursor;
+use crate::docker::logs::Position;
 use crate::ship::batcher::Mark;
 use crate::ship::framing::Source;
 use crate::ship::reader::Chunk;
@@ -32,13 +32,15 @@ pub(crate) fn stream_names(stream: &str, split: bool) -> Vec<String> {
 
 /// Called with each new delivered position, the mark of each destination stream there, and
 /// the events delivered in all.
-pub(crate) type OnPosition = Box<dyn FnMut(Cursor, &[Mark], u64) + Send>;
+pub(crate) type OnPosition = Box<dyn FnMut(Position, &[Mark], u64) + Send>;
 
 /// Where a destination stream continues on resume: its mark at the checkpoint's position
 /// and what it holds from there on (for [`super::dedupe`]).
 pub(crate) struct ResumeFrom {
     pub(crate) mark: Mark,
     pub(crate) stored: Vec<(i64, String)>,
+    /// How far apart stored and framed times may be (the attach path's; see `dedupe`).
+    pub(crate) tolerance_ms: i64,
 }
 
 /// Positions seen by the router, and how far each shipper has delivered.
@@ -46,7 +48,7 @@ pub(crate) struct ResumeFrom {
 struct Joint {
     /// Positions not yet delivered by both, oldest first, with each stream's mark there once
     /// known; `base` is the index of the first.
-    order: VecDeque<(Cursor, [Option<Mark>; 2])>,
+    order: VecDeque<(Position, [Option<Mark>; 2])>,
     base: u64,
     /// Per shipper: index of the newest delivered position, and events delivered.
     delivered: [Option<u64>; 2],
@@ -61,7 +63,7 @@ impl Joint {
         i: usize,
         passed: &[Passed],
         events: u64,
-    ) -> Option<(Cursor, [Mark; 2])> {
+    ) -> Option<(Position, [Mark; 2])> {
         self.events[i] = events;
         for p in passed {
             let from = self.delivered[i].map_or(0, |d| (d + 1).saturating_sub(self.base)) as usize;
@@ -102,7 +104,7 @@ pub(crate) async fn ship<S: LogService>(
         };
         let s = Shipper::new(service.clone(), &one);
         match from {
-            Some(r) => s.resume_after(r.mark, r.stored),
+            Some(r) => s.resume_after(r.mark, r.stored, r.tolerance_ms),
             None => s,
         }
     };
@@ -200,11 +202,10 @@ async fn route(
 mod tests {
     use super::*;
 
-    fn c(n: i64) -> Cursor {
-        Cursor {
-            ts_ns: n,
-            source: Source::Stdout,
-            nth: 1,
+    fn c(n: i64) -> Position {
+        Position {
+            messages: Some([n as u64, 0]),
+            cursor: None,
         }
     }
 
@@ -221,7 +222,7 @@ mod tests {
             .collect()
     }
 
-    fn at(n: i64) -> Option<(Cursor, [Mark; 2])> {
+    fn at(n: i64) -> Option<(Position, [Mark; 2])> {
         let m = |i| Mark { last_ms: n, tie: i };
         Some((c(n), [m(0), m(1)]))
     }
