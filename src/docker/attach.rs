@@ -75,6 +75,30 @@ fn char_at(b: &[u8]) -> CharAt {
     CharAt::Valid(valid.chars().next().map_or(1, char::len_utf8))
 }
 
+/// What the `json-file` driver stores for one message's `raw` bytes: Go's replacement, one
+/// U+FFFD per invalid byte (an incomplete character at the end of the message included).
+pub(crate) fn as_engine_stores(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut j = 0;
+    while j < raw.len() {
+        match std::str::from_utf8(&raw[j..]) {
+            Ok(_) => {
+                out.extend_from_slice(&raw[j..]);
+                break;
+            }
+            Err(e) if e.valid_up_to() > 0 => {
+                out.extend_from_slice(&raw[j..j + e.valid_up_to()]);
+                j += e.valid_up_to();
+            }
+            Err(_) => {
+                out.extend_from_slice(REPLACEMENT);
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Lines up a log `frame` (as the engine stored it: each invalid byte replaced by U+FFFD, one
 /// per byte, as Go's decoder counts them) with `raw`, the unconsumed bytes of the same source.
 /// `raw_complete`: no more raw bytes will come.
@@ -359,23 +383,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What Docker's `json-file` encoder stores for `raw`: Go's per-byte replacement.
     fn go_replace(raw: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut j = 0;
-        while j < raw.len() {
-            match char_at(&raw[j..]) {
-                CharAt::Valid(n) => {
-                    out.extend_from_slice(&raw[j..j + n]);
-                    j += n;
-                }
-                CharAt::Invalid | CharAt::Incomplete => {
-                    out.extend_from_slice(REPLACEMENT);
-                    j += 1;
-                }
-            }
-        }
-        out
+        as_engine_stores(raw)
     }
 
     #[test]

@@ -232,12 +232,17 @@ pub(crate) async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, 
     Ok(Some(state.exit_code.unwrap_or(0)))
 }
 
-/// True when the engine no longer knows the container (removed under us).
+/// True when the engine no longer knows the container or is removing it (removed under
+/// us: `docker rm -f` marks the container for removal before it kills it).
 pub(crate) async fn is_gone(docker: &Docker, id: &str) -> bool {
-    matches!(
-        docker.inspect_container(id, None).await,
-        Err(e) if status_of(&e) == Some(404)
-    )
+    use bollard::models::ContainerStateStatusEnum as Status;
+    match docker.inspect_container(id, None).await {
+        Err(e) => status_of(&e) == Some(404),
+        Ok(info) => matches!(
+            info.state.and_then(|s| s.status),
+            Some(Status::REMOVING | Status::DEAD)
+        ),
+    }
 }
 
 /// Removes the container (forcefully: it may still run after an error).

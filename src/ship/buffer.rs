@@ -128,9 +128,13 @@ pub(crate) fn create(dir: &Path, budget: u64) -> std::io::Result<(Writer, Reader
     Ok((writer, reader))
 }
 
-/// Deletes a buffer directory (a crashed run's, or one read to its end).
+/// Deletes a buffer directory (a crashed run's, or one read to its end), and the `buffer`
+/// directory above it when no other run's is left there.
 pub(crate) fn remove(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
 }
 
 /// The appending side (the pump's).

@@ -193,8 +193,12 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         Err(e) => {
             let _ = container::remove(&docker, &id).await;
             let _ = Checkpoint::remove(&session.state_dir, &id);
+            // 404: removed; 409 (from start): marked for removal, the engine's only conflict
+            // for starting a created container.
             let e = match e {
-                DockerError::Answered { status: 404, .. } => DockerError::ContainerGone {
+                DockerError::Answered {
+                    status: 404 | 409, ..
+                } => DockerError::ContainerGone {
                     id: docker::short_id(&id).to_string(),
                 },
                 e => e,

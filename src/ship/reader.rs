@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::docker::attach::Tap;
 use crate::docker::logs::{self, CursorTracker, Frame, Position, ReadPlan, Skip};
-use crate::docker::messages::Messages;
+use crate::docker::messages::{self, Messages};
 use crate::docker::{DockerError, container, short_id};
 use crate::ship::buffer::{Attached, End};
 use crate::ship::echo::EchoTx;
@@ -260,6 +260,127 @@ impl State {
     }
 }
 
+/// Bytes of each source's end kept to confirm, when the attach stream ends, that it
+/// delivered all the engine's log holds.
+const TAIL_BYTES: usize = 64 * 1024;
+
+/// How long a container may still run after its attach stream ended before the end counts
+/// as a broken stream.
+const EXIT_AFTER_EOF: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The last bytes of one source's whole messages read on the attach path.
+#[derive(Default)]
+struct Tail {
+    kept: bytes::BytesMut,
+    /// Bytes were dropped from the front: the kept ones may start inside a message.
+    cut: bool,
+}
+
+impl Tail {
+    fn push(&mut self, b: &[u8]) {
+        if b.len() >= TAIL_BYTES {
+            self.kept.clear();
+            self.kept.extend_from_slice(&b[b.len() - TAIL_BYTES..]);
+            self.cut = true;
+            return;
+        }
+        self.kept.extend_from_slice(b);
+        if self.kept.len() > 2 * TAIL_BYTES {
+            let _ = self.kept.split_to(self.kept.len() - TAIL_BYTES);
+            self.cut = true;
+        }
+    }
+
+    /// The kept bytes, then `held` (the unfinished message), as the engine's log stores
+    /// them, from the first message start the kept bytes hold on: its replacement is per
+    /// message, so where messages start matters (a character its 16 KiB cut splits is two
+    /// halves there). `None` when no message start is known (one line longer than what is
+    /// kept).
+    fn as_engine_stores(&self, held: &[u8]) -> Option<Vec<u8>> {
+        let all = [&self.kept[..], held].concat();
+        let start = if self.cut {
+            memchr::memchr(b'\n', &all)? + 1
+        } else {
+            0
+        };
+        Some(
+            messages::each(&all[start..])
+                .flat_map(crate::docker::attach::as_engine_stores)
+                .collect(),
+        )
+    }
+}
+
+/// Whether the attach stream delivered everything: when it ends, the engine cannot tell a
+/// container that exited from a connection that broke (an engine restart, a proxy), so the
+/// container must have exited and the last messages of each source in the engine's log (a
+/// `tail` read, cheap: the engine reads its log backwards) must end what was read (`ours`:
+/// the kept end of each source and its unfinished message, as the log stores them).
+/// `Err(why)` when they do not, or when it cannot be told (a source missing from the window):
+/// then the rest is read from the log, after the messages counted.
+async fn confirm_end(docker: &Docker, id: &str, ours: [Option<Vec<u8>>; 2]) -> Result<(), String> {
+    let [Some(out), Some(err)] = ours else {
+        return Err("the end of the output is one line longer than what is kept to compare".into());
+    };
+    let ours = [out, err];
+    // The engine closes the attach stream when the container's output closes, a moment
+    // before it records the exit.
+    let deadline = tokio::time::Instant::now() + EXIT_AFTER_EOF;
+    loop {
+        match container::exit_code(docker, id).await {
+            Ok(Some(_)) => break,
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(None) => {
+                return Err("the attach stream ended while the container still runs".into());
+            }
+            Err(e) => return Err(format!("the attach stream ended and {e}")),
+        }
+    }
+    for window in [64u64, 4096] {
+        let plan = ReadPlan {
+            follow: false,
+            tail: Some(window),
+        };
+        let (mut frames, _) = logs::open(docker, id, plan, None);
+        let mut theirs: [Vec<u8>; 2] = Default::default();
+        let mut count = 0u64;
+        while let Some(item) = frames.next().await {
+            let f = item.map_err(|e| format!("cannot read the end of the engine's log: {e}"))?;
+            theirs[f.source as usize].extend_from_slice(&f.data);
+            count += 1;
+        }
+        let whole_log = count < window;
+        let mut unseen = false;
+        for (ours, theirs) in ours.iter().zip(&theirs) {
+            if theirs.is_empty() {
+                if ours.is_empty() {
+                    continue;
+                }
+                if whole_log {
+                    return Err(
+                        "the engine's log does not end with what the attach stream delivered"
+                            .into(),
+                    );
+                }
+                unseen = true;
+                continue;
+            }
+            let theirs = &theirs[theirs.len().saturating_sub(ours.len())..];
+            if !ours.ends_with(theirs) {
+                return Err(
+                    "the engine's log holds output the attach stream did not deliver".into(),
+                );
+            }
+        }
+        if !unseen {
+            return Ok(());
+        }
+    }
+    Err("the end of each source was not among the engine's last log messages".into())
+}
+
 /// How the attach path ended.
 enum AttachEnd {
     /// The output is complete.
@@ -275,10 +396,12 @@ enum AttachEnd {
 async fn read_attached(
     st: &mut State,
     attached: &mut Attached,
+    (docker, id): (&Docker, &str),
     tx: &mpsc::Sender<Chunk>,
     stop: &CancellationToken,
 ) -> AttachEnd {
     let mut cut = [Messages::default(), Messages::default()];
+    let mut tails = [Tail::default(), Tail::default()];
     let mut last_ts = [0i64; 2];
     let mut pieces = Vec::new();
     loop {
@@ -304,6 +427,9 @@ async fn read_attached(
                 let i = rec.source as usize;
                 last_ts[i] = rec.ts_ns;
                 let count = cut[i].feed(&rec.data, &mut pieces);
+                for p in &pieces {
+                    tails[i].push(p);
+                }
                 if count > 0
                     && st
                         .process_attached(rec.source, rec.ts_ns, &mut pieces, count, tx)
@@ -314,6 +440,22 @@ async fn read_attached(
                 }
             }
             Err(End::Complete) => {
+                let ours = [0, 1].map(|i| tails[i].as_engine_stores(cut[i].held()));
+                let confirmed = tokio::select! {
+                    gone = container::is_gone(docker, id) => if gone {
+                        // Its log is gone too: what was read is all there is.
+                        st.report.error = Some(DockerError::ContainerGone {
+                            id: short_id(id).to_string(),
+                        });
+                        Ok(())
+                    } else {
+                        confirm_end(docker, id, ours).await
+                    },
+                    () = stop.cancelled() => return AttachEnd::Stopped,
+                };
+                if let Err(why) = confirmed {
+                    return AttachEnd::Switch(why);
+                }
                 for source in [Source::Stdout, Source::Stderr] {
                     let i = source as usize;
                     let count = cut[i].finish(&mut pieces);
@@ -361,7 +503,8 @@ pub(crate) async fn read(
         },
     };
     if let Some(mut attached) = cfg.attached {
-        match read_attached(&mut st, &mut attached, &tx, &stop).await {
+        let on = (&cfg.docker, cfg.container_id.as_str());
+        match read_attached(&mut st, &mut attached, on, &tx, &stop).await {
             AttachEnd::Complete => return st.end(&tx).await,
             AttachEnd::Stopped => return st.finish(true),
             AttachEnd::Switch(why) => {

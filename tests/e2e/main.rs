@@ -8,6 +8,7 @@ mod common;
 mod strict_server;
 
 mod agent;
+mod attach;
 mod engine_connection;
 mod errors;
 mod faults;

@@ -70,27 +70,49 @@ fn old_event_limit_is_a_setting() {
     assert_clean(&server);
 }
 
+/// 20 MiB of random bytes, written to a file in the container first so that the test can
+/// copy out exactly what it wrote.
+const RANDOM_20MIB: &str = "head -c 20971520 /dev/urandom > /tmp/r; cat /tmp/r";
+
 #[test]
 fn twenty_mib_of_random_bytes() {
     let server = StrictServer::start();
-    let mut job = Job::new(&server.url, "head -c 20971520 /dev/urandom");
-    job.arg("--quiet").arg("--keep-container");
-    let out = job.output();
-    let ids = containers_with_label(&job.label);
-    // What the container wrote, exactly, as the engine stored it.
-    let raw = std::process::Command::new("docker")
-        .args(["logs", &ids[0]])
-        .output()
-        .unwrap()
-        .stdout;
-    cleanup(&job.label);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // The json-file driver replaced invalid bytes with U+FFFD (3 bytes each) already.
-    assert!(raw.len() >= 20_971_520, "{}", raw.len());
-    let got = server.messages(&job.group, &job.stream);
-    let want = dockwatch::ship::framing::reference(1_048_576 - 26, &raw);
-    assert_eq!(got.len(), want.len());
-    assert!(got == want, "content differs");
+    // The attach path frames the container's own bytes; the logs path what the engine
+    // stored (each invalid byte already U+FFFD).
+    for path in ["attach", "logs"] {
+        let mut job = Job::new(&server.url, RANDOM_20MIB);
+        job.arg("--quiet")
+            .arg("--keep-container")
+            .arg("--read-path")
+            .arg(path);
+        let out = job.output();
+        let ids = containers_with_label(&job.label);
+        let raw = if path == "logs" {
+            std::process::Command::new("docker")
+                .args(["logs", &ids[0]])
+                .output()
+                .unwrap()
+                .stdout
+        } else {
+            let file = std::env::temp_dir().join(unique("random"));
+            let cp = std::process::Command::new("docker")
+                .args(["cp", &format!("{}:/tmp/r", ids[0])])
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(cp.success());
+            let raw = std::fs::read(&file).unwrap();
+            let _ = std::fs::remove_file(&file);
+            raw
+        };
+        cleanup(&job.label);
+        assert_eq!(out.status.code(), Some(0), "{path}: {}", stderr(&out));
+        assert!(raw.len() >= 20_971_520, "{path}: {}", raw.len());
+        let got = server.messages(&job.group, &job.stream);
+        let want = dockwatch::ship::framing::reference(1_048_576 - 26, &raw);
+        assert_eq!(got.len(), want.len(), "{path}");
+        assert!(got == want, "{path}: content differs");
+    }
     assert_clean(&server);
 }
 
@@ -375,15 +397,20 @@ fn escape_mode_with_a_tty() {
 
 #[test]
 fn escape_mode_falls_back_without_losing_a_line() {
-    // A TTY line longer than 16 KiB comes back from the engine's log with a timestamp inside
-    // it, so its raw bytes cannot be matched: the tap turns off, the rest is replaced, and
-    // every line still arrives.
+    // On the logs path a TTY line longer than 16 KiB comes back from the engine's log with a
+    // timestamp inside it, so its raw bytes cannot be matched: the tap turns off, the rest is
+    // replaced, and every line still arrives. (The attach path reads the raw bytes only: see
+    // `escape_mode_with_a_tty_and_a_long_line_on_the_attach_path`.)
     let server = StrictServer::start();
     let mut job = Job::new(
         &server.url,
         "printf 'first \\377\\n'; head -c 20000 /dev/zero | tr '\\0' b; echo; printf 'last \\376\\n'",
     );
-    job.arg("--tty").arg("--invalid-utf8").arg("escape");
+    job.arg("--tty")
+        .arg("--invalid-utf8")
+        .arg("escape")
+        .arg("--read-path")
+        .arg("logs");
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -400,16 +427,44 @@ fn escape_mode_falls_back_without_losing_a_line() {
 }
 
 #[test]
+fn escape_mode_with_a_tty_and_a_long_line_on_the_attach_path() {
+    let server = StrictServer::start();
+    let mut job = Job::new(
+        &server.url,
+        "printf 'first \\377\\n'; head -c 20000 /dev/zero | tr '\\0' b; echo; printf 'last \\376\\n'",
+    );
+    job.arg("--tty").arg("--invalid-utf8").arg("escape");
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = server.messages(&job.group, &job.stream);
+    assert_eq!(
+        got,
+        [
+            "first \\xff".to_string(),
+            "b".repeat(20_000),
+            "last \\xfe".to_string()
+        ]
+    );
+    assert!(!stderr(&out).contains("as the engine stored them"));
+    assert_clean(&server);
+}
+
+#[test]
 fn escape_mode_under_a_slow_server_waits_and_loses_nothing() {
-    // 24 MB against a server answering each request after 300 ms: the tap's 16 MiB buffer
-    // fills, the container waits for the reader, and every line arrives once, in order.
+    // The logs path: 24 MB against a server answering each request after 300 ms: the tap's
+    // 16 MiB buffer fills, the container waits for the reader, and every line arrives once,
+    // in order.
     let server = StrictServer::start();
     server.faults(|f| f.latency = std::time::Duration::from_millis(300));
     let mut job = Job::new(
         &server.url,
         "p=$(printf '\\377'); x=$(head -c 1000 /dev/zero | tr '\\0' x); seq 1 24000 | sed \"s/$/ $p $x/\"",
     );
-    job.arg("--quiet").arg("--invalid-utf8").arg("escape");
+    job.arg("--quiet")
+        .arg("--invalid-utf8")
+        .arg("escape")
+        .arg("--read-path")
+        .arg("logs");
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
