@@ -1,7 +1,7 @@
 //! Supervision of one container's shipping, from the spawned pipeline to a [`Report`].
 //!
 //! ```text
-//!  spawn: reader task ──(bounded channel, 4 chunks)──► shipper task ──► checkpoint saver
+//!  spawn: reader task ──(bounded channel, 2 chunks)──► shipper task ──► checkpoint saver
 //!  watch: until the shipper ends; stop steps from the Shutdown passed in:
 //!         Graceful → docker stop (grace) + delivery deadline (grace + --flush-timeout)
 //!         Kill     → docker kill; what the container wrote is still delivered
@@ -183,10 +183,10 @@ async fn count_unread(
     }
 }
 
-/// Chunks (of at most 512 events or about 256 KiB) between the reader and the shipper. The
-/// reader is ahead of the shipper in a flood (the engine's log or the disk buffer hold the
-/// rest), so a short channel only bounds memory: 16 cost W2 (1 KiB lines) 4 MiB more peak RSS
-/// than 4 on the attach path, at the same speed.
+/// Chunks (of at most 512 events or about 256 KiB) between the reader and the shipper. In a
+/// flood the reader is ahead of the shipper (the disk buffer or the engine's log hold the
+/// rest), so a longer channel would only hold more in memory; the shipper keeps a batch
+/// ready of its own.
 const CHANNEL_CHUNKS: usize = 2;
 
 /// The reader and shipper tasks, and how to stop them.
