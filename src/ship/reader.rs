@@ -338,19 +338,22 @@ async fn confirm_end(docker: &Docker, id: &str, ours: [Option<Vec<u8>>; 2]) -> R
             Err(e) => return Err(format!("the attach stream ended and {e}")),
         }
     }
-    for window in [64u64, 4096] {
+    // Wider windows when one source's end is not in the last messages (the other one kept
+    // writing after it), each cheap beside reading the whole log.
+    for window in [64u64, 4096, 262_144] {
         let plan = ReadPlan {
             follow: false,
             tail: Some(window),
         };
         let (mut frames, _) = logs::open(docker, id, plan, None);
-        let mut theirs: [Vec<u8>; 2] = Default::default();
+        let mut ends = [Tail::default(), Tail::default()];
         let mut count = 0u64;
         while let Some(item) = frames.next().await {
             let f = item.map_err(|e| format!("cannot read the end of the engine's log: {e}"))?;
-            theirs[f.source as usize].extend_from_slice(&f.data);
+            ends[f.source as usize].push(&f.data);
             count += 1;
         }
+        let theirs = ends.map(|t| t.kept);
         let whole_log = count < window;
         let mut unseen = false;
         for (ours, theirs) in ours.iter().zip(&theirs) {
@@ -441,20 +444,25 @@ async fn read_attached(
             }
             Err(End::Complete) => {
                 let ours = [0, 1].map(|i| tails[i].as_engine_stores(cut[i].held()));
-                let confirmed = tokio::select! {
-                    gone = container::is_gone(docker, id) => if gone {
-                        // Its log is gone too: what was read is all there is.
+                // Ok(true): removed, and its log with it: what was read is all there is.
+                let checked = async {
+                    if container::is_gone(docker, id).await {
+                        return Ok(true);
+                    }
+                    confirm_end(docker, id, ours).await.map(|()| false)
+                };
+                let gone = tokio::select! {
+                    r = checked => r,
+                    () = stop.cancelled() => return AttachEnd::Stopped,
+                };
+                match gone {
+                    Ok(true) => {
                         st.report.error = Some(DockerError::ContainerGone {
                             id: short_id(id).to_string(),
                         });
-                        Ok(())
-                    } else {
-                        confirm_end(docker, id, ours).await
-                    },
-                    () = stop.cancelled() => return AttachEnd::Stopped,
-                };
-                if let Err(why) = confirmed {
-                    return AttachEnd::Switch(why);
+                    }
+                    Ok(false) => {}
+                    Err(why) => return AttachEnd::Switch(why),
                 }
                 for source in [Source::Stdout, Source::Stderr] {
                     let i = source as usize;
