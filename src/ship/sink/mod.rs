@@ -357,15 +357,20 @@ impl<S: LogService> Shipper<S> {
                 }
                 msg = rx.recv(), if accept => match msg {
                     Some(chunk) => {
-                        for e in chunk.events {
-                            if let Some(a) = already.as_mut().filter(|a| a.is_matching())
-                                && a.take(batcher.adjusted(e.ts_ms), &e.message)
-                            {
-                                // CloudWatch has it. Batches stay contiguous in the log, as a
-                                // lost answer's lookup needs.
-                                ready.extend(batcher.flush());
-                                batcher.observe(e.ts_ms);
-                                continue;
+                        for mut e in chunk.events {
+                            if let Some(a) = already.as_mut().filter(|a| a.is_matching()) {
+                                if let Some(stored) = a.take(batcher.adjusted(e.ts_ms), &e.message)
+                                {
+                                    // CloudWatch has it. Batches stay contiguous in the log,
+                                    // as a lost answer's lookup needs.
+                                    ready.extend(batcher.flush());
+                                    batcher.observe(stored);
+                                    continue;
+                                }
+                                // A hole: stored before CloudWatch's next event.
+                                if let Some(limit) = a.before_next() {
+                                    e.ts_ms = e.ts_ms.min(limit);
+                                }
                             }
                             progress.received += 1;
                             ready.extend(batcher.push(e));
