@@ -190,13 +190,6 @@ impl TapState {
     }
 }
 
-fn idx(s: Source) -> usize {
-    match s {
-        Source::Stdout => 0,
-        Source::Stderr => 1,
-    }
-}
-
 /// The attach stream of one container, buffered (see the module doc).
 pub(crate) struct Tap {
     shared: Arc<Shared>,
@@ -293,7 +286,7 @@ impl Tap {
                 let mut st = self.shared.state.lock().expect("tap lock");
                 let total = st.buffered();
                 let complete = st.ended.is_some();
-                let buf = &mut st.bufs[idx(frame.source)];
+                let buf = &mut st.bufs[frame.source.index()];
                 match align(&frame.data, buf, complete) {
                     Align::Matched(n) => Ok(Some(buf.split_to(n).freeze())),
                     Align::NeedMore if total < TAP_CAP => Ok(None),
@@ -363,7 +356,7 @@ async fn pump(mut stream: RawStream, shared: Arc<Shared>) {
             let mut st = shared.state.lock().expect("tap lock");
             st.ended = match item {
                 Some(Ok((source, bytes))) => {
-                    st.bufs[idx(source)].extend_from_slice(&bytes);
+                    st.bufs[source.index()].extend_from_slice(&bytes);
                     None
                 }
                 Some(Err(e)) => Some(Some(e.to_string())),

@@ -80,7 +80,7 @@ impl Position {
     /// Counts one more message of `source`, when messages are counted.
     pub(crate) fn count(&mut self, source: Source, n: u64) {
         if let Some(m) = &mut self.messages {
-            m[idx(source)] += n;
+            m[source.index()] += n;
         }
     }
 
@@ -103,7 +103,7 @@ pub(crate) struct Skip(pub(crate) [u64; 2]);
 impl Skip {
     /// True when a frame of `source` is one to pass over (and counts it).
     pub(crate) fn take(&mut self, source: Source) -> bool {
-        let left = &mut self.0[idx(source)];
+        let left = &mut self.0[source.index()];
         if *left == 0 {
             return false;
         }
@@ -120,13 +120,6 @@ pub(crate) struct CursorTracker {
     cursor: Option<Cursor>,
 }
 
-fn idx(s: Source) -> usize {
-    match s {
-        Source::Stdout => 0,
-        Source::Stderr => 1,
-    }
-}
-
 impl CursorTracker {
     /// A tracker continuing after `start` (resume): frames of `start`'s timestamp and source
     /// keep counting from its rank.
@@ -136,14 +129,14 @@ impl CursorTracker {
             ..Self::default()
         };
         if let Some(c) = start {
-            t.last[idx(c.source)] = (c.ts_ns, c.nth);
+            t.last[c.source.index()] = (c.ts_ns, c.nth);
         }
         t
     }
 
     /// Records a frame read after the current position.
     pub(crate) fn advance(&mut self, f: &Frame) {
-        let slot = &mut self.last[idx(f.source)];
+        let slot = &mut self.last[f.source.index()];
         if slot.1 > 0 && slot.0 == f.ts_ns {
             slot.1 += 1;
         } else {

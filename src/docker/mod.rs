@@ -27,6 +27,14 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// 0 for stdout, 1 for stderr: the slot of per-source arrays.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Source::Stdout => 0,
+            Source::Stderr => 1,
+        }
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Stdout => "stdout",

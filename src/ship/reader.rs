@@ -350,7 +350,7 @@ async fn confirm_end(docker: &Docker, id: &str, ours: [Option<Vec<u8>>; 2]) -> R
         let mut count = 0u64;
         while let Some(item) = frames.next().await {
             let f = item.map_err(|e| format!("cannot read the end of the engine's log: {e}"))?;
-            ends[f.source as usize].push(&f.data);
+            ends[f.source.index()].push(&f.data);
             count += 1;
         }
         let theirs = ends.map(|t| t.kept);
@@ -427,7 +427,7 @@ async fn read_attached(
         };
         match next {
             Ok(rec) => {
-                let i = rec.source as usize;
+                let i = rec.source.index();
                 last_ts[i] = rec.ts_ns;
                 let count = cut[i].feed(&rec.data, &mut pieces);
                 for p in &pieces {
@@ -465,7 +465,7 @@ async fn read_attached(
                     Err(why) => return AttachEnd::Switch(why),
                 }
                 for source in [Source::Stdout, Source::Stderr] {
-                    let i = source as usize;
+                    let i = source.index();
                     let count = cut[i].finish(&mut pieces);
                     if count > 0
                         && st
