@@ -6,10 +6,86 @@
 //! same cores. Here each message is escaped once, eight bytes at a time, into one buffer sized
 //! up front. The SDK still does everything else (endpoint, credentials, SigV4 signing of this
 //! body, the response): see [`super::request::put`].
+//!
+//! A batch in flight is kept as its body only ([`Sealed`]): the events are written into it
+//! once, when the batch is sent, and dropped. With 4 requests of 1 MiB in flight that is
+//! 4 MiB less memory than keeping both (measured in the bench: W2's peak RSS 32.5 MiB and W4's
+//! 34.8 MiB before). The events are read back from the body only when they are needed again:
+//! to compare with the stream after a lost answer, or to hand them back undelivered.
 
 use bytes::Bytes;
 
 use crate::ship::batcher::Batch;
+use crate::ship::framing::{Event, Source};
+
+/// A batch as it is sent: its PutLogEvents body and what the shipper needs to know of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Sealed {
+    /// The batch's position in the stream of batches.
+    pub(crate) seq: u64,
+    /// Events before this batch that carry its first millisecond.
+    pub(crate) lead: u64,
+    /// How many events.
+    pub(crate) count: usize,
+    /// Message bytes, without CloudWatch's per-event overhead.
+    pub(crate) message_bytes: usize,
+    pub(crate) first_ms: i64,
+    pub(crate) last_ms: i64,
+    /// One bit per event, set for stderr.
+    stderr: Vec<u64>,
+    /// The JSON body.
+    pub(crate) body: Bytes,
+}
+
+impl Sealed {
+    /// Writes the batch's body for `group`/`stream`; the events are not kept.
+    pub(crate) fn new(group: &str, stream: &str, batch: Batch) -> Sealed {
+        let mut stderr = vec![0u64; batch.events.len().div_ceil(64)];
+        for (i, e) in batch.events.iter().enumerate() {
+            if e.source == Source::Stderr {
+                stderr[i / 64] |= 1 << (i % 64);
+            }
+        }
+        Sealed {
+            seq: batch.seq,
+            lead: batch.lead,
+            count: batch.events.len(),
+            message_bytes: batch.message_bytes(),
+            first_ms: batch.first_ms(),
+            last_ms: batch.last_ms(),
+            stderr,
+            body: put_log_events(group, stream, &batch),
+        }
+    }
+
+    /// The events, read back from the body.
+    pub(crate) fn events(&self) -> Vec<Event> {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(rename = "logEvents")]
+            events: Vec<Put>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Put {
+            timestamp: i64,
+            message: String,
+        }
+        let body: Body = serde_json::from_slice(&self.body).expect("dockwatch's own JSON body");
+        body.events
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Event {
+                ts_ms: p.timestamp,
+                message: p.message,
+                source: if self.stderr[i / 64] & (1 << (i % 64)) != 0 {
+                    Source::Stderr
+                } else {
+                    Source::Stdout
+                },
+            })
+            .collect()
+    }
+}
 
 /// The JSON body of PutLogEvents for `batch`.
 pub(crate) fn put_log_events(group: &str, stream: &str, batch: &Batch) -> Bytes {
@@ -107,7 +183,6 @@ pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::framing::{Event, Source};
     use proptest::prelude::*;
 
     fn escaped(s: &str) -> String {
@@ -183,6 +258,36 @@ mod tests {
     }
 
     proptest! {
+        /// A sealed batch gives back exactly its events, sources included.
+        #[test]
+        fn sealed_events_come_back(
+            events in prop::collection::vec(
+                (0i64..1_000, "(\\PC|[\\x00-\\x1f\"\\\\]){1,40}", any::<bool>()),
+                1..150,
+            ),
+            lead in 0u64..5,
+        ) {
+            let events: Vec<Event> = events
+                .into_iter()
+                .map(|(ts, message, err)| Event {
+                    ts_ms: ts,
+                    message,
+                    source: if err { Source::Stderr } else { Source::Stdout },
+                })
+                .collect();
+            let bytes = events.iter().map(crate::ship::batcher::event_size).sum();
+            let batch = Batch { seq: 7, events: events.clone(), bytes, lead };
+            let (first, last) = (batch.first_ms(), batch.last_ms());
+            let message_bytes = batch.message_bytes();
+            let sealed = Sealed::new("g", "s", batch);
+            prop_assert_eq!(sealed.events(), events.clone());
+            prop_assert_eq!(
+                (sealed.seq, sealed.lead, sealed.count, sealed.message_bytes),
+                (7, lead, events.len(), message_bytes)
+            );
+            prop_assert_eq!((sealed.first_ms, sealed.last_ms), (first, last));
+        }
+
         /// Any string survives a JSON round trip, whatever its mix of escapes and UTF-8.
         #[test]
         fn any_string_round_trips(s in "(\\PC|[\\x00-\\x1f\"\\\\]){0,80}") {

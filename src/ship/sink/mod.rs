@@ -55,6 +55,7 @@ use crate::ship::batcher::{Batch, Batcher, Limits, Mark};
 use crate::ship::framing::Event;
 use crate::ship::reader::Chunk;
 use crate::util::backoff::Backoff;
+use body::Sealed;
 pub(crate) use request::LogService;
 use request::Rejected;
 
@@ -130,7 +131,7 @@ struct Delivery {
     maybe_twice: u64,
 }
 
-type InFlight = BoxFuture<'static, (Batch, Result<Delivery, NotDelivered>, Delivery)>;
+type InFlight = BoxFuture<'static, (Sealed, Result<Delivery, NotDelivered>, Delivery)>;
 
 /// A log position now delivered, and what of the stream precedes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +286,7 @@ impl<S: LogService> Shipper<S> {
         let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         // seq -> last millisecond of each batch in flight.
         let mut inflight_last: BTreeMap<u64, i64> = BTreeMap::new();
-        let mut failed: Vec<Batch> = Vec::new();
+        let mut failed: Vec<Sealed> = Vec::new();
         let mut flush_at: Option<Instant> = None;
         let mut last_sent: Option<Instant> = None;
         let mut closed = false;
@@ -340,11 +341,11 @@ impl<S: LogService> Shipper<S> {
                     report.stats.maybe_twice += d.maybe_twice;
                     match result {
                         Ok(ok) => {
-                            let passed = progress.ack(batch.seq, batch.events.len() as u64);
+                            let passed = progress.ack(batch.seq, batch.count as u64);
                             self.tell(&passed, progress.acked + skipped(&already));
                             report.stats.requests += 1;
-                            report.stats.events += batch.events.len() as u64;
-                            report.stats.message_bytes += batch.message_bytes() as u64;
+                            report.stats.events += batch.count as u64;
+                            report.stats.message_bytes += batch.message_bytes as u64;
                             report.stats.rejected.add(ok.rejected);
                         }
                         Err(NotDelivered::Fatal(f)) => {
@@ -419,8 +420,8 @@ impl<S: LogService> Shipper<S> {
         }
 
         failed.sort_by_key(|b| b.seq);
-        let mut undelivered: Vec<Event> = Vec::new();
-        for b in failed.into_iter().chain(ready).chain(batcher.flush()) {
+        let mut undelivered: Vec<Event> = failed.iter().flat_map(Sealed::events).collect();
+        for b in ready.into_iter().chain(batcher.flush()) {
             undelivered.extend(b.events);
         }
         rx.close();
@@ -441,9 +442,11 @@ impl<S: LogService> Shipper<S> {
     }
 
     /// Sends one batch until it is acknowledged, a failure is fatal, or `stop` is cancelled.
+    /// From here on the batch is its body only ([`Sealed`]).
     fn deliver(&self, batch: Batch, stop: CancellationToken) -> InFlight {
         let service = self.service.clone();
         let (group, stream) = (self.group.clone(), self.stream.clone());
+        let batch = Sealed::new(&group, &stream, batch);
         let (refused_since, patience) = (self.refused_since.clone(), self.credentials_timeout);
         Box::pin(async move {
             let mut d = Delivery::default();
@@ -476,7 +479,7 @@ impl<S: LogService> Shipper<S> {
                     Action::Retry if failure.is_ambiguous() => {
                         d.retries += 1;
                         tracing::debug!("PutLogEvents failed ({failure}); was it stored?");
-                        let n = batch.events.len() as u64;
+                        let n = batch.count as u64;
                         match lookup(&service, &group, &stream, &batch, &stop).await {
                             Some(Lookup::Stored) => {
                                 d.lost_answers += 1;
@@ -560,7 +563,7 @@ async fn lookup<S: LogService>(
     service: &S,
     group: &str,
     stream: &str,
-    batch: &Batch,
+    batch: &Sealed,
     stop: &CancellationToken,
 ) -> Option<Lookup> {
     let mut backoff = Backoff::new(LOOKUP_FIRST_WAIT, Duration::from_secs(20));
@@ -570,7 +573,7 @@ async fn lookup<S: LogService>(
             () = stop.cancelled() => return None,
         }
         let read = tokio::select! {
-            r = service.read(group, stream, batch.first_ms(), batch.last_ms() + 1) => r,
+            r = service.read(group, stream, batch.first_ms, batch.last_ms + 1) => r,
             () = stop.cancelled() => return None,
         };
         match read {
@@ -582,13 +585,13 @@ async fn lookup<S: LogService>(
 
 /// Stored when the window holds the batch's lead and then exactly the batch; missing when
 /// it holds only the lead (see the module doc).
-fn settle(batch: &Batch, window: &[(i64, String)]) -> Lookup {
+fn settle(batch: &Sealed, window: &[(i64, String)]) -> Lookup {
     let lead = batch.lead as usize;
     let same = |(s, e): (&(i64, String), &Event)| s.0 == e.ts_ms && s.1 == e.message;
     if window.len() == lead {
         Lookup::Missing
-    } else if window.len() == lead + batch.events.len()
-        && window[lead..].iter().zip(&batch.events).all(same)
+    } else if window.len() == lead + batch.count
+        && window[lead..].iter().zip(&batch.events()).all(same)
     {
         Lookup::Stored
     } else {
@@ -701,17 +704,16 @@ mod tests {
                 &self,
                 _group: &str,
                 _stream: &str,
-                batch: &Batch,
+                batch: &Sealed,
             ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send {
                 let this = self.clone();
                 let seq = batch.seq;
-                let messages: Vec<String> =
-                    batch.events.iter().map(|e| e.message.clone()).collect();
                 let events: Vec<(i64, String)> = batch
-                    .events
-                    .iter()
-                    .map(|e| (e.ts_ms, e.message.clone()))
+                    .events()
+                    .into_iter()
+                    .map(|e| (e.ts_ms, e.message))
                     .collect();
+                let messages: Vec<String> = events.iter().map(|e| e.1.clone()).collect();
                 async move {
                     let (answer, delay) = {
                         let mut st = this.0.lock().unwrap();

@@ -7,8 +7,8 @@ const CONTENT_LENGTH: &str = "content-length";
 /// Most events read to look a batch up.
 const LOOKUP_EVENTS: usize = 100_000;
 
+use super::body::Sealed;
 use crate::aws::retry::{Failure, failure_of};
-use crate::ship::batcher::Batch;
 
 /// Events CloudWatch refused, by reason (from `rejectedLogEventsInfo`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub(crate) trait LogService: Clone + Send + Sync + 'static {
         &self,
         group: &str,
         stream: &str,
-        batch: &Batch,
+        batch: &Sealed,
     ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send;
 
     /// Creates the group and stream again (they were deleted while shipping); one try.
@@ -67,7 +67,7 @@ impl LogService for Client {
         &self,
         group: &str,
         stream: &str,
-        batch: &Batch,
+        batch: &Sealed,
     ) -> impl std::future::Future<Output = Result<Rejected, Failure>> + Send {
         put(self, group, stream, batch)
     }
@@ -111,9 +111,9 @@ pub(crate) async fn put(
     client: &Client,
     group: &str,
     stream: &str,
-    batch: &Batch,
+    batch: &Sealed,
 ) -> Result<Rejected, Failure> {
-    let body = super::body::put_log_events(group, stream, batch);
+    let body = batch.body.clone();
     let out = client
         .put_log_events()
         .log_group_name(group)
@@ -128,7 +128,7 @@ pub(crate) async fn put(
         .await
         .map_err(|e| failure_of(&e))?;
     Ok(rejected_counts(
-        batch.events.len(),
+        batch.count,
         out.rejected_log_events_info().map(|r| {
             (
                 r.too_new_log_event_start_index(),
