@@ -44,8 +44,9 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// More diagnostics on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    /// More diagnostics on stderr (once: debug, twice: trace). RUST_LOG overrides it.
+    /// (`-v` is `--volume`, as in docker.)
+    #[arg(long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 }
 
@@ -143,13 +144,25 @@ pub(crate) enum PullPolicy {
 /// `remote launch`.
 #[derive(Debug, Args, Clone)]
 pub struct ContainerArgs {
-    /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without bash.
-    #[arg(long, value_name = "SHELL", default_value = "bash")]
+    /// Shell that runs the command, as `SHELL -c CMD`, e.g. `--shell sh` for images without
+    /// bash (`--entrypoint` is the same: the shell replaces the image's entrypoint).
+    #[arg(
+        long,
+        visible_alias = "entrypoint",
+        value_name = "SHELL",
+        default_value = "bash"
+    )]
     pub(crate) shell: String,
 
-    /// Environment variable for the container, repeatable, e.g. `-e LEVEL=debug`.
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    /// Environment variable for the container, repeatable: `-e LEVEL=debug`, or `-e LEVEL`
+    /// to pass this environment's value (nothing when it is unset), as docker does.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub(crate) env: Vec<String>,
+
+    /// File of environment variables, repeatable: `KEY=VALUE` or `KEY` lines, `#` comments;
+    /// read before `-e`, as docker does.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub(crate) env_files: Vec<std::path::PathBuf>,
 
     /// Label for the container, repeatable, e.g. `--label team=data`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -231,9 +244,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
 
-    /// Bind mount, repeatable, e.g. `--volume /data:/data:ro`.
-    #[arg(long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    pub(crate) volumes: Vec<String>,
+    #[command(flatten)]
+    pub(crate) docker_run: DockerRunArgs,
 
     /// Allocate a pseudo-TTY for the container (stdout and stderr then arrive as one stream).
     #[arg(short, long)]
@@ -316,6 +328,57 @@ pub struct RunArgs {
     /// is read from the engine's log (the container never waits).
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub(crate) buffer_size: u64,
+}
+
+/// `docker run` options of the main job's container, spelt as docker spells them.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct DockerRunArgs {
+    /// Bind mount, repeatable, e.g. `-v /data:/data:ro`.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub(crate) volumes: Vec<String>,
+
+    /// Working directory of the command in the container, e.g. `-w /app`.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+
+    /// User the command runs as, e.g. `-u 1000:1000` or `-u nobody`.
+    #[arg(short = 'u', long, value_name = "USER[:GROUP]")]
+    pub(crate) user: Option<String>,
+
+    /// Memory limit, e.g. `-m 512m` (units b, k, m, g, t).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
+
+    /// CPU limit in cores, e.g. `--cpus 1.5`.
+    #[arg(long, value_name = "N")]
+    pub(crate) cpus: Option<String>,
+
+    /// Network of the container, e.g. `--network host` or a network's name.
+    #[arg(long, value_name = "NETWORK")]
+    pub(crate) network: Option<String>,
+
+    /// Publish a container port on the host, repeatable, e.g. `-p 8080:80` or
+    /// `-p 127.0.0.1:5353:53/udp`.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CONTAINER[/PROTO]"
+    )]
+    pub(crate) publish: Vec<String>,
+
+    /// Forward dockwatch's standard input to the command, e.g. `-i < data.csv`; its end
+    /// closes the command's input.
+    #[arg(short = 'i', long)]
+    pub(crate) interactive: bool,
+
+    /// Run the shell as the container's PID 1, without the engine's init (which is on by
+    /// default: without it the shell ignores SIGTERM and a stop waits for --stop-timeout).
+    #[arg(long = "no-init", overrides_with = "init")]
+    pub(crate) no_init: bool,
+
+    /// Run under the engine's init (the default; `--no-init` turns it off).
+    #[arg(long, overrides_with = "no_init")]
+    pub(crate) init: bool,
 }
 
 /// `dockwatch resume`: finish the delivery of a run that did not complete.
@@ -750,6 +813,11 @@ pub struct AgentArgs {
     /// Where checkpoints and spools of shipped containers go.
     #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("agent"))]
     pub(crate) state_dir: std::path::PathBuf,
+
+    /// How often a quiet connection is checked (HTTP/2 ping and TCP keepalive); a client
+    /// that does not answer within the same time again is dropped with its streams, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) keepalive: Duration,
 
     /// AWS settings for CloudWatch shipping of launched containers.
     #[command(flatten)]

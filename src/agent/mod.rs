@@ -41,11 +41,30 @@ impl Listen {
             }
             return Ok(Listen::Unix(PathBuf::from(p)));
         }
-        s.parse::<SocketAddr>().map(Listen::Tcp).map_err(|_| {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Listen::Tcp(a));
+        }
+        // A host name: `localhost` is loopback (IPv4, which every client tries); another
+        // name is resolved once, preferring IPv4 as `docker -H` does.
+        let bad = || {
             AgentError::Usage(format!(
-                "--listen '{s}' is not IP:PORT or unix:PATH, e.g. 127.0.0.1:50051 or 0.0.0.0:50051"
+                "--listen '{s}' is not HOST:PORT or unix:PATH, e.g. 127.0.0.1:50051, localhost:50051 or 0.0.0.0:50051"
             ))
-        })
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.eq_ignore_ascii_case("localhost") {
+            return Ok(Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(|_| bad())?.collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .map(Listen::Tcp)
+            .ok_or_else(bad)
     }
 
     /// Loopback and Unix sockets are reachable only from this machine.
@@ -171,7 +190,13 @@ mod tests {
             Listen::parse("unix:///run/a.sock").unwrap(),
             Listen::Unix("/run/a.sock".into())
         );
-        assert!(Listen::parse("localhost:1").is_err());
+        assert_eq!(
+            Listen::parse("localhost:50051").unwrap(),
+            Listen::Tcp("127.0.0.1:50051".parse().unwrap())
+        );
+        assert!(Listen::parse("localhost").is_err());
+        assert!(Listen::parse("localhost:http").is_err());
+        assert!(Listen::parse("no-such-host.invalid:1").is_err());
         assert!(Listen::parse("unix:").is_err());
         assert!(Listen::parse("[::1]:5").unwrap().is_local());
         assert!(!Listen::parse("0.0.0.0:5").unwrap().is_local());

@@ -72,6 +72,12 @@ impl RemoteError {
                 s.message()
             )),
             Code::InvalidArgument => Self::usage(s.message().to_string()),
+            // The connection broke under the call (the agent sent no status): most often
+            // plain text against a TLS agent, or TLS against a plain one.
+            Code::Unknown if std::error::Error::source(&s).is_some() => Self::failed(format!(
+                "the connection to the agent at {host} failed ({}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither",
+                crate::aws::retry::chain(&s)
+            )),
             _ => Self::failed(s.message().to_string()),
         }
     }
@@ -126,14 +132,16 @@ pub(crate) async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
         .transpose()?;
     let channel = if let Some(path) = a.host.strip_prefix("unix:") {
         let path = path.strip_prefix("//").unwrap_or(path).to_string();
-        Endpoint::from_static("http://localhost")
+        keepalive(Endpoint::from_static("http://localhost"))
             .connect_with_connector(UnixConnector(path))
             .await
     } else {
         let tls = a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://");
         let url = endpoint_url(&a.host, tls);
-        let mut ep = Endpoint::from_shared(url.clone())
-            .map_err(|e| RemoteError::usage(format!("--host '{}' is not usable: {e}", a.host)))?
+        let mut ep =
+            keepalive(Endpoint::from_shared(url.clone()).map_err(|e| {
+                RemoteError::usage(format!("--host '{}' is not usable: {e}", a.host))
+            })?)
             .connect_timeout(Duration::from_secs(5));
         if tls {
             let mut cfg = ClientTlsConfig::new();
@@ -158,13 +166,65 @@ pub(crate) async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
         ep.connect().await
     };
     let channel = channel.map_err(|e| {
+        let tls = a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://");
         RemoteError::failed(format!(
-            "cannot reach the agent at {}: {}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there",
+            "cannot reach the agent at {}: {}",
             a.host,
-            crate::aws::retry::chain(&e)
+            connect_failure(&e, tls)
         ))
     })?;
     Ok(AgentClient::with_interceptor(channel, Bearer(bearer)))
+}
+
+/// How often a quiet connection to the agent is checked: an agent host that vanished (power
+/// loss, a network split) ends a `logs -f` instead of leaving it hanging.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+fn keepalive(ep: Endpoint) -> Endpoint {
+    ep.http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(KEEPALIVE))
+}
+
+/// Why connecting failed, and what to do, in one line: TLS refusals by their rustls error
+/// (never its debug form), a plaintext client against a TLS agent and the other way round.
+fn connect_failure(e: &tonic::transport::Error, tls: bool) -> String {
+    use rustls::CertificateError as C;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        // An io::Error's source() skips the error it wraps: look inside it too.
+        let wrapped = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|w| w.downcast_ref::<rustls::Error>());
+        if let Some(r) = s.downcast_ref::<rustls::Error>().or(wrapped) {
+            return match r {
+                rustls::Error::InvalidCertificate(c) => match c {
+                    C::Other(o) if o.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity) => {
+                        "the agent's TLS certificate is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a server's; make the agent a certificate with CA:FALSE (see the README's \"TLS certificates\")".into()
+                    }
+                    C::UnknownIssuer => "the agent's TLS certificate is not signed by a CA this client trusts; pass that CA (or the agent's self-signed certificate) with --tls-ca FILE".into(),
+                    C::NotValidForName | C::NotValidForNameContext { .. } => "the agent's TLS certificate is not valid for this host name; connect with the name in its subjectAltName, or set --tls-domain NAME".into(),
+                    C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => "the agent's TLS certificate has expired or is not valid yet".into(),
+                    other => format!("the agent's TLS certificate was refused: {other}"),
+                },
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    "the agent does not answer in TLS; connect without --tls-ca/--tls-cert and with http:// (or start the agent with --tls-cert)".into()
+                }
+                other => format!("TLS failed: {other}"),
+            };
+        }
+        source = s.source();
+    }
+    let chain = crate::aws::retry::chain(e);
+    if tls {
+        format!("{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there")
+    } else {
+        format!(
+            "{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there; if it listens with TLS, pass --tls-ca FILE (or an https:// host)"
+        )
+    }
 }
 
 /// Connects to the agent's Unix socket, whatever the URI.
@@ -200,13 +260,17 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
     if let RemoteCommand::Logs(l) = &a.command {
         validate_logs(l)?;
     }
+    let launch = match &a.command {
+        RemoteCommand::Launch(l) => Some(launch_request(l)?),
+        _ => None,
+    };
     let mut client = connect(&a).await?;
     let host = a.host.clone();
     let st = |s: Status| RemoteError::from_status(&host, s);
     match a.command {
-        RemoteCommand::Launch(l) => {
+        RemoteCommand::Launch(_) => {
             let r = client
-                .launch_container(launch_request(l))
+                .launch_container(launch.unwrap_or_default())
                 .await
                 .map_err(st)?
                 .into_inner();
@@ -240,27 +304,29 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
     }
 }
 
-fn launch_request(l: LaunchArgs) -> LaunchContainerRequest {
-    let env = l
-        .container
-        .env
+/// The request of `remote launch`; the environment is built here, on the client's side, as
+/// docker's client does (`-e NAME` and env files are this machine's).
+fn launch_request(l: &LaunchArgs) -> Result<LaunchContainerRequest, RemoteError> {
+    let env = crate::config::container::environment(&l.container.env, &l.container.env_files)
+        .map_err(|e| RemoteError::usage(e.to_string()))?
         .iter()
-        .map(|e| match e.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (e.clone(), std::env::var(e).unwrap_or_default()),
-        })
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    LaunchContainerRequest {
-        image: l.image,
-        command: l.command,
-        name: l.name.unwrap_or_default(),
+    Ok(LaunchContainerRequest {
+        image: l.image.clone(),
+        command: l.command.clone(),
+        name: l.name.clone().unwrap_or_default(),
         env,
-        shell: l.container.shell,
+        shell: l.container.shell.clone(),
         tty: l.tty,
-        cloudwatch: l.cloudwatch_group.map(|g| pb::CloudWatchTarget {
-            group: g,
-            stream: l.cloudwatch_stream.unwrap_or_default(),
-        }),
+        cloudwatch: l
+            .cloudwatch_group
+            .clone()
+            .map(|group| pb::CloudWatchTarget {
+                group,
+                stream: l.cloudwatch_stream.clone().unwrap_or_default(),
+            }),
         pull: format!("{:?}", l.container.pull).to_lowercase(),
         labels: l
             .container
@@ -271,7 +337,7 @@ fn launch_request(l: LaunchArgs) -> LaunchContainerRequest {
                 None => (e.clone(), String::new()),
             })
             .collect(),
-    }
+    })
 }
 
 fn print_table(cs: &[pb::ContainerSummary]) {
@@ -408,6 +474,13 @@ async fn exec(
     host: &str,
 ) -> Result<i32, RemoteError> {
     use std::io::IsTerminal;
+    // As docker: a TTY session's input must be a terminal (piped input would be echoed and
+    // mangled by the container's line discipline, and its output lost with it).
+    if e.tty && e.interactive && !std::io::stdin().is_terminal() {
+        return Err(RemoteError::usage(
+            "the input device is not a TTY: drop -t to pipe input into the command (exec -i)",
+        ));
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<ExecRequest>(16);
     let size = if e.tty { terminal_size() } else { None };
     let start = pb::ExecStart {
@@ -435,6 +508,27 @@ async fn exec(
     } else {
         None
     };
+    if e.tty && size.is_some() {
+        // This terminal's resizes follow to the command's (SIGWINCH, as docker does).
+        if let Ok(mut winch) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while winch.recv().await.is_some() {
+                    let Some(size) = terminal_size() else {
+                        continue;
+                    };
+                    let m = ExecRequest {
+                        msg: Some(exec_request::Msg::Resize(size)),
+                    };
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
     if e.interactive {
         let tx = tx.clone();
         // A plain thread: a blocked read of stdin must not hold up the exit.

@@ -35,6 +35,9 @@ pub(crate) struct AgentConfig {
     pub(crate) state_dir: std::path::PathBuf,
     /// AWS settings for shipping launched containers.
     pub(crate) aws: crate::aws::AwsOptions,
+    /// Quiet connections are pinged this often, and dropped when a ping is not answered
+    /// within the same time.
+    pub(crate) keepalive: Duration,
 }
 
 impl AgentConfig {
@@ -73,6 +76,7 @@ impl AgentConfig {
             exposure,
             state_dir: a.state_dir,
             aws,
+            keepalive: a.keepalive.max(Duration::from_millis(100)),
         })
     }
 }
@@ -88,9 +92,9 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let cert = req
             .peer_certs()
-            .and_then(|certs| certs.first().map(|c| crate::util::fnv1a(c.as_ref())));
+            .and_then(|certs| certs.first().map(|c| fingerprint(c.as_ref())));
         let Some(expected) = &self.token else {
-            let who = cert.map_or("local".to_string(), |h| format!("client-cert:{h:016x}"));
+            let who = cert.map_or("local".to_string(), |h| format!("client-cert:{h}"));
             req.extensions_mut().insert(Identity(who));
             return Ok(req);
         };
@@ -106,7 +110,7 @@ impl Interceptor for TokenCheck {
             )),
             Some(t) if bool::from(t.as_bytes().ct_eq(expected.as_bytes())) => {
                 let who = cert.map_or("bearer-token".to_string(), |h| {
-                    format!("bearer-token+client-cert:{h:016x}")
+                    format!("bearer-token+client-cert:{h}")
                 });
                 req.extensions_mut().insert(Identity(who));
                 Ok(req)
@@ -114,6 +118,33 @@ impl Interceptor for TokenCheck {
             Some(_) => Err(Status::unauthenticated("the bearer token is not valid")),
         }
     }
+}
+
+/// A certificate's SHA-256 fingerprint as `openssl x509 -noout -fingerprint -sha256` prints
+/// it after `=`: upper-case hex pairs joined by colons.
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(der);
+    let hex: Vec<String> = d.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+/// Whether a DER certificate says `basicConstraints: CA:TRUE`. `openssl req -x509` makes
+/// such certificates by default, and TLS clients (rustls, and browsers) refuse a CA
+/// certificate as a server's own ("CaUsedAsEndEntity"). DER leaves `cA` out when it is false,
+/// so the extension's value starting with `BOOLEAN TRUE` is CA:TRUE.
+pub(crate) fn is_ca_certificate(der: &[u8]) -> bool {
+    // OID 2.5.29.19 (basicConstraints), then an optional `critical` BOOLEAN TRUE, then the
+    // OCTET STRING holding SEQUENCE { cA BOOLEAN, ... }.
+    const OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x13];
+    let Some(at) = der.windows(OID.len()).position(|w| w == OID) else {
+        return false;
+    };
+    let mut rest = &der[at + OID.len()..];
+    if rest.starts_with(&[0x01, 0x01, 0xff]) {
+        rest = &rest[3..];
+    }
+    matches!(rest, [0x04, _, 0x30, _, 0x01, 0x01, 0xff, ..])
 }
 
 /// How long open calls get to end after a stop signal.
@@ -153,9 +184,20 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| AgentError::Server(format!("reflection: {e}")))?;
+    // v1alpha too: older grpcurl and grpcui ask for it.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dockwatch_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| AgentError::Server(format!("reflection: {e}")))?;
 
-    let mut builder = Server::builder();
+    // A client that vanished without closing (power loss, a network split) is found by the
+    // HTTP/2 ping going unanswered; its streams and their engine connections are dropped.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(cfg.keepalive))
+        .http2_keepalive_timeout(Some(cfg.keepalive));
     if let Some((cert, key, ca)) = &cfg.tls {
+        warn_if_ca(cert);
         let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key));
         if let Some(ca) = ca {
             tls = tls.client_ca_root(Certificate::from_pem(ca));
@@ -167,6 +209,7 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(agent);
     let stop = {
         let mut s = shutdown.clone();
@@ -202,11 +245,13 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
                     "no token"
                 }
             );
+            let incoming = dockwatch_proto::tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(cfg.keepalive))
+                .with_keepalive_interval(Some(cfg.keepalive))
+                .with_keepalive_retries(Some(3));
             tokio::select! {
-                r = router.serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop,
-                ) => r,
+                r = router.serve_with_incoming_shutdown(incoming, stop) => r,
                 () = deadline => Ok(()),
             }
         }
@@ -260,10 +305,44 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
     Ok(0)
 }
 
+/// Says at start that clients will refuse the agent's certificate when it is a CA's.
+fn warn_if_ca(pem: &[u8]) {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    if let Ok(cert) = CertificateDer::from_pem_slice(pem)
+        && is_ca_certificate(&cert)
+    {
+        crate::say!(
+            "dockwatch agent: warning: the TLS certificate is a CA certificate (basicConstraints CA:TRUE, openssl req -x509's default); clients refuse it as a server certificate. Make one with -addext basicConstraints=critical,CA:FALSE (see the README's \"TLS certificates\")"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use dockwatch_proto::tonic::metadata::MetadataValue;
+
+    #[test]
+    fn fingerprint_is_openssls() {
+        // `printf abc | sha256sum`, in openssl's notation.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
+
+    #[test]
+    fn a_ca_certificate_is_recognised() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        assert!(is_ca_certificate(ca.self_signed(&key).unwrap().der()));
+        let mut leaf = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+        assert!(!is_ca_certificate(leaf.self_signed(&key).unwrap().der()));
+        let plain = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        assert!(!is_ca_certificate(plain.self_signed(&key).unwrap().der()));
+    }
 
     fn call(check: &mut TokenCheck, auth: Option<&str>) -> Result<String, Status> {
         let mut req = Request::new(());

@@ -244,7 +244,11 @@ impl Agent for AgentService {
                 let id = container::create(&self.docker, &spec)
                     .await
                     .map_err(engine_status)?;
-                if let Err(e) = container::start(&self.docker, &id, &spec).await {
+                let started = async {
+                    container::check_shell(&self.docker, &id, &spec).await?;
+                    container::start(&self.docker, &id, &spec).await
+                };
+                if let Err(e) = started.await {
                     let _ = container::remove(&self.docker, &id).await;
                     return Err(engine_status(e));
                 }

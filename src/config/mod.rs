@@ -17,8 +17,11 @@ use crate::aws::limits::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
 use crate::aws::{AwsOptions, Secret};
 use crate::cli::{self, AwsArgs, Format, RunArgs};
 
+pub(crate) mod container;
 pub mod ecs;
 pub mod on_upload;
+
+pub(crate) use container::ContainerSpec;
 
 pub use ecs::EcsConfig;
 pub use on_upload::OnUploadConfig;
@@ -49,7 +52,9 @@ pub enum ConfigError {
     Region(String),
     #[error("invalid endpoint URL {0:?}: expected http://HOST[:PORT] or https://HOST[:PORT]")]
     Endpoint(String),
-    #[error("invalid {flag} value {value:?}: expected KEY=VALUE")]
+    #[error(
+        "invalid {flag} value {value:?}: expected KEY=VALUE, or KEY to pass this environment's value"
+    )]
     KeyValue { flag: &'static str, value: String },
     #[error("--max-event-size {0} is out of range: use 1050 to 1048576 bytes")]
     MaxEventSize(usize),
@@ -69,6 +74,16 @@ pub enum ConfigError {
     RetentionDays(i32),
     #[error("{0}")]
     OnUpload(String),
+    #[error("cannot read --env-file {path}: {reason}")]
+    EnvFile { path: String, reason: String },
+    #[error("invalid --env-file {path}, line {line}: expected KEY=VALUE or KEY")]
+    EnvFileLine { path: String, line: usize },
+    #[error("invalid {flag} value {value:?}: expected {expected}")]
+    RunOption {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("invalid --multiline-pattern {pattern:?}: {reason}")]
     Multiline { pattern: String, reason: String },
 }
@@ -131,29 +146,6 @@ impl std::str::FromStr for PullPolicy {
             _ => Err(ConfigError::Pull(s.to_string())),
         }
     }
-}
-
-/// What container to run and how.
-#[derive(Debug, Clone)]
-pub(crate) struct ContainerSpec {
-    /// Image reference as given.
-    pub(crate) image: String,
-    /// The shell that runs `command` as `SHELL -c COMMAND`.
-    pub(crate) shell: String,
-    /// The user's command line.
-    pub(crate) command: String,
-    /// Container name, if the user chose one.
-    pub(crate) name: Option<String>,
-    /// `KEY=VALUE` environment entries.
-    pub(crate) env: Vec<String>,
-    /// Labels, the user's plus dockwatch's own.
-    pub(crate) labels: Vec<(String, String)>,
-    /// Allocate a TTY.
-    pub(crate) tty: bool,
-    /// When to pull.
-    pub(crate) pull: PullPolicy,
-    /// Bind mounts, `HOST:CONTAINER[:ro]`.
-    pub(crate) binds: Vec<String>,
 }
 
 /// Where and how events are shipped.
@@ -277,46 +269,6 @@ pub struct RunConfig {
 /// Label put on every container dockwatch creates.
 pub(crate) const MANAGED_LABEL: &str = "dockwatch.managed";
 
-impl ContainerSpec {
-    /// `SHELL -c COMMAND` in a container from `image`, labelled as dockwatch's; no name, no
-    /// environment, no mounts, no TTY, pulled when missing.
-    pub(crate) fn new(image: String, shell: String, command: String) -> Result<Self, ConfigError> {
-        if image.is_empty() {
-            return Err(ConfigError::Empty("the image"));
-        }
-        if command.is_empty() {
-            return Err(ConfigError::Empty("the command"));
-        }
-        if shell.trim().is_empty() {
-            return Err(ConfigError::Empty("the shell"));
-        }
-        Ok(ContainerSpec {
-            image,
-            shell,
-            command,
-            name: None,
-            env: Vec::new(),
-            labels: vec![managed_label()],
-            tty: false,
-            pull: PullPolicy::Missing,
-            binds: Vec::new(),
-        })
-    }
-
-    /// Adds `KEY=VALUE` environment entries, checked.
-    pub(crate) fn with_env(mut self, env: Vec<String>) -> Result<Self, ConfigError> {
-        check_env(&env)?;
-        self.env.extend(env);
-        Ok(self)
-    }
-
-    /// Adds a label.
-    pub(crate) fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.push((key.into(), value.into()));
-        self
-    }
-}
-
 impl RunConfig {
     /// The main job for a container that another command launches (the agent, on-upload):
     /// the command line's defaults, output not echoed, checkpoints in `STATE/checkpoints` and
@@ -360,10 +312,22 @@ impl RunConfig {
         }
 
         let aws = aws_options(a.aws)?;
-        for v in &a.volumes {
+        for v in &a.docker_run.volumes {
             validate_bind(v)?;
         }
-        check_env(&a.container.env)?;
+        let env = container::environment(&a.container.env, &a.container.env_files)?;
+        let d = &a.docker_run;
+        let run = container::RawRunOptions {
+            no_init: d.no_init,
+            workdir: d.workdir.as_deref(),
+            user: d.user.as_deref(),
+            memory: d.memory.as_deref(),
+            cpus: d.cpus.as_deref(),
+            network: d.network.as_deref(),
+            publish: &d.publish,
+            interactive: d.interactive,
+        }
+        .parse()?;
         let mut labels = a
             .container
             .labels
@@ -390,11 +354,12 @@ impl RunConfig {
                 shell: a.container.shell,
                 command,
                 name: a.name,
-                env: a.container.env,
+                env,
                 labels,
                 tty: a.tty,
                 pull: a.container.pull.into(),
-                binds: a.volumes,
+                binds: a.docker_run.volumes,
+                run,
             },
             aws,
             ship: ShipConfig {
@@ -497,7 +462,7 @@ pub(crate) fn multiline(
 }
 
 /// Every `KEY=VALUE` of `--env`, checked.
-fn check_env(env: &[String]) -> Result<(), ConfigError> {
+pub(crate) fn check_env(env: &[String]) -> Result<(), ConfigError> {
     for e in env {
         split_kv(e, "--env")?;
     }
@@ -505,7 +470,7 @@ fn check_env(env: &[String]) -> Result<(), ConfigError> {
 }
 
 /// dockwatch's label on every container it creates.
-fn managed_label() -> (String, String) {
+pub(crate) fn managed_label() -> (String, String) {
     (MANAGED_LABEL.to_string(), "true".to_string())
 }
 
@@ -692,9 +657,14 @@ mod tests {
             Err(ConfigError::Endpoint(_))
         ));
         assert!(matches!(
-            RunConfig::from_args(args(&["-e", "NOEQUALS"])),
+            RunConfig::from_args(args(&["-e", "=x"])),
             Err(ConfigError::KeyValue { .. })
         ));
+        // `-e NAME` passes this environment's value, as docker does.
+        let path = std::env::var("PATH").unwrap();
+        let c =
+            RunConfig::from_args(args(&["-e", "PATH", "-e", "DOCKWATCH_SURELY_UNSET"])).unwrap();
+        assert_eq!(c.container.env, [format!("PATH={path}")]);
         assert!(matches!(
             RunConfig::from_args(args(&["--max-event-size", "100"])),
             Err(ConfigError::MaxEventSize(100))

@@ -89,12 +89,12 @@ impl OnUploadConfig {
         check_limits(&a).map_err(|m| ConfigError::OnUpload(m.to_string()))?;
         validate_group_name(&a.aws_cloudwatch_group)?;
         // The same checks as the main job's, once, before the first message arrives.
+        let env = super::container::environment(&a.container.env, &a.container.env_files)?;
         ContainerSpec::new(
             a.docker_image.clone(),
             a.container.shell.clone(),
             a.bash_command.clone(),
-        )?
-        .with_env(a.container.env.clone())?;
+        )?;
         let labels = a
             .container
             .labels
@@ -124,7 +124,7 @@ impl OnUploadConfig {
             image: a.docker_image,
             shell: a.container.shell,
             command: a.bash_command,
-            env: a.container.env,
+            env,
             labels,
             pull: a.container.pull.into(),
             group: a.aws_cloudwatch_group,
@@ -244,9 +244,14 @@ mod tests {
         assert!(OnUploadConfig::from_args(args(&["--concurrency", "0"])).is_err());
         assert!(OnUploadConfig::from_args(args(&["--wait", "30s"])).is_err());
         assert!(matches!(
-            OnUploadConfig::from_args(args(&["-e", "NOEQUALS"])),
+            OnUploadConfig::from_args(args(&["-e", "=x"])),
             Err(ConfigError::KeyValue { .. })
         ));
+        // `-e NAME` passes this environment's value, as docker does.
+        let path = std::env::var("PATH").unwrap();
+        let c = OnUploadConfig::from_args(args(&["-e", "PATH", "-e", "DOCKWATCH_SURELY_UNSET"]))
+            .unwrap();
+        assert_eq!(c.env, [format!("PATH={path}")]);
         let mut a = args(&[]);
         a.output_prefix = "input/out/".into();
         let e = OnUploadConfig::from_args(a).unwrap_err().to_string();

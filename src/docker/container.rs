@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, PortBinding};
 use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, ContainerArchiveInfoOptionsBuilder,
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
@@ -125,12 +126,29 @@ async fn pull(docker: &Docker, image: &str) -> Result<(), DockerError> {
 
 /// Creates the container (not started) and returns its id.
 pub(crate) async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<String, DockerError> {
+    let run = &spec.run;
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> =
+        run.ports.iter().fold(HashMap::new(), |mut m, p| {
+            m.entry(p.key())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone(),
+                    host_port: Some(p.host_port.map(|n| n.to_string()).unwrap_or_default()),
+                });
+            m
+        });
     let host_config = HostConfig {
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
             config: Some(HashMap::new()),
         }),
         binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+        init: Some(run.init),
+        memory: run.memory,
+        nano_cpus: run.nano_cpus,
+        network_mode: run.network.clone(),
+        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -140,9 +158,15 @@ pub(crate) async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<Stri
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.iter().cloned().collect()),
         tty: Some(spec.tty),
+        user: run.user.clone(),
+        working_dir: run.workdir.clone(),
+        exposed_ports: (!run.ports.is_empty()).then(|| run.ports.iter().map(|p| p.key()).collect()),
         attach_stdout: Some(false),
         attach_stderr: Some(false),
-        open_stdin: Some(false),
+        // -i: stdin open until the one attached writer closes it (docker run -i's settings).
+        open_stdin: Some(run.stdin),
+        stdin_once: Some(run.stdin),
+        attach_stdin: Some(run.stdin),
         host_config: Some(host_config),
         ..Default::default()
     };
@@ -155,6 +179,64 @@ pub(crate) async fn create(docker: &Docker, spec: &ContainerSpec) -> Result<Stri
         .await
         .map_err(|e| DockerError::api("create container", &e))?;
     Ok(resp.id)
+}
+
+/// Where a runtime (or the engine's init) looks for a program when the container's
+/// environment has no `PATH`: the engine's default.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Makes sure the created container's filesystem has the shell, looked up as the runtime
+/// will: a name with a `/` as it is, else in each absolute directory of the container's
+/// `PATH`. Under the engine's init a missing shell is no start error but an exit 127 after
+/// tini's own message, so this is how a run without a shell is told apart before anything is
+/// created in CloudWatch. Answers the engine cannot give (an old engine, a relative path)
+/// leave the decision to the start.
+pub(crate) async fn check_shell(
+    docker: &Docker,
+    id: &str,
+    spec: &ContainerSpec,
+) -> Result<(), DockerError> {
+    let candidates: Vec<String> = if spec.shell.contains('/') {
+        if !spec.shell.starts_with('/') {
+            return Ok(());
+        }
+        vec![spec.shell.clone()]
+    } else {
+        let info = docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| DockerError::api("inspect container", &e))?;
+        let path = info
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| format!("{}/{}", d.trim_end_matches('/'), spec.shell))
+            .collect()
+    };
+    for path in candidates {
+        let opts = ContainerArchiveInfoOptionsBuilder::default()
+            .path(&path)
+            .build();
+        match docker.get_container_archive_info(id, Some(opts)).await {
+            // Go's os.ModeDir: a directory of that name is no shell.
+            Ok(stat) if stat.file_mode & (1 << 31) == 0 => return Ok(()),
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => {
+                tracing::debug!("cannot look for {path} in the container: {}", describe(&e));
+                return Ok(());
+            }
+        }
+    }
+    Err(DockerError::NoShell {
+        image: spec.image.clone(),
+        shell: spec.shell.clone(),
+    })
 }
 
 /// Starts the container; a missing shell becomes [`DockerError::NoShell`]. Starting is
@@ -188,6 +270,60 @@ pub(crate) async fn start(
         tracing::warn!("starting the container failed ({reason}); trying again");
         tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
     }
+}
+
+/// `-i`: attaches to the created container's stdin (before the start, as `docker run -i`
+/// does) and copies this process's standard input into it until its end, which closes the
+/// command's input (the container is created with `StdinOnce`). A thread reads the standard
+/// input (a blocking read cannot be cancelled; the thread ends with the process) into a
+/// channel of four pieces, so a command that does not read holds up only this copy.
+pub(crate) async fn forward_stdin(docker: &Docker, id: &str) -> Result<(), DockerError> {
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+    let opts = AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stream(true)
+        .build();
+    let attached = docker
+        .attach_container(id, Some(opts))
+        .await
+        .map_err(|e| DockerError::api("attach to the container's stdin", &e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .map_err(|e| DockerError::Api {
+            context: "forward the standard input".into(),
+            reason: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        let mut input = attached.input;
+        // The output half stays open until the input is closed: the engine reads a closed
+        // connection as a detach.
+        let _output = attached.output;
+        while let Some(piece) = rx.recv().await {
+            if input.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        let _ = input.shutdown().await;
+    });
+    Ok(())
 }
 
 /// Asks the container to stop: SIGTERM, then SIGKILL after `grace`.

@@ -1,8 +1,8 @@
 //! The main job: check the destination, run the container, ship its output, clean up.
 //!
 //! ```text
-//!  preflight: AWS client + group/stream, Docker engine, image
-//!  create container ──► start ──► reader task ──(bounded channel)──► shipper task
+//!  preflight: AWS client, Docker engine, image; create container, its shell, group/stream
+//!  ──► start ──► reader task ──(bounded channel)──► shipper task
 //!                                   (docker logs → framing)            (batcher → PutLogEvents)
 //!  stop steps (one per signal, crate::shutdown::Stop):
 //!    Graceful: docker stop (grace), delivery deadline starts
@@ -139,6 +139,20 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
 
     let id = container::create(&docker, &cfg.container).await?;
     tracing::debug!("created container {id}");
+    // The shell, then the destination: a run that cannot start creates nothing in CloudWatch.
+    let endpoint = cw::endpoint_of(&client, &cfg.aws);
+    let checked = async {
+        container::check_shell(&docker, &id, &cfg.container).await?;
+        ensure_destinations(&client, &cfg.ship, &endpoint).await
+    };
+    let checked = tokio::select! {
+        r = checked => r,
+        () = stop.requested() => Err(interrupted_early(shutdown)),
+    };
+    if let Err(e) = checked {
+        let _ = container::remove(&docker, &id).await;
+        return Err(e);
+    }
     let session = Session {
         ship: cfg.ship.clone(),
         echo: cfg.echo,
@@ -185,23 +199,33 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         } else {
             None
         };
+        if cfg.container.run.stdin {
+            container::forward_stdin(&docker, &id).await?;
+        }
         container::start(&docker, &id, &cfg.container).await?;
         Ok::<_, DockerError>((tap, attached))
     };
     let (tap, attached) = match attached_and_started.await {
         Ok(both) => both,
         Err(e) => {
+            // 404: removed (or something the container needs is missing: a network); 409
+            // (from start): marked for removal, the engine's only conflict for starting a
+            // created container. Gone only if the engine says so.
+            let gone = matches!(
+                e,
+                DockerError::Answered {
+                    status: 404 | 409,
+                    ..
+                }
+            ) && container::is_gone(&docker, &id).await;
             let _ = container::remove(&docker, &id).await;
             let _ = Checkpoint::remove(&session.state_dir, &id);
-            // 404: removed; 409 (from start): marked for removal, the engine's only conflict
-            // for starting a created container.
-            let e = match e {
-                DockerError::Answered {
-                    status: 404 | 409, ..
-                } => DockerError::ContainerGone {
+            let e = if gone {
+                DockerError::ContainerGone {
                     id: docker::short_id(&id).to_string(),
-                },
-                e => e,
+                }
+            } else {
+                e
             };
             return Err(e.into());
         }
@@ -229,11 +253,12 @@ fn attach_budget(cfg: &RunConfig) -> Option<u64> {
     }
 }
 
-/// The start-up calls: the CloudWatch client and destination, the engine, the image.
+/// The start-up calls before the container: the CloudWatch client (its settings, no call
+/// yet), the engine, the image.
 async fn prepare(
     cfg: &RunConfig,
 ) -> Result<(aws_sdk_cloudwatchlogs::Client, bollard::Docker), RunError> {
-    let (client, _) = destination(&cfg.aws, &cfg.ship).await?;
+    let client = cw::build(&cfg.aws).await?;
     let request_timeout = Duration::from_secs(120).max(cfg.stop_timeout + Duration::from_secs(60));
     let docker = docker::connect(request_timeout).await?;
     container::ensure_image(&docker, &cfg.container).await?;

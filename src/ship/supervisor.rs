@@ -339,8 +339,8 @@ async fn graceful_stop(
 ) -> Option<Signal> {
     let running = matches!(container::exit_code(docker, id).await, Ok(None));
     crate::say!(
-        "dockwatch: stopping the container (grace {:?}); press Ctrl+C again to kill it",
-        session.stop_timeout
+        "dockwatch: stopping the container: SIGTERM, SIGKILL after {} (--stop-timeout); press Ctrl+C again to kill it now",
+        humantime::format_duration(session.stop_timeout)
     );
     let (d, i, grace) = (docker.clone(), id.to_string(), session.stop_timeout);
     tokio::spawn(async move {

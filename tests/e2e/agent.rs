@@ -216,6 +216,104 @@ fn logs_every_option_alone_and_combined() {
     assert_eq!(stdout(&o).lines().count(), 100_000, "tail 0 means all");
 }
 
+/// A TCP relay that can freeze: while frozen it forwards nothing either way and keeps both
+/// connections open, as a client behind a network split or on a host that lost power.
+struct Relay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn to(target: u16) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            while f.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    while f.load(Ordering::Relaxed) {
+                                        std::thread::sleep(Duration::from_millis(20));
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_frozen_client_is_dropped_with_its_engine_stream_within_the_keepalive() {
+    let a = Agent::start(&["--keepalive", "1s"]);
+    let name = unique("frozen");
+    a.launch(&name, "while true; do echo alive; sleep 0.1; done");
+    let relay = Relay::to(a.port);
+    let mut follower = dockwatch()
+        .args(["remote", "--host", &format!("127.0.0.1:{}", relay.port)])
+        .args(["logs", &name, "-f"])
+        .env_remove("DOCKWATCH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut first = String::new();
+        std::io::BufReader::new(follower.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first, "alive\n");
+    }
+    let t0 = std::time::Instant::now();
+    relay.freeze();
+    // Ping after 1 s of quiet (the follower's lines keep the connection busy only until the
+    // relay's buffers fill), unanswered for 1 s: dropped, with its engine stream.
+    let freed = wait_until(Duration::from_secs(20), || {
+        a.log()
+            .contains("cancelled by the client; engine stream closed (0 open)")
+    });
+    let took = t0.elapsed();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        freed,
+        "the frozen client still holds its stream:\n{}",
+        a.log()
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
 #[test]
 fn follow_shows_new_lines_and_cancelling_frees_the_stream() {
     let a = Agent::start(&[]);
@@ -494,6 +592,42 @@ fn tokens_and_tls_are_enforced() {
         "ps",
     ]);
     assert!(o.status.success(), "mutual TLS: {}", stderr(&o));
+    // The audit names the client certificate by its SHA-256 fingerprint, as openssl prints it.
+    let name = unique("audited");
+    let o = a.remote(&[
+        "--token-file",
+        tok,
+        "--tls-ca",
+        &ca_f,
+        "--tls-cert",
+        &cli_c,
+        "--tls-key",
+        &cli_k,
+        "launch",
+        "--image",
+        IMAGE,
+        "--command",
+        "true",
+        "--name",
+        &name,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(client_pem.as_bytes()).unwrap()
+    };
+    let fp: Vec<String> = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect()
+    };
+    let want = format!("identity=bearer-token+client-cert:{}", fp.join(":"));
+    assert!(a.log().contains(&want), "{want} not in {}", a.log());
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output();
     let o = a.remote(&["--token-file", tok, "--tls-ca", &ca_f, "ps"]);
     assert_eq!(
         o.status.code(),
@@ -507,6 +641,31 @@ fn tokens_and_tls_are_enforced() {
         "plain text to a TLS agent must fail"
     );
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--tls-ca"), "{}", stderr(&o));
+    drop(a);
+
+    // `openssl req -x509`'s certificate is a CA's: the agent warns at start, the client
+    // says why it refuses it, in one line, never a debug dump.
+    let self_key = rcgen::KeyPair::generate().unwrap();
+    let mut self_params =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    self_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let self_cert = self_params.self_signed(&self_key).unwrap();
+    let (self_c, self_k) = (
+        w("self.pem", &self_cert.pem()),
+        w("self.key", &self_key.serialize_pem()),
+    );
+    let a = Agent::start(&["--tls-cert", &self_c, "--tls-key", &self_k]);
+    assert!(a.log().contains("CA:TRUE"), "{}", a.log());
+    let o = a.remote(&["--tls-ca", &self_c, "ps"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is a CA certificate"), "{err}");
+    assert!(
+        !err.contains("Other(") && !err.contains("CaUsedAsEndEntity"),
+        "{err}"
+    );
     drop(a);
 
     // Beyond loopback: refused without TLS and token, warned with --insecure.
@@ -668,6 +827,7 @@ fn health_reflection_and_shipping_to_cloudwatch() {
             ServerReflectionRequest, server_reflection_request::MessageRequest,
             server_reflection_response::MessageResponse,
         };
+        let refl_channel = ch.clone();
         let mut refl = ServerReflectionClient::new(ch);
         let req = ServerReflectionRequest {
             host: String::new(),
@@ -692,6 +852,29 @@ fn health_reflection_and_shipping_to_cloudwatch() {
             names.contains(&"grpc.health.v1.Health".to_string()),
             "{names:?}"
         );
+        // v1alpha, for older grpcurl.
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest as AlphaRequest,
+            server_reflection_request::MessageRequest as AlphaMessage,
+            server_reflection_response::MessageResponse as AlphaResponse,
+        };
+        let mut alpha = Alpha::new(refl_channel);
+        let req = AlphaRequest {
+            host: String::new(),
+            message_request: Some(AlphaMessage::ListServices(String::new())),
+        };
+        let mut s = alpha
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(AlphaResponse::ListServicesResponse(list)) =
+            s.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no v1alpha service list")
+        };
+        assert!(list.service.iter().any(|s| s.name == "dockwatch.agent.v1.Agent"));
     });
 }
 

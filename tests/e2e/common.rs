@@ -170,6 +170,11 @@ impl Job {
         self
     }
 
+    pub fn args<const N: usize>(&mut self, a: [&str; N]) -> &mut Self {
+        self.cmd.args(a);
+        self
+    }
+
     /// Starts it in the background: stdout discarded, stderr kept for `wait_with_output`.
     pub fn spawn(&mut self) -> std::process::Child {
         self.cmd

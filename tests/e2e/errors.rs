@@ -109,6 +109,7 @@ fn image_missing_and_not_pullable() {
         line.contains("image \"dockwatch-no-such-image:v0\" is not available"),
         "{line}"
     );
+    assert!(!group_exists(&url, &job.group), "group created");
     // Pull from a registry that does not answer.
     let port = free_port();
     let image = format!("127.0.0.1:{port}/nothing:here");
@@ -119,19 +120,66 @@ fn image_missing_and_not_pullable() {
     assert!(containers_with_label(&job.label).is_empty());
 }
 
+/// Whether the group exists (a run that could not start must not have created it).
+fn group_exists(url: &str, group: &str) -> bool {
+    rt().block_on(async {
+        client(url)
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .unwrap()
+            .log_groups()
+            .iter()
+            .any(|g| g.log_group_name() == Some(group))
+    })
+}
+
 #[test]
 fn image_without_bash() {
     let url = moto_url();
-    let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo x");
+    // Under the engine's init (the default) the shell is looked up before the start; without
+    // it the start fails. Both: the same line and code, nothing created in CloudWatch.
+    for extra in [None, Some("--no-init"), Some("--shell=/bin/bash")] {
+        let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo x");
+        if let Some(a) = extra {
+            job.arg(a);
+        }
+        let out = job.output();
+        assert_eq!(out.status.code(), Some(127), "{extra:?}: {}", stderr(&out));
+        let line = error_line(&out);
+        assert!(line.contains("executable"), "{line}");
+        assert!(line.contains("--shell"), "{line}");
+        assert!(
+            !stderr(&out).contains("tini"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            containers_with_label(&job.label).is_empty(),
+            "container left behind"
+        );
+        assert!(!group_exists(&url, &job.group), "{extra:?}: group created");
+    }
+}
+
+#[test]
+fn a_shell_found_by_path_runs_under_init() {
+    let url = moto_url();
+    // sh is in /bin of the no-bash image; `PATH` from -e is the one searched.
+    let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo pid $$");
+    job.args(["--shell", "sh", "-e", "PATH=/nowhere:/bin"]);
     let out = job.output();
-    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    let line = error_line(&out);
-    assert!(line.contains("has no \"bash\" executable"), "{line}");
-    assert!(line.contains("--shell"), "{line}");
-    assert!(
-        containers_with_label(&job.label).is_empty(),
-        "container left behind"
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Under the init the shell is not PID 1.
+    let got = messages(&url, &job.group, &job.stream);
+    assert_eq!(got.len(), 1);
+    assert_ne!(got[0], "pid 1", "{got:?}");
+    let mut job = Job::with_image(&url, NOBASH_IMAGE, "echo pid $$");
+    job.args(["--shell", "sh", "--no-init"]);
+    let out = job.output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(messages(&url, &job.group, &job.stream), ["pid 1"]);
 }
 
 #[test]

@@ -114,6 +114,47 @@ fn sigint_and_sigterm_at_random_moments() {
     server.with_stats(|s| assert_eq!(s.violations, 0));
 }
 
+/// Ctrl+C on a shell loop: under the engine's init (the default) the shell gets the SIGTERM
+/// and the run ends at once; as PID 1 (`--no-init`) it ignores it and the stop waits for
+/// --stop-timeout (10.2 s measured with the default 10 s).
+#[test]
+fn ctrl_c_on_a_sleep_loop_ends_at_once() {
+    let server = StrictServer::start();
+    let mut job = Job::new(&server.url, "while true; do echo tick; sleep 1; done");
+    let child = job.spawn();
+    assert!(wait_until(Duration::from_secs(30), || {
+        !server.messages(&job.group, &job.stream).is_empty()
+    }));
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    let took = t0.elapsed();
+    let err = stderr(&out);
+    assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("SIGKILL after 10s (--stop-timeout)"), "{err}");
+    assert!(containers_with_label(&job.label).is_empty());
+    assert!(
+        server
+            .messages(&job.group, &job.stream)
+            .iter()
+            .all(|m| m == "tick")
+    );
+
+    // Without the init: the grace is used up (a short one here).
+    let mut job = Job::new(&server.url, "while true; do echo tick; sleep 1; done");
+    job.args(["--no-init", "--stop-timeout", "3s"]);
+    let child = job.spawn();
+    assert!(wait_until(Duration::from_secs(30), || {
+        !server.messages(&job.group, &job.stream).is_empty()
+    }));
+    let t0 = Instant::now();
+    signal(&child, "INT");
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+}
+
 /// Two SIGINTs within a millisecond (0.3 ms apart): the second is not lost, the container is
 /// killed at once instead of after its 60 s grace. (Closer than the time a thread takes to
 /// wake, the kernel merges the two: a pending signal is not queued twice.)
@@ -221,7 +262,9 @@ fn third_signal_quits_now_then_resume_delivers_the_rest() {
     // CloudWatch is back: resume ships exactly what was missing, then cleans up.
     server.faults(|f| f.outage_puts = false);
     let out = resume(&state, Some(&spool));
-    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out)); // killed by the second signal
+    // The container's code: the first signal's SIGTERM ended it (under the engine's init the
+    // shell is not PID 1, so it does not ignore SIGTERM).
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert_numbered_prefix(&server.messages(&job.group, &job.stream));
     assert_eq!(server.messages(&job.group, &job.stream).len(), 3000);
     assert!(containers_with_label(&job.label).is_empty());

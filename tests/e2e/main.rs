@@ -9,6 +9,7 @@ mod strict_server;
 
 mod agent;
 mod attach;
+mod docker_run;
 mod engine_connection;
 mod errors;
 mod faults;
