@@ -27,3 +27,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+log "the Debian package"
+./scripts/deb_smoke.sh

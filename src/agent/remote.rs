@@ -76,7 +76,7 @@ impl RemoteError {
             // plain text against a TLS agent, or TLS against a plain one.
             Code::Unknown if std::error::Error::source(&s).is_some() => Self::failed(format!(
                 "the connection to the agent at {host} failed ({}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither",
-                crate::aws::retry::chain(&s)
+                std::error::Error::source(&s).map_or(String::new(), crate::aws::retry::chain)
             )),
             _ => Self::failed(s.message().to_string()),
         }

@@ -603,8 +603,8 @@ pub(crate) fn log_query(r: &GetLogsRequest, now_ms: i64) -> Result<logs::LogQuer
         if s.is_empty() {
             return Ok(None);
         }
-        crate::util::time::parse_time(s, now_ms)
-            .map(|ms| Some(ms.saturating_mul(1_000_000)))
+        crate::util::time::parse_time_ns(s, now_ms.saturating_mul(1_000_000))
+            .map(Some)
             .map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
     };
     let since_ns = time(&r.since, "since")?;

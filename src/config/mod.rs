@@ -7,7 +7,8 @@
 //! on-upload's tasks) build a [`RunConfig`] directly with [`RunConfig::managed`], from the
 //! same defaults the command line has ([`ShipConfig::new`]); a test checks the two agree.
 //!
-//! [`ecs`] holds the `--on ecs` options, [`on_upload`] the `on-upload` command's.
+//! [`container`] holds the container to run and `docker run`'s options, [`ecs`] the `--on ecs`
+//! options, [`on_upload`] the `on-upload` command's.
 
 use regex::Regex;
 use std::path::PathBuf;

@@ -153,80 +153,13 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         let _ = container::remove(&docker, &id).await;
         return Err(e);
     }
-    let session = Session {
-        ship: cfg.ship.clone(),
-        echo: cfg.echo,
-        keep_container: cfg.keep_container,
-        stop_timeout: cfg.stop_timeout,
-        flush_timeout: cfg.flush_timeout,
-        spool_dir: cfg.spool_dir.clone(),
-        state_dir: cfg.state_dir.clone(),
-        checkpoint: Checkpoint::new(
-            &id,
-            &cfg.ship.group,
-            &cfg.ship.stream,
-            client.config().region().map(|r| r.to_string()),
-            cfg.aws.endpoint_url.clone(),
-            cfg.keep_container,
-            cfg.ship.max_event_size,
-        )
-        .with_transforms(&cfg.transforms)
-        .with_split_streams(cfg.ship.split_streams)
-        .reading_attach(attach_budget(cfg).is_some()),
-        transforms: crate::config::TransformConfig {
-            container: docker::short_id(&id).to_string(),
-            ..cfg.transforms.clone()
-        },
-    };
-    if let Err(e) = session.checkpoint.save(&session.state_dir) {
-        crate::say!(
-            "dockwatch: warning: cannot write the checkpoint in {}: {e}; a crash could not be resumed",
-            session.state_dir.display()
-        );
-    }
-    let attached_and_started = async {
-        // Attached before the start, so that no byte is missed: the attach path, or the raw
-        // bytes for `--invalid-utf8 escape` on the logs path.
-        let attached = match attach_budget(cfg) {
-            Some(budget) => {
-                let dir = buffer::dir(&session.state_dir, &id);
-                Attached::start(&docker, &id, cfg.container.tty, &dir, budget).await?
-            }
-            None => None,
-        };
-        let tap = if cfg.transforms.escape_invalid_utf8 && attached.is_none() {
-            Some(Tap::attach(&docker, &id, cfg.container.tty).await?)
-        } else {
-            None
-        };
-        if cfg.container.run.stdin {
-            container::forward_stdin(&docker, &id).await?;
-        }
-        container::start(&docker, &id, &cfg.container).await?;
-        Ok::<_, DockerError>((tap, attached))
-    };
-    let (tap, attached) = match attached_and_started.await {
+    let session = session_for(cfg, &id, &client);
+    let (tap, attached) = match attach_and_start(cfg, &docker, &id, &session.state_dir).await {
         Ok(both) => both,
         Err(e) => {
-            // 404: removed (or something the container needs is missing: a network); 409
-            // (from start): marked for removal, the engine's only conflict for starting a
-            // created container. Gone only if the engine says so.
-            let gone = matches!(
-                e,
-                DockerError::Answered {
-                    status: 404 | 409,
-                    ..
-                }
-            ) && container::is_gone(&docker, &id).await;
+            let e = start_failure(&docker, &id, e).await;
             let _ = container::remove(&docker, &id).await;
             let _ = Checkpoint::remove(&session.state_dir, &id);
-            let e = if gone {
-                DockerError::ContainerGone {
-                    id: docker::short_id(&id).to_string(),
-                }
-            } else {
-                e
-            };
             return Err(e.into());
         }
     };
@@ -239,6 +172,92 @@ pub(crate) async fn launch(cfg: &RunConfig, shutdown: &Shutdown) -> Result<Launc
         tap,
         attached,
     })
+}
+
+/// The run's session for the created container `id`, its checkpoint written (a warning when
+/// it cannot be: the run goes on, a crash could not be resumed).
+fn session_for(cfg: &RunConfig, id: &str, client: &aws_sdk_cloudwatchlogs::Client) -> Session {
+    let session = Session {
+        ship: cfg.ship.clone(),
+        echo: cfg.echo,
+        keep_container: cfg.keep_container,
+        stop_timeout: cfg.stop_timeout,
+        flush_timeout: cfg.flush_timeout,
+        spool_dir: cfg.spool_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        checkpoint: Checkpoint::new(
+            id,
+            &cfg.ship.group,
+            &cfg.ship.stream,
+            client.config().region().map(|r| r.to_string()),
+            cfg.aws.endpoint_url.clone(),
+            cfg.keep_container,
+            cfg.ship.max_event_size,
+        )
+        .with_transforms(&cfg.transforms)
+        .with_split_streams(cfg.ship.split_streams)
+        .reading_attach(attach_budget(cfg).is_some()),
+        transforms: crate::config::TransformConfig {
+            container: docker::short_id(id).to_string(),
+            ..cfg.transforms.clone()
+        },
+    };
+    if let Err(e) = session.checkpoint.save(&session.state_dir) {
+        crate::say!(
+            "dockwatch: warning: cannot write the checkpoint in {}: {e}; a crash could not be resumed",
+            session.state_dir.display()
+        );
+    }
+    session
+}
+
+/// Attaches what the run reads (before the start, so that no byte is missed: the attach
+/// path, or the raw bytes for `--invalid-utf8 escape` on the logs path), the standard input
+/// for `-i`, then starts the container.
+async fn attach_and_start(
+    cfg: &RunConfig,
+    docker: &bollard::Docker,
+    id: &str,
+    state_dir: &std::path::Path,
+) -> Result<(Option<Tap>, Option<Attached>), DockerError> {
+    let attached = match attach_budget(cfg) {
+        Some(budget) => {
+            let dir = buffer::dir(state_dir, id);
+            Attached::start(docker, id, cfg.container.tty, &dir, budget).await?
+        }
+        None => None,
+    };
+    let tap = if cfg.transforms.escape_invalid_utf8 && attached.is_none() {
+        Some(Tap::attach(docker, id, cfg.container.tty).await?)
+    } else {
+        None
+    };
+    if cfg.container.run.stdin {
+        container::forward_stdin(docker, id).await?;
+    }
+    container::start(docker, id, &cfg.container).await?;
+    Ok((tap, attached))
+}
+
+/// What a failed attach or start means: 404 (removed, or something the container needs is
+/// missing: a network) or 409 (from start: marked for removal, the engine's only conflict for
+/// starting a created container) is [`DockerError::ContainerGone`] only when the engine says
+/// the container is gone.
+async fn start_failure(docker: &bollard::Docker, id: &str, e: DockerError) -> DockerError {
+    let maybe_gone = matches!(
+        e,
+        DockerError::Answered {
+            status: 404 | 409,
+            ..
+        }
+    );
+    if maybe_gone && container::is_gone(docker, id).await {
+        DockerError::ContainerGone {
+            id: docker::short_id(id).to_string(),
+        }
+    } else {
+        e
+    }
 }
 
 /// The attach path's buffer budget, when the run reads the attach path: asked for, and the

@@ -6,7 +6,8 @@
 //!   (`2026-11-23T10:00:00`) and a bare date (`2026-11-23`) are UTC;
 //! - Unix seconds with an optional fraction: `1763892000`, `1763892000.250`.
 //!
-//! Everything resolves to milliseconds since the epoch, CloudWatch's unit.
+//! Everything resolves to nanoseconds since the epoch ([`parse_time_ns`], Docker's unit), or to
+//! the millisecond that holds it ([`parse_time`], CloudWatch's unit).
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 
@@ -17,41 +18,73 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 )]
 pub struct InvalidTime(pub String);
 
-/// Resolves `s` to epoch milliseconds; `now_ms` anchors relative forms.
+/// Resolves `s` to epoch milliseconds (the millisecond that holds it); `now_ms` anchors
+/// relative forms.
 pub(crate) fn parse_time(s: &str, now_ms: i64) -> Result<i64, InvalidTime> {
+    let bad = || InvalidTime(s.to_string());
+    match point(s)? {
+        Point::At(dt) => Ok(dt.timestamp_millis()),
+        Point::Ago(d) => {
+            Ok(now_ms.saturating_sub(i64::try_from(d.as_millis()).map_err(|_| bad())?))
+        }
+    }
+}
+
+/// Resolves `s` to epoch nanoseconds, Docker's precision (`docker logs --since` takes
+/// `2026-11-23T10:00:00.123456789Z`); `now_ns` anchors relative forms. Times beyond what an
+/// i64 of nanoseconds holds (before 1677, after 2262) saturate: `--since 2999-01-01` is
+/// simply after everything.
+pub(crate) fn parse_time_ns(s: &str, now_ns: i64) -> Result<i64, InvalidTime> {
+    let bad = || InvalidTime(s.to_string());
+    match point(s)? {
+        Point::At(dt) => Ok(dt.timestamp_nanos_opt().unwrap_or(if dt.timestamp() > 0 {
+            i64::MAX
+        } else {
+            i64::MIN
+        })),
+        Point::Ago(d) => Ok(now_ns.saturating_sub(i64::try_from(d.as_nanos()).map_err(|_| bad())?)),
+    }
+}
+
+/// A time as written: a point, or a duration back from now.
+enum Point {
+    At(DateTime<chrono::Utc>),
+    Ago(std::time::Duration),
+}
+
+fn point(s: &str) -> Result<Point, InvalidTime> {
     let t = s.trim();
     let bad = || InvalidTime(s.to_string());
     if t.is_empty() {
         return Err(bad());
     }
-    if let Some(ms) = unix_seconds(t) {
-        return ms.ok_or_else(bad);
+    if let Some(at) = unix_seconds(t) {
+        return at.map(Point::At).ok_or_else(bad);
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Ok(dt.timestamp_millis());
+        return Ok(Point::At(dt.to_utc()));
     }
     for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
-            return Ok(dt.and_utc().timestamp_millis());
+            return Ok(Point::At(dt.and_utc()));
         }
     }
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         let dt = d.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
-        return Ok(dt.and_utc().timestamp_millis());
+        return Ok(Point::At(dt.and_utc()));
     }
     // A duration must carry a unit: a bare number is Unix seconds (handled above).
     if t.starts_with(|c: char| c.is_ascii_digit())
         && let Ok(d) = humantime::parse_duration(t)
     {
-        let ms = i64::try_from(d.as_millis()).map_err(|_| bad())?;
-        return Ok(now_ms.saturating_sub(ms));
+        return Ok(Point::Ago(d));
     }
     Err(bad())
 }
 
-/// `Some(Some(ms))` for Unix seconds, `Some(None)` for digits that overflow, `None` for
-/// anything else.
-fn unix_seconds(t: &str) -> Option<Option<i64>> {
+/// `Some(Some(time))` for Unix seconds (up to nine fraction digits count), `Some(None)` for
+/// digits out of range, `None` for anything else.
+fn unix_seconds(t: &str) -> Option<Option<DateTime<chrono::Utc>>> {
     let (int, frac) = match t.split_once('.') {
         Some((i, f)) => (i, f),
         None => (t, ""),
@@ -63,15 +96,14 @@ fn unix_seconds(t: &str) -> Option<Option<i64>> {
     {
         return None;
     }
-    let secs: i64 = match int.parse() {
-        Ok(s) => s,
-        Err(_) => return Some(None),
+    let Ok(secs) = int.parse::<i64>() else {
+        return Some(None);
     };
-    let mut ms_part = 0i64;
-    for (i, b) in frac.bytes().take(3).enumerate() {
-        ms_part += i64::from(b - b'0') * 10i64.pow(2 - i as u32);
+    let mut ns = 0u32;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        ns += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
     }
-    Some(secs.checked_mul(1000).and_then(|m| m.checked_add(ms_part)))
+    Some(DateTime::from_timestamp(secs, ns))
 }
 
 /// Milliseconds since the epoch, now.
@@ -112,6 +144,21 @@ mod tests {
         assert_eq!(parse_time("1763892000", 0), Ok(NOW));
         assert_eq!(parse_time("1763892000.25", 0), Ok(NOW + 250));
         assert_eq!(parse_time("1763892000.123456789", 0), Ok(NOW + 123));
+    }
+
+    #[test]
+    fn nanoseconds_are_kept() {
+        let ns = NOW * 1_000_000;
+        assert_eq!(
+            parse_time_ns("2025-11-23T10:00:00.123456789Z", 0),
+            Ok(ns + 123_456_789)
+        );
+        assert_eq!(parse_time_ns("1763892000.000000001", 0), Ok(ns + 1));
+        assert_eq!(parse_time_ns("1763892000.5", 0), Ok(ns + 500_000_000));
+        assert_eq!(parse_time_ns("30s", ns), Ok(ns - 30_000_000_000));
+        // Beyond what nanoseconds in an i64 hold (year 2262): saturated, never wrapped.
+        assert_eq!(parse_time_ns("3000-01-01T00:00:00Z", 0), Ok(i64::MAX));
+        assert!(parse_time("3000-01-01T00:00:00Z", 0).unwrap() > 0);
     }
 
     #[test]

@@ -642,6 +642,11 @@ fn tokens_and_tls_are_enforced() {
     );
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("--tls-ca"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("source:") && !stderr(&o).contains("Custom {"),
+        "a debug dump: {}",
+        stderr(&o)
+    );
     drop(a);
 
     // `openssl req -x509`'s certificate is a CA's: the agent warns at start, the client
@@ -972,4 +977,20 @@ fn remote_logs_with_timestamps_equal_docker_logs() {
     let all = a.remote(&["logs", &name, "-t", "--tail", "all"]);
     assert!(all.status.success(), "{}", stderr(&all));
     assert!(all.stdout == docker.stdout, "--tail all is everything");
+    // `--since` a line's own nanosecond timestamp starts at that line (docker's precision).
+    let text = String::from_utf8_lossy(&docker.stdout).to_string();
+    for n in [1, 1234, 4999] {
+        let line = text.lines().nth(n).unwrap();
+        let ts = line.split(' ').next().unwrap();
+        let o = a.remote(&["logs", &name, "-t", "--no-stderr", "--since", ts]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got = stdout(&o);
+        let first = got.lines().next().unwrap_or("");
+        // Two lines may share a nanosecond only in theory; the first printed carries ts.
+        assert!(
+            first.starts_with(ts),
+            "--since {ts}: first line {first:?}, want {line:?}"
+        );
+        assert_eq!(got.lines().count(), 5000 - n, "--since {ts}");
+    }
 }
