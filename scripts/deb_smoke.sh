@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian package's smoke test (run by scripts/test.sh after the test suite): package the
-# binary the suite built and tested (dev profile, stripped by cargo-deb), install it with
+# binary the suite built and tested (stripped by cargo-deb), install it with
 # `dpkg -i`, check what it installed, remove it again.
 #
 # It installs into this machine's system directories (/usr/bin, /lib/systemd/system, a
@@ -14,8 +14,8 @@ if dpkg -s dockwatch >/dev/null 2>&1; then
   exit 0
 fi
 apt_install man-db bash-completion
-./scripts/package.sh --profile dev --no-build
-deb="$(ls -t target/debian/dockwatch_*.deb | head -1)"
+deb="$(./scripts/package.sh --binary target/debug/dockwatch)"
+[ -f "$deb" ] || { echo "deb smoke test: no package built" >&2; exit 1; }
 log "installing $deb"
 trap 'as_root dpkg --purge dockwatch >/dev/null 2>&1 || true' EXIT
 as_root dpkg -i "$deb" >/dev/null

@@ -1,38 +1,47 @@
 #!/usr/bin/env bash
-# Builds the Debian package: target/debian/dockwatch_<version>_<arch>.deb.
+# Builds the Debian package.
 #
-#   ./scripts/package.sh            # release build (fat LTO: ~10 min on 2 cores)
-#   ./scripts/package.sh --profile dev --no-build
-#                                   # package the binary the tests built (the suite's smoke test)
+#   ./scripts/package.sh
+#       release build (fat LTO: ~10 min on 2 cores) -> target/debian/dockwatch_<version>-1_<arch>.deb
+#   ./scripts/package.sh --binary target/debug/dockwatch
+#       packages a binary already built (the suite's smoke test packages the one it tested)
+#       -> target/deb-smoke/debian/dockwatch_<version>-1_<arch>.deb
 #
 # The man page and the shell completions are generated from the binary's own clap
 # definitions (`dockwatch man`, `dockwatch completions SHELL`) into target/assets/ first.
+# Prints the path of the package on stdout.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_rust
 CARGO_DEB_VERSION="3.6.4"
-if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
   log "installing cargo-deb $CARGO_DEB_VERSION (crates.io)"
   cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
-profile=release
-build=1
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --profile) profile="$2"; shift 2 ;;
-    --no-build) build=0; shift ;;
-    *) echo "usage: $0 [--profile release|dev] [--no-build]" >&2; exit 2 ;;
-  esac
-done
-dir=release
-[ "$profile" = dev ] && dir=debug
-if [ $build = 1 ]; then
-  cargo build --locked --profile "$profile" --bin dockwatch
+binary=""
+case "${1:-}" in
+  "") ;;
+  --binary) binary="${2:?--binary needs a path}" ;;
+  *) echo "usage: $0 [--binary PATH]" >&2; exit 2 ;;
+esac
+
+args=(--no-build --locked)
+if [ -z "$binary" ]; then
+  cargo build --locked --release --bin dockwatch
+  bin=target/release/dockwatch
+else
+  [ -x "$binary" ] || { echo "$0: no executable $binary: build it first" >&2; exit 2; }
+  # cargo-deb takes the binary from <target dir>/release: a target dir of its own holds a
+  # link to the given one (the real target/release is left alone).
+  export CARGO_TARGET_DIR="$ROOT/target/deb-smoke"
+  mkdir -p "$CARGO_TARGET_DIR/release"
+  ln -f "$binary" "$CARGO_TARGET_DIR/release/dockwatch" 2>/dev/null \
+    || cp "$binary" "$CARGO_TARGET_DIR/release/dockwatch"
+  bin="$CARGO_TARGET_DIR/release/dockwatch"
+  args+=(--fast)
 fi
-bin="target/$dir/dockwatch"
-[ -x "$bin" ] || { echo "no $bin: build it first (or drop --no-build)" >&2; exit 2; }
 
 mkdir -p target/assets
 "$bin" man | gzip -9n > target/assets/dockwatch.1.gz
@@ -40,6 +49,4 @@ mkdir -p target/assets
 "$bin" completions zsh > target/assets/_dockwatch
 "$bin" completions fish > target/assets/dockwatch.fish
 
-args=(--no-build --locked)
-[ "$profile" = dev ] && args+=(--profile dev --fast)
-cargo deb "${args[@]}"
+cargo deb "${args[@]}" | tail -1
