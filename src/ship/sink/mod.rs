@@ -287,6 +287,8 @@ impl<S: LogService> Shipper<S> {
         // seq -> last millisecond of each batch in flight.
         let mut inflight_last: BTreeMap<u64, i64> = BTreeMap::new();
         let mut failed: Vec<Sealed> = Vec::new();
+        // Buffers of acknowledged bodies, for the next ones (see `body`).
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         let mut flush_at: Option<Instant> = None;
         let mut last_sent: Option<Instant> = None;
         let mut closed = false;
@@ -323,7 +325,8 @@ impl<S: LogService> Shipper<S> {
                     let batch = ready.pop_front().expect("front exists");
                     last_sent = Some(Instant::now());
                     inflight_last.insert(batch.seq, batch.last_ms());
-                    inflight.push(self.deliver(batch, stop.clone()));
+                    let buf = spare.pop().unwrap_or_default();
+                    inflight.push(self.deliver(batch, buf, stop.clone()));
                 }
             }
             let drained = closed && ready.is_empty() && batcher.is_empty();
@@ -347,6 +350,11 @@ impl<S: LogService> Shipper<S> {
                             report.stats.events += batch.count as u64;
                             report.stats.message_bytes += batch.message_bytes as u64;
                             report.stats.rejected.add(ok.rejected);
+                            if spare.len() < self.max_in_flight
+                                && let Some(buf) = batch.into_buffer()
+                            {
+                                spare.push(buf);
+                            }
                         }
                         Err(NotDelivered::Fatal(f)) => {
                             report.fatal.get_or_insert(f);
@@ -443,10 +451,10 @@ impl<S: LogService> Shipper<S> {
 
     /// Sends one batch until it is acknowledged, a failure is fatal, or `stop` is cancelled.
     /// From here on the batch is its body only ([`Sealed`]).
-    fn deliver(&self, batch: Batch, stop: CancellationToken) -> InFlight {
+    fn deliver(&self, batch: Batch, buf: Vec<u8>, stop: CancellationToken) -> InFlight {
         let service = self.service.clone();
         let (group, stream) = (self.group.clone(), self.stream.clone());
-        let batch = Sealed::new(&group, &stream, batch);
+        let batch = Sealed::new(&group, &stream, batch, buf);
         let (refused_since, patience) = (self.refused_since.clone(), self.credentials_timeout);
         Box::pin(async move {
             let mut d = Delivery::default();
