@@ -16,15 +16,24 @@ Examples:
   dockwatch --docker-image python:3.12 \\
     --bash-command 'pip install tqdm && python -u train.py' \\
     --aws-cloudwatch-group my-group --aws-cloudwatch-stream run-1 \\
-    --aws-access-key-id AKIA... --aws-secret-access-key ... --aws-region eu-west-1
+    --aws-access-key-id AKIA... --aws-secret-access-key ... \\
+    --aws-region eu-west-1
 
-  # Same, with credentials from the standard AWS chain and an AWS-compatible endpoint:
-  AWS_PROFILE=dev dockwatch run --docker-image busybox --shell sh --bash-command 'seq 1 10' \\
-    --aws-cloudwatch-group g --aws-cloudwatch-stream s --aws-endpoint-url http://127.0.0.1:5000
+  # Same, with credentials from the AWS chain and an AWS-compatible endpoint:
+  AWS_PROFILE=dev dockwatch run --docker-image busybox --shell sh \\
+    --bash-command 'seq 1 10' \\
+    --aws-cloudwatch-group g --aws-cloudwatch-stream s \\
+    --aws-endpoint-url http://127.0.0.1:5000
 
-Exit status: the container's exit code; 2 for invalid arguments; 125 when dockwatch itself
-failed (Docker, AWS, image); 127 when the image has no such shell; 130/143 after SIGINT/SIGTERM
-stopped the container; see the README for the full table.";
+  # docker run's options: a volume, a working directory, a memory limit:
+  dockwatch -v /data:/data:ro -w /data -m 512m --docker-image python:3.12 \\
+    --bash-command 'python -u report.py' \\
+    --aws-cloudwatch-group jobs --aws-cloudwatch-stream report
+
+Exit status: the container's exit code; 2 for invalid arguments; 125 when
+dockwatch itself failed (Docker, AWS, image); 127 when the image has no such
+shell; 130/143 after SIGINT/SIGTERM stopped the container; see the README for
+the full table.";
 
 /// Ship a Docker container's stdout and stderr to AWS CloudWatch Logs.
 #[derive(Debug, Parser)]
@@ -390,7 +399,8 @@ Examples:
   # several interrupted runs: name the container (id or prefix)
   dockwatch resume 3f2a9c
   # deliver a spool file written when delivery could not finish in time
-  dockwatch resume --spool ~/.local/state/dockwatch/spool/3f2a9c01b2d4-20261122T101112.000Z.jsonl")]
+  dockwatch resume --spool \\
+    ~/.local/state/dockwatch/spool/3f2a9c01b2d4-20261122T101112.000Z.jsonl")]
 pub struct ResumeArgs {
     /// Container id (or a prefix of it) of the run to resume; optional when only one
     /// checkpoint exists.
@@ -574,14 +584,16 @@ const TAIL_EXAMPLES: &str = "\
 Examples:
   # The last 10 minutes of one group, then follow it:
   dockwatch tail /dockwatch/jobs -f
-  # Every group under /ecs/, streams starting with web/, errors only, since 2 hours:
+  # Every group under /ecs/, streams starting with web/, errors only, 2 hours:
   dockwatch tail '/ecs/*' --stream-prefix web/ --filter ERROR --since 2h
   # A time range, as JSON lines:
-  dockwatch tail my-group --since 2026-11-23T08:00:00Z --until 2026-11-23T09:00:00Z --format json
+  dockwatch tail my-group --since 2026-11-23T08:00:00Z \\
+    --until 2026-11-23T09:00:00Z --format json
 
-Times: a duration back from now (30s, 10m, 2h, 7d), RFC 3339 (2026-11-23T10:00:00Z, or a date),
-or Unix seconds. Exit status: 0; 1 when a group is missing or AWS fails; 2 for invalid
-arguments; 130/143 when interrupted (the normal end of --follow).";
+Times: a duration back from now (30s, 10m, 2h, 7d), RFC 3339
+(2026-11-23T10:00:00Z, or a date), or Unix seconds. Exit status: 0; 1 when a
+group is missing or AWS fails; 2 for invalid arguments; 130/143 when
+interrupted (the normal end of --follow).";
 
 /// How `tail` prints an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -660,12 +672,14 @@ Examples:
   # Follow every group under /ecs/ into ./logs, one file per stream:
   dockwatch download --output-dir ./logs --group-prefix /ecs/
   # The same from a configuration file, with a metrics endpoint:
-  dockwatch download --config /etc/dockwatch/download.toml --metrics-addr 127.0.0.1:9464
+  dockwatch download --config /etc/dockwatch/download.toml \\
+    --metrics-addr 127.0.0.1:9464
   # What a running (or stopped) daemon has written:
   dockwatch download --output-dir ./logs --status
 
-Settings come from the flags, then DOCKWATCH_* environment variables, then the --config file.
-SIGINT/SIGTERM: flush, save state, exit 0. SIGHUP: reload the configuration file.";
+Settings come from the flags, then DOCKWATCH_* environment variables, then the
+--config file. SIGINT/SIGTERM: flush, save state, exit 0. SIGHUP: reload the
+configuration file.";
 
 /// How `download` writes each event into its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
@@ -770,13 +784,16 @@ Examples:
   # On the Docker host, loopback only (the default):
   dockwatch agent
   # Reachable from other machines: TLS and a bearer token are required
-  DOCKWATCH_AGENT_TOKEN_FILE=/etc/dockwatch/token dockwatch agent --listen 0.0.0.0:50051 \\
+  DOCKWATCH_AGENT_TOKEN_FILE=/etc/dockwatch/token \\
+    dockwatch agent --listen 0.0.0.0:50051 \\
     --tls-cert /etc/dockwatch/agent.pem --tls-key /etc/dockwatch/agent.key
   # A Unix socket (permissions 0600):
   dockwatch agent --listen unix:/run/dockwatch/agent.sock
 
-Containers launched with CloudWatch shipping use this agent's AWS settings (the flags below or
-the standard chain). SIGINT/SIGTERM stop the agent (exit 0); containers keep running.";
+Containers launched with CloudWatch shipping use this agent's AWS settings (the
+flags below or the standard chain). SIGINT/SIGTERM stop the agent (exit 0);
+containers keep running. A certificate clients accept: see the README's \"TLS
+certificates\" (openssl req -x509 makes a CA certificate unless told not to).";
 
 #[derive(Debug, Args)]
 #[command(after_help = AGENT_EXAMPLES)]
@@ -826,15 +843,18 @@ pub struct AgentArgs {
 
 const REMOTE_EXAMPLES: &str = "\
 Examples:
-  export DOCKWATCH_HOST=build-box:50051 DOCKWATCH_TOKEN_FILE=~/.dockwatch-token
-  dockwatch remote launch --image busybox --shell sh --command 'while true; do date; sleep 1; done' --name clock
+  export DOCKWATCH_HOST=build-box:50051
+  export DOCKWATCH_TOKEN_FILE=~/.dockwatch-token
+  dockwatch remote launch --image busybox --shell sh --name clock \\
+    --command 'while true; do date; sleep 1; done'
   dockwatch remote ps
   dockwatch remote logs clock -f --tail 10 -t
   dockwatch remote exec -it clock -- sh
   dockwatch remote stop clock --rm
 
-Exit status: 0; 1 when the agent reports an error or cannot be reached; 2 for invalid
-arguments; 130 after Ctrl+C; `exec` exits with the command's exit code.";
+Exit status: 0; 1 when the agent reports an error or cannot be reached; 2 for
+invalid arguments; 130 after Ctrl+C; `exec` exits with the command's exit
+code.";
 
 #[derive(Debug, Args)]
 #[command(after_help = REMOTE_EXAMPLES)]
@@ -1031,14 +1051,17 @@ pub(crate) struct EcsArgs {
 
 const ON_UPLOAD_EXAMPLES: &str = "\
 Examples:
-  # Create the queue and the bucket notification, then process every upload under input/:
-  dockwatch on-upload --bucket my-bucket --prefix input/ --output-prefix output/ --setup \\
-    --docker-image python:3.12 --bash-command 'python /app/process.py \"$INPUT_FILE\" \"$OUTPUT_DIR\"' \\
+  # Create the queue and the bucket notification, then process every upload
+  # under input/:
+  dockwatch on-upload --bucket my-bucket --prefix input/ \\
+    --output-prefix output/ --setup --docker-image python:3.12 \\
+    --bash-command 'python /app/process.py \"$INPUT_FILE\" \"$OUTPUT_DIR\"' \\
     --aws-cloudwatch-group /dockwatch/uploads
 
-In the container: INPUT_FILE (the object, read-only), OUTPUT_DIR (uploaded to the output
-prefix under the object's key when the command exits 0), S3_BUCKET, S3_KEY.
-SIGINT/SIGTERM: stop taking messages, let running tasks finish (--grace), exit 0.";
+In the container: INPUT_FILE (the object, read-only), OUTPUT_DIR (uploaded to
+the output prefix under the object's key when the command exits 0), S3_BUCKET,
+S3_KEY. SIGINT/SIGTERM: stop taking messages, let running tasks finish
+(--grace), exit 0.";
 
 #[derive(Debug, Args)]
 #[command(after_help = ON_UPLOAD_EXAMPLES)]

@@ -46,3 +46,40 @@ fn completions_and_the_man_page_are_generated_from_the_command_line() {
         "the options of each command"
     );
 }
+
+/// The help's examples survive an 80-column terminal: every command's text after
+/// "Examples:" reads the same at 80 columns as at 200 (nothing was wrapped into a broken
+/// command line), and no line of it is longer than 80.
+#[test]
+fn help_examples_fit_an_80_column_terminal() {
+    let after = |cols: &str, cmd: &[&str]| {
+        let o = dockwatch()
+            .args(cmd)
+            .arg("--help")
+            .env("COLUMNS", cols)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}: {}", stderr(&o));
+        let text = stdout(&o);
+        let at = text
+            .find("Examples:")
+            .unwrap_or_else(|| panic!("{cmd:?}: no examples"));
+        text[at..].to_string()
+    };
+    for cmd in [
+        &[][..],
+        &["run"],
+        &["resume"],
+        &["tail"],
+        &["download"],
+        &["agent"],
+        &["remote"],
+        &["on-upload"],
+    ] {
+        let narrow = after("80", cmd);
+        assert_eq!(narrow, after("200", cmd), "{cmd:?}: wrapped at 80 columns");
+        for line in narrow.lines() {
+            assert!(line.chars().count() <= 80, "{cmd:?}: {line:?}");
+        }
+    }
+}

@@ -295,10 +295,19 @@ mod tests {
         let at = buf.as_ptr();
         let sealed = Sealed::new("g", "s", batch(), buf);
         let held = sealed.body.clone();
-        assert!(sealed.clone().into_buffer().is_none(), "still held: not taken back");
+        assert!(
+            sealed.clone().into_buffer().is_none(),
+            "still held: not taken back"
+        );
         drop(held);
-        let back = sealed.into_buffer().expect("unique once the request is over");
-        assert_eq!((back.as_ptr(), back.capacity()), (at, 64 * 1024), "the same allocation");
+        let back = sealed
+            .into_buffer()
+            .expect("unique once the request is over");
+        assert_eq!(
+            (back.as_ptr(), back.capacity()),
+            (at, 64 * 1024),
+            "the same allocation"
+        );
         let again = Sealed::new("g", "s", batch(), back);
         assert_eq!(again.events(), events);
     }
