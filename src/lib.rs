@@ -5,11 +5,12 @@
 //! The tree, lower modules first (a module imports only those above it in this list):
 //!
 //! ```text
-//! util      time as users write it, backoff, durable writes, a stable hash
+//! util      time as users write it, backoff, durable writes, a stable hash, error chains
 //! cli       the raw command line (clap), nothing else
 //! shutdown  what a signal asks for (graceful stop, kill, abandon), passed in
 //! aws       SDK configuration, clients, retry policy, CloudWatch limits and calls
-//! config    the validated configuration, built once from cli
+//! config    the validated configuration, built once from cli (the container and docker run's
+//!           options in config::container)
 //! docker    the engine: connection, container life cycle, log and attach streams
 //! ship      the main job's pipeline: reader → framing → transform → batcher → sink
 //! follow    the way back: tail, download

@@ -104,7 +104,8 @@ where
             Ok(code) => code,
             Err(e) => {
                 let (code, prefix) = (e.exit_code(), e.prefix());
-                let text = format!("{:#}", anyhow::Error::from(e));
+                // Each cause once (an io::Error in the message is not repeated after it).
+                let text = dockwatch::util::chain(&e);
                 // An error with nothing to say (a closed pipe) ends quietly.
                 if !text.is_empty() {
                     dockwatch::say!("{prefix}{text}");

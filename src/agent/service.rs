@@ -121,7 +121,7 @@ impl AgentService {
             .await
             .map_err(|e| match e {
                 RunError::Docker(d) => engine_status(d),
-                other => Status::failed_precondition(format!("{:#}", anyhow::Error::from(other))),
+                other => Status::failed_precondition(crate::util::chain(&other)),
             })?;
         let id = launched.id.clone();
         let (done_tx, done_rx) = watch::channel(false);
@@ -136,8 +136,8 @@ impl AgentService {
                     "dockwatch agent: container {sid} exited with code {code}; its output is in {target}"
                 ),
                 Err(e) => crate::say!(
-                    "dockwatch agent: shipping container {sid} to {target} failed: {:#}",
-                    anyhow::Error::from(e)
+                    "dockwatch agent: shipping container {sid} to {target} failed: {}",
+                    crate::util::chain(&e)
                 ),
             }
             let _ = done_tx.send(true);

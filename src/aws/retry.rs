@@ -144,20 +144,7 @@ fn first_line(message: &str) -> String {
     cut
 }
 
-/// The whole chain of an error's messages, `a: b: c`.
-pub(crate) fn chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        let m = x.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = x.source();
-    }
-    s
-}
+pub(crate) use crate::util::chain;
 
 /// Reduces an SDK error to a [`Failure`].
 pub(crate) fn failure_of<E, R>(err: &SdkError<E, R>) -> Failure

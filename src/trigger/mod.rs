@@ -599,7 +599,7 @@ async fn finish_upload(
         }
         Err(e) => {
             let exit_code = e.exit_code();
-            let why = format!("{:#}", anyhow::Error::from(e));
+            let why = crate::util::chain(&e);
             log(&format!(
                 "s3://{}/{}: failed (attempt {attempts} of {}): {why}",
                 u.bucket, u.key, ctx.cfg.max_attempts

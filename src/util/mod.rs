@@ -1,8 +1,8 @@
 //! Plumbing shared by several commands, beneath all of them: time as users write it
 //! ([`time`]), waits between tries ([`backoff`]), crash-safe file writes ([`durable`]), the
 //! daemons' metrics endpoint ([`metrics_http`]), where state lives by default
-//! ([`state_home`]) and a stable hash ([`fnv1a`]). Nothing here knows Docker, AWS or a
-//! command.
+//! ([`state_home`]), a stable hash ([`fnv1a`]) and an error with its causes, each once
+//! ([`chain`]). Nothing here knows Docker, AWS or a command.
 
 pub(crate) mod backoff;
 pub(crate) mod durable;
@@ -43,9 +43,52 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The whole chain of an error's messages, `a: b: c`, each cause once: a message that
+/// already holds its cause's text (thiserror's `{source}` in the message) does not repeat it.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let m = x.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = x.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot create '{path}': {source}")]
+        struct WithIt {
+            path: String,
+            source: std::io::Error,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("the spool failed")]
+        struct Outer(#[source] WithIt);
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = WithIt {
+            path: "/x".into(),
+            source: io(),
+        };
+        assert_eq!(chain(&e), format!("cannot create '/x': {}", io()));
+        let outer = Outer(WithIt {
+            path: "/x".into(),
+            source: io(),
+        });
+        assert_eq!(
+            chain(&outer),
+            format!("the spool failed: cannot create '/x': {}", io())
+        );
+    }
 
     #[test]
     fn fnv1a_is_the_published_function() {

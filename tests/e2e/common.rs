@@ -247,6 +247,22 @@ pub fn client(endpoint: &str) -> Client {
     Client::from_conf(conf)
 }
 
+/// The log group named exactly `group`, if it exists.
+pub fn log_group(endpoint: &str, group: &str) -> Option<aws_sdk_cloudwatchlogs::types::LogGroup> {
+    rt().block_on(async {
+        client(endpoint)
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .unwrap()
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(group))
+            .cloned()
+    })
+}
+
 /// Every event of a stream, oldest first: (timestamp, message).
 pub fn read_events(endpoint: &str, group: &str, stream: &str) -> Vec<(i64, String)> {
     rt().block_on(async {

@@ -621,6 +621,21 @@ fn download_bad_configuration_names_file_line_and_key() {
         "{}",
         stderr(&o)
     );
+    // An I/O error says its cause once (it used to repeat "(os error 2)").
+    let o = dockwatch_with_env(&ep)
+        .args([
+            "download",
+            "--output-dir",
+            "/proc/dockwatch-nope/x",
+            "--group-prefix",
+            "/a",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot create the output directory"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -356,20 +356,7 @@ fn a_run_from_the_root_directory_leaves_nothing_there() {
 #[test]
 fn retention_days_applies_to_groups_it_creates() {
     let url = moto_url();
-    let retention = |group: &str| {
-        rt().block_on(async {
-            client(&url)
-                .describe_log_groups()
-                .log_group_name_prefix(group)
-                .send()
-                .await
-                .unwrap()
-                .log_groups()
-                .iter()
-                .find(|g| g.log_group_name() == Some(group))
-                .and_then(|g| g.retention_in_days())
-        })
-    };
+    let retention = |group: &str| log_group(&url, group).and_then(|g| g.retention_in_days());
     let mut job = Job::new(&url, "echo kept for a week");
     job.arg("--retention-days").arg("7");
     let out = job.output();
