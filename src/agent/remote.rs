@@ -531,31 +531,22 @@ async fn exec(
     }
     if e.interactive {
         let tx = tx.clone();
-        // A plain thread: a blocked read of stdin must not hold up the exit.
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.blocking_send(ExecRequest {
-                            msg: Some(exec_request::Msg::CloseStdin(true)),
-                        });
-                        return;
-                    }
-                    Ok(n) => {
-                        let m = ExecRequest {
-                            msg: Some(exec_request::Msg::Stdin(bytes::Bytes::copy_from_slice(
-                                &buf[..n],
-                            ))),
-                        };
-                        if tx.blocking_send(m).is_err() {
-                            return;
-                        }
-                    }
+        let mut pieces = crate::util::stdin_pieces(16 * 1024)
+            .map_err(|e| RemoteError::failed(format!("cannot read the standard input: {e}")))?;
+        tokio::spawn(async move {
+            while let Some(p) = pieces.recv().await {
+                let m = ExecRequest {
+                    msg: Some(exec_request::Msg::Stdin(bytes::Bytes::from(p))),
+                };
+                if tx.send(m).await.is_err() {
+                    return;
                 }
             }
+            let _ = tx
+                .send(ExecRequest {
+                    msg: Some(exec_request::Msg::CloseStdin(true)),
+                })
+                .await;
         });
     }
     let mut out = std::io::stdout().lock();

@@ -274,11 +274,9 @@ pub(crate) async fn start(
 
 /// `-i`: attaches to the created container's stdin (before the start, as `docker run -i`
 /// does) and copies this process's standard input into it until its end, which closes the
-/// command's input (the container is created with `StdinOnce`). A thread reads the standard
-/// input (a blocking read cannot be cancelled; the thread ends with the process) into a
-/// channel of four pieces, so a command that does not read holds up only this copy.
+/// command's input (the container is created with `StdinOnce`); read by
+/// [`crate::util::stdin_pieces`].
 pub(crate) async fn forward_stdin(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    use std::io::Read;
     use tokio::io::AsyncWriteExt;
     let opts = AttachContainerOptionsBuilder::default()
         .stdin(true)
@@ -288,29 +286,10 @@ pub(crate) async fn forward_stdin(docker: &Docker, id: &str) -> Result<(), Docke
         .attach_container(id, Some(opts))
         .await
         .map_err(|e| DockerError::api("attach to the container's stdin", &e))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        })
-        .map_err(|e| DockerError::Api {
-            context: "forward the standard input".into(),
-            reason: e.to_string(),
-        })?;
+    let mut rx = crate::util::stdin_pieces(64 * 1024).map_err(|e| DockerError::Api {
+        context: "forward the standard input".into(),
+        reason: e.to_string(),
+    })?;
     tokio::spawn(async move {
         let mut input = attached.input;
         // The output half stays open until the input is closed: the engine reads a closed

@@ -43,6 +43,34 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// This process's standard input in pieces of at most `piece` bytes, read by a thread of its
+/// own (a blocking read cannot be cancelled; the thread ends with the process) into a channel
+/// of four pieces, so a reader that stops holds up only this copy. The channel ends at the
+/// input's end or a read error.
+pub(crate) fn stdin_pieces(piece: usize) -> std::io::Result<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; piece];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
 /// The whole chain of an error's messages, `a: b: c`, each cause once: a message that
 /// already holds its cause's text (thiserror's `{source}` in the message) does not repeat it.
 pub fn chain(e: &dyn std::error::Error) -> String {
