@@ -70,6 +70,9 @@ pub enum Command {
     Tail(Box<TailArgs>),
     /// Download log streams into local files and keep them up to date (a daemon).
     Download(Box<DownloadArgs>),
+    /// Ship every selected container on this Docker host, running or started later (a
+    /// daemon).
+    Ship(Box<ShipArgs>),
     /// Serve the gRPC agent on this Docker host: launch, stop, list, exec, logs.
     Agent(Box<AgentArgs>),
     /// Talk to a dockwatch agent: launch, stop, ps, exec, logs.
@@ -256,6 +259,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub(crate) docker_run: DockerRunArgs,
 
+    #[command(flatten)]
+    pub(crate) events: EventArgs,
+
     /// Allocate a pseudo-TTY for the container (stdout and stderr then arrive as one stream).
     #[arg(short, long)]
     pub(crate) tty: bool,
@@ -274,6 +280,38 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub(crate) credentials_timeout: Duration,
 
+    /// How many PutLogEvents requests may be in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) max_in_flight: usize,
+
+    /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("spool"))]
+    pub(crate) spool_dir: std::path::PathBuf,
+
+    /// Bytes that are not valid UTF-8: `replace` each with U+FFFD (counted), or `escape` them
+    /// losslessly as `\xNN` (and every `\` as `\\`), read from the engine's attach stream.
+    #[arg(long = "invalid-utf8", value_enum, default_value_t = InvalidUtf8::Replace)]
+    pub(crate) invalid_utf8: InvalidUtf8,
+
+    /// Where the checkpoint (container and delivered position) lives while a run is going on,
+    /// for `dockwatch resume` after a crash; the attach path's disk buffer is kept beside it.
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("state"))]
+    pub(crate) state_dir: std::path::PathBuf,
+
+    /// How the output is read: `attach` (the engine's attach stream into a disk buffer, then
+    /// the engine's log if the buffer fills up) or `logs` (the engine's logs endpoint only).
+    #[arg(long, value_enum, default_value_t = ReadPath::Attach)]
+    pub(crate) read_path: ReadPath,
+
+    /// Largest disk buffer of the attach path, e.g. `512MiB`, `2GiB`; when it is full the rest
+    /// is read from the engine's log (the container never waits).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub(crate) buffer_size: u64,
+}
+
+/// How events are made and sent: shared by `run` and `ship`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct EventArgs {
     /// Longest time an event waits in a partial batch before it is sent, e.g. `200ms`.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub(crate) flush_interval: Duration,
@@ -288,14 +326,6 @@ pub struct RunArgs {
     /// 3288, 3653); an existing group is left as it is. Default: never expire.
     #[arg(long, value_name = "DAYS")]
     pub(crate) retention_days: Option<i32>,
-
-    /// How many PutLogEvents requests may be in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub(crate) max_in_flight: usize,
-
-    /// Where undelivered events are saved when delivery cannot finish, as JSON lines.
-    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("spool"))]
-    pub(crate) spool_dir: std::path::PathBuf,
 
     /// Send stdout to `STREAM/stdout` and stderr to `STREAM/stderr` instead of both to STREAM.
     #[arg(long)]
@@ -317,26 +347,6 @@ pub struct RunArgs {
     /// Event format: `text` (the line as it is) or `json` (`{"log":..,"stream":..,"container":..}`).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
-
-    /// Bytes that are not valid UTF-8: `replace` each with U+FFFD (counted), or `escape` them
-    /// losslessly as `\xNN` (and every `\` as `\\`), read from the engine's attach stream.
-    #[arg(long = "invalid-utf8", value_enum, default_value_t = InvalidUtf8::Replace)]
-    pub(crate) invalid_utf8: InvalidUtf8,
-
-    /// Where the checkpoint (container and delivered position) lives while a run is going on,
-    /// for `dockwatch resume` after a crash; the attach path's disk buffer is kept beside it.
-    #[arg(long, value_name = "DIR", default_value_os_t = crate::util::state_home().join("state"))]
-    pub(crate) state_dir: std::path::PathBuf,
-
-    /// How the output is read: `attach` (the engine's attach stream into a disk buffer, then
-    /// the engine's log if the buffer fills up) or `logs` (the engine's logs endpoint only).
-    #[arg(long, value_enum, default_value_t = ReadPath::Attach)]
-    pub(crate) read_path: ReadPath,
-
-    /// Largest disk buffer of the attach path, e.g. `512MiB`, `2GiB`; when it is full the rest
-    /// is read from the engine's log (the container never waits).
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
-    pub(crate) buffer_size: u64,
 }
 
 /// `docker run` options of the main job's container, spelt as docker spells them.
@@ -772,6 +782,97 @@ pub struct DownloadArgs {
     pub(crate) max_requests_per_second: Option<f64>,
 
     /// Print what the daemon has written so far (from its state file) and exit.
+    #[arg(long)]
+    pub(crate) status: bool,
+
+    #[command(flatten)]
+    pub(crate) aws: AwsArgs,
+}
+
+const SHIP_EXAMPLES: &str = "\
+Examples:
+  # Every container of this host, one stream each in /docker/HOST:
+  dockwatch ship --group '/docker/{host}'
+  # Only containers labelled app=..., a group per app, never the debug ones:
+  dockwatch ship --label app --exclude-label debug=true \\
+    --group '/docker/{label:app}' --stream '{container_name}/{container_id:12}'
+  # From a configuration file, with a metrics endpoint:
+  dockwatch ship --config /etc/dockwatch/ship.toml --metrics-addr 127.0.0.1:9465
+  # What a running (or stopped) daemon is doing:
+  dockwatch ship --status
+
+Placeholders: {host} {container_name} {container_id} {container_id:N} {image}
+{image_tag} {label:KEY}; {{ and }} are braces. Containers run by dockwatch run
+and those labelled dockwatch.ship=false are never shipped. SIGINT/SIGTERM:
+drain within --drain-timeout, save each checkpoint, exit 0 (a second: now).
+SIGHUP: reload the selection from the --config file.";
+
+/// `dockwatch ship`: the host-wide shipper.
+#[derive(Debug, Args)]
+#[command(after_help = SHIP_EXAMPLES)]
+pub struct ShipArgs {
+    /// TOML configuration file (see the README); its selection is reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "DOCKWATCH_CONFIG")]
+    pub(crate) config: Option<std::path::PathBuf>,
+
+    /// Only containers with this label (`KEY`) or label value (`KEY=VALUE`); repeatable,
+    /// all must match.
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub(crate) label: Vec<String>,
+
+    /// Never containers with this label or label value; repeatable, any excludes.
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub(crate) exclude_label: Vec<String>,
+
+    /// Only containers whose name matches this regular expression; repeatable, any matches.
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) name: Vec<String>,
+
+    /// Never containers whose name matches this regular expression; repeatable.
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) exclude_name: Vec<String>,
+
+    /// Only containers of this image (`nginx` matches every tag, `nginx:1.27` one);
+    /// repeatable, any matches.
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) image: Vec<String>,
+
+    /// Log group of each container, a template, e.g. `/docker/{label:app}`; created when
+    /// missing.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub(crate) group: Option<String>,
+
+    /// Log stream of each container, a template (default `{container_name}/{container_id:12}`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub(crate) stream: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) events: EventArgs,
+
+    /// PutLogEvents requests in flight at once, all containers together (default 32).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_requests: Option<usize>,
+
+    /// After SIGINT/SIGTERM, how long delivery of what was read may take before dockwatch
+    /// quits (the rest is shipped at the next start, from each checkpoint), e.g. `10s`
+    /// (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) drain_timeout: Option<Duration>,
+
+    /// When AWS refuses the credentials, how long shipping waits for them to be refreshed
+    /// before that container's shipping gives up until the next start, e.g. `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub(crate) credentials_timeout: Duration,
+
+    /// Where the checkpoint of each container and the daemon's status live.
+    #[arg(long, value_name = "DIR", env = "DOCKWATCH_SHIP_STATE_DIR")]
+    pub(crate) state_dir: Option<std::path::PathBuf>,
+
+    /// Serve /healthz and Prometheus /metrics here, e.g. `127.0.0.1:9465`.
+    #[arg(long, value_name = "ADDR", env = "DOCKWATCH_METRICS_ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Print what the daemon is doing (from its status file) and exit.
     #[arg(long)]
     pub(crate) status: bool,
 

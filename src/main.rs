@@ -9,6 +9,7 @@ use dockwatch::config::{ConfigError, OnUploadConfig, ResumeConfig, RunConfig};
 use dockwatch::ecs::EcsError;
 use dockwatch::exit_codes;
 use dockwatch::follow::{FollowError, download, tail};
+use dockwatch::host::{self, HostError};
 use dockwatch::ship::job::{self, RunError};
 use dockwatch::shutdown::{self, Shutdown, Signal};
 use dockwatch::trigger::{self, TriggerError};
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Tail(a)) => block_on(|s| tail::tail(*a, s)),
         Some(Command::Download(a)) => block_on(|s| download::download(*a, s)),
+        Some(Command::Ship(a)) => block_on(|s| host::ship(*a, s)),
         Some(Command::Agent(a)) => block_on(|s| server::serve(*a, s)),
         Some(Command::Remote(a)) => block_on(|s| remote::remote(*a, s)),
         Some(Command::OnUpload(a)) => match OnUploadConfig::from_args(*a) {
@@ -159,6 +161,12 @@ impl ExitStatus for EcsError {
             EcsError::Aws(e) if e.is_usage() => exit_codes::USAGE,
             _ => exit_codes::ERROR,
         }
+    }
+}
+
+impl ExitStatus for HostError {
+    fn exit_code(&self) -> i32 {
+        HostError::exit_code(self)
     }
 }
 

@@ -20,6 +20,8 @@ use crate::cli::{self, AwsArgs, Format, RunArgs};
 
 pub(crate) mod container;
 pub mod ecs;
+pub(crate) mod file;
+pub(crate) mod host;
 pub mod on_upload;
 
 pub(crate) use container::ContainerSpec;
@@ -305,7 +307,7 @@ impl RunConfig {
         let stream = non_empty(a.aws_cloudwatch_stream, "--aws-cloudwatch-stream")?;
         validate_group_name(&group)?;
         validate_stream_name(&stream)?;
-        if a.split_streams {
+        if a.events.split_streams {
             validate_stream_name(&format!("{stream}/stdout"))?;
         }
         if a.container.shell.trim().is_empty() {
@@ -337,17 +339,10 @@ impl RunConfig {
             .collect::<Result<Vec<_>, _>>()?;
         labels.push(managed_label());
 
-        if !(EVENT_OVERHEAD + 1024..=MAX_BATCH_BYTES).contains(&a.max_event_size) {
-            return Err(ConfigError::MaxEventSize(a.max_event_size));
-        }
         if !(1..=64).contains(&a.max_in_flight) {
             return Err(ConfigError::MaxInFlight(a.max_in_flight));
         }
-        if a.flush_interval < Duration::from_millis(1)
-            || a.flush_interval > Duration::from_secs(3600)
-        {
-            return Err(ConfigError::FlushInterval);
-        }
+        let (ship, mut transforms) = events_of(&a.events, group, stream)?;
 
         Ok(RunConfig {
             container: ContainerSpec {
@@ -364,19 +359,9 @@ impl RunConfig {
             },
             aws,
             ship: ShipConfig {
-                group,
-                stream,
-                max_event_size: a.max_event_size,
-                flush_interval: a.flush_interval,
                 max_in_flight: a.max_in_flight,
-                split_streams: a.split_streams,
                 credentials_timeout: a.credentials_timeout,
-                retention_days: match a.retention_days {
-                    Some(d) if !RETENTION_DAYS.contains(&d) => {
-                        return Err(ConfigError::RetentionDays(d));
-                    }
-                    d => d,
-                },
+                ..ship
             },
             echo: !a.quiet,
             keep_container: a.keep_container,
@@ -384,12 +369,9 @@ impl RunConfig {
             flush_timeout: a.flush_timeout,
             spool_dir: a.spool_dir,
             state_dir: a.state_dir,
-            transforms: TransformConfig {
-                strip_ansi: a.strip_ansi,
-                multiline: multiline(a.multiline_pattern.as_deref(), a.multiline_timeout)?,
-                json: a.format == Format::Json,
-                container: String::new(),
-                escape_invalid_utf8: a.invalid_utf8 == crate::cli::InvalidUtf8::Escape,
+            transforms: {
+                transforms.escape_invalid_utf8 = a.invalid_utf8 == crate::cli::InvalidUtf8::Escape;
+                transforms
             },
             read_path: match a.read_path {
                 cli::ReadPath::Attach => ReadPath::Attach {
@@ -437,6 +419,39 @@ impl ResumeConfig {
             credentials_timeout: a.credentials_timeout,
         })
     }
+}
+
+/// Shipping to `group`/`stream` (checked) and the transforms, from the event flags `run`
+/// and `ship` share; the rest of [`ShipConfig`] at its defaults.
+pub(crate) fn events_of(
+    a: &cli::EventArgs,
+    group: String,
+    stream: String,
+) -> Result<(ShipConfig, TransformConfig), ConfigError> {
+    if !(EVENT_OVERHEAD + 1024..=MAX_BATCH_BYTES).contains(&a.max_event_size) {
+        return Err(ConfigError::MaxEventSize(a.max_event_size));
+    }
+    if a.flush_interval < Duration::from_millis(1) || a.flush_interval > Duration::from_secs(3600) {
+        return Err(ConfigError::FlushInterval);
+    }
+    if let Some(d) = a.retention_days.filter(|d| !RETENTION_DAYS.contains(d)) {
+        return Err(ConfigError::RetentionDays(d));
+    }
+    let ship = ShipConfig {
+        max_event_size: a.max_event_size,
+        flush_interval: a.flush_interval,
+        split_streams: a.split_streams,
+        retention_days: a.retention_days,
+        ..ShipConfig::new(group, stream)?
+    };
+    let transforms = TransformConfig {
+        strip_ansi: a.strip_ansi,
+        multiline: multiline(a.multiline_pattern.as_deref(), a.multiline_timeout)?,
+        json: a.format == Format::Json,
+        container: String::new(),
+        escape_invalid_utf8: false,
+    };
+    Ok((ship, transforms))
 }
 
 /// Compiles `--multiline-pattern`.

@@ -6,6 +6,7 @@
 
 pub(crate) mod attach;
 pub(crate) mod container;
+pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod messages;
 pub(crate) mod raw_logs;

@@ -33,7 +33,7 @@ pub enum FollowError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Config(#[from] download::config::ConfigFileError),
+    Config(#[from] crate::config::file::ConfigFileError),
     #[error("{what} '{path}': {source}")]
     Io {
         what: &'static str,

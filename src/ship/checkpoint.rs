@@ -91,6 +91,10 @@ pub(crate) struct Checkpoint {
     /// bytes already replaced, so resume can only escape what it still sees).
     #[serde(default)]
     pub(crate) escape_invalid_utf8: bool,
+    /// `dockwatch ship`: the container's `State.FinishedAt` when its log was delivered to
+    /// the end (a later start of the same container makes it differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) drained: Option<String>,
 }
 
 /// A [`Cursor`] as stored.
@@ -156,6 +160,7 @@ impl Checkpoint {
             json: false,
             split_streams: false,
             escape_invalid_utf8: false,
+            drained: None,
         }
     }
 
@@ -335,6 +340,11 @@ impl Saver {
         if self.last_save.elapsed() >= SAVE_EVERY || self.unsaved >= SAVE_EVENTS {
             self.flush();
         }
+    }
+
+    /// The checkpoint as it stands (saved or about to be).
+    pub(crate) fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
     }
 
     /// Saves the newest position if it moved since the last save.

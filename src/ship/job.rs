@@ -201,6 +201,7 @@ fn session_for(cfg: &RunConfig, id: &str, client: &aws_sdk_cloudwatchlogs::Clien
             container: docker::short_id(id).to_string(),
             ..cfg.transforms.clone()
         },
+        on_progress: None,
     };
     if let Err(e) = session.checkpoint.save(&session.state_dir) {
         crate::say!(
@@ -442,6 +443,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
         state_dir: args.state_dir.clone(),
         transforms: cp.transforms()?,
         checkpoint: cp.clone(),
+        on_progress: None,
     };
     if cp.escape_invalid_utf8 {
         crate::say!(
@@ -461,7 +463,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
 
 /// What each destination stream holds past the checkpoint's position (see
 /// `sink::dedupe`).
-async fn stored_past(
+pub(crate) async fn stored_past(
     client: &aws_sdk_cloudwatchlogs::Client,
     cp: &Checkpoint,
     endpoint: &str,

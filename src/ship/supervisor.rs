@@ -28,7 +28,7 @@ use super::checkpoint::Saver;
 use super::echo::Echo;
 use super::framing::Event;
 use super::reader::{self, ReaderConfig, ReaderReport};
-use super::sink::{ShipReport, ShipStats, split};
+use super::sink::{LogService, ShipReport, ShipStats, split};
 use super::spool;
 use crate::aws::retry::Failure;
 use crate::config::ShipConfig;
@@ -97,7 +97,13 @@ pub(crate) struct Session {
     pub(crate) checkpoint: Checkpoint,
     /// Transforms between framing and batching.
     pub(crate) transforms: crate::config::TransformConfig,
+    /// Told the events delivered so far and the newest delivered timestamp (ms) each time
+    /// the delivered position moves (`dockwatch ship`'s metrics).
+    pub(crate) on_progress: Option<Progress>,
 }
+
+/// See [`Session::on_progress`].
+pub(crate) type Progress = Arc<dyn Fn(u64, i64) + Send + Sync>;
 
 /// Ships a started container's output until the shipper ends, then settles the container,
 /// spools what is left and reports.
@@ -203,11 +209,11 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn spawn(
+    fn spawn<S: LogService>(
         session: &Session,
         docker: &bollard::Docker,
         id: &str,
-        client: aws_sdk_cloudwatchlogs::Client,
+        service: S,
         start: Start,
     ) -> Self {
         let abort = CancellationToken::new();
@@ -233,16 +239,20 @@ impl Pipeline {
             session.state_dir.clone(),
         )));
         let on_saver = saver.clone();
+        let progress = session.on_progress.clone();
         let on_position: split::OnPosition = Box::new(move |cursor, marks, events| {
             on_saver
                 .lock()
                 .expect("saver")
                 .delivered(cursor, marks, events);
+            if let Some(p) = &progress {
+                p(events, marks.iter().map(|m| m.last_ms).max().unwrap_or(0));
+            }
         });
         let (ship_cfg, ship_abort) = (session.ship.clone(), abort.clone());
         let shipper = tokio::spawn(async move {
             split::ship(
-                client,
+                service,
                 &ship_cfg,
                 rx,
                 ship_abort,
@@ -277,20 +287,9 @@ impl Pipeline {
         let ship = loop {
             tokio::select! {
                 r = &mut self.reader, if reader_report.is_none() => {
-                    reader_report = Some(r.unwrap_or_else(|e| ReaderReport {
-                        error: Some(DockerError::Api {
-                            context: "read container logs".into(),
-                            reason: crate::docker::logs::describe_join(&e),
-                        }),
-                        ..ReaderReport::default()
-                    }));
+                    reader_report = Some(reader_joined(r));
                 }
-                s = &mut self.shipper => {
-                    break s.unwrap_or_else(|e| ShipReport {
-                        fatal: Some(Failure::Construction(format!("shipper task failed: {e}"))),
-                        ..ShipReport::default()
-                    });
-                }
+                s = &mut self.shipper => break shipper_joined(s),
                 now = shutdown.changed(), if seen < Some(Stop::Abandon) => {
                     for step in Stop::steps(seen, now) {
                         match step {
@@ -313,19 +312,85 @@ impl Pipeline {
                 }
             }
         };
-        // The shipper is done: the reader ends too (its channel is closed).
+        (ship, self.settle(reader_report).await, interrupted)
+    }
+
+    /// After the shipper ended: the reader ends too (its channel is closed), the checkpoint
+    /// is saved. The reader's report.
+    async fn settle(&mut self, reader_report: Option<ReaderReport>) -> ReaderReport {
         self.stop_reading.cancel();
         self.saver.lock().expect("saver").flush();
-        let reader = match reader_report {
+        match reader_report {
             Some(r) => r,
             None => (&mut self.reader).await.unwrap_or_default(),
-        };
-        (ship, reader, interrupted)
+        }
     }
 
     fn stop_now(&self) {
         self.abort.cancel();
         self.stop_reading.cancel();
+    }
+}
+
+fn reader_joined(r: Result<ReaderReport, tokio::task::JoinError>) -> ReaderReport {
+    r.unwrap_or_else(|e| ReaderReport {
+        error: Some(DockerError::Api {
+            context: "read container logs".into(),
+            reason: crate::docker::logs::describe_join(&e),
+        }),
+        ..ReaderReport::default()
+    })
+}
+
+fn shipper_joined(s: Result<ShipReport, tokio::task::JoinError>) -> ShipReport {
+    s.unwrap_or_else(|e| ShipReport {
+        fatal: Some(Failure::Construction(format!("shipper task failed: {e}"))),
+        ..ShipReport::default()
+    })
+}
+
+/// What [`follow`] saw.
+pub(crate) struct Followed {
+    pub(crate) ship: ShipReport,
+    pub(crate) reader: ReaderReport,
+    /// The checkpoint as last saved.
+    pub(crate) checkpoint: Checkpoint,
+}
+
+/// Ships the output of a container that dockwatch did not start (`dockwatch ship`) until it
+/// ends (the container exited and its log was read to the end) or `drain` is cancelled:
+/// then reading stops, what was read is delivered for up to `deadline`, and what is left
+/// stays in the engine's log after the checkpoint's position. The container is never
+/// touched, nothing is spooled: the checkpoint is the whole state.
+pub(crate) async fn follow<S: LogService>(
+    session: &Session,
+    docker: &bollard::Docker,
+    service: S,
+    start: Start,
+    drain: CancellationToken,
+    deadline: Duration,
+) -> Followed {
+    let id = session.checkpoint.container_id.clone();
+    let mut p = Pipeline::spawn(session, docker, &id, service, start);
+    let mut reader_report = None;
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let ship = loop {
+        tokio::select! {
+            r = &mut p.reader, if reader_report.is_none() => reader_report = Some(reader_joined(r)),
+            s = &mut p.shipper => break shipper_joined(s),
+            () = drain.cancelled(), if give_up.is_none() => {
+                p.stop_reading.cancel();
+                give_up = Some(tokio::time::Instant::now() + deadline);
+            }
+            () = sleep_until(give_up), if give_up.is_some() && !p.abort.is_cancelled() => p.stop_now(),
+        }
+    };
+    let reader = p.settle(reader_report).await;
+    let checkpoint = p.saver.lock().expect("saver").checkpoint().clone();
+    Followed {
+        ship,
+        reader,
+        checkpoint,
     }
 }
 

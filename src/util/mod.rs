@@ -6,6 +6,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod durable;
+pub(crate) mod lock;
 pub(crate) mod metrics_http;
 pub(crate) mod time;
 
@@ -85,6 +86,28 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
+}
+
+/// Rows under a header, each column as wide as its widest cell (`--status` tables).
+pub(crate) fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> Vec<String> {
+    let head = head.map(String::from);
+    let mut widths = head.clone().map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    std::iter::once(&head)
+        .chain(rows.iter())
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            line.join("  ").trim_end().to_string()
+        })
+        .collect()
 }
 
 #[cfg(test)]

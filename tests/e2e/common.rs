@@ -303,6 +303,28 @@ pub fn messages(endpoint: &str, group: &str, stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// The messages of a stream, none when the group or stream does not exist (yet).
+pub fn messages_if_any(endpoint: &str, group: &str, stream: &str) -> Vec<String> {
+    let exists = rt().block_on(async {
+        client(endpoint)
+            .describe_log_streams()
+            .log_group_name(group)
+            .log_stream_name_prefix(stream)
+            .send()
+            .await
+            .is_ok_and(|r| {
+                r.log_streams()
+                    .iter()
+                    .any(|s| s.log_stream_name() == Some(stream))
+            })
+    });
+    if exists {
+        messages(endpoint, group, stream)
+    } else {
+        Vec::new()
+    }
+}
+
 /// Creates a group (and optionally a stream) before the run.
 pub fn precreate(endpoint: &str, group: &str, stream: Option<&str>) {
     rt().block_on(async {

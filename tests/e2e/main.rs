@@ -17,5 +17,6 @@ mod follow;
 mod interrupts;
 mod pull;
 mod run;
+mod ship;
 mod trigger;
 mod volume;

@@ -568,20 +568,9 @@ fn status(args: &DownloadArgs) -> Result<i32, FollowError> {
             ]
         })
         .collect();
-    let head = ["GROUP", "STREAM", "EVENTS", "BYTES", "LAST EVENT", "FILE"].map(String::from);
-    let mut widths = head.clone().map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    for r in std::iter::once(&head).chain(rows.iter()) {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        crate::out!("{}", line.join("  ").trim_end());
+    let head = ["GROUP", "STREAM", "EVENTS", "BYTES", "LAST EVENT", "FILE"];
+    for line in crate::util::table(head, &rows) {
+        crate::out!("{line}");
     }
     Ok(0)
 }

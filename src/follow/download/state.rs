@@ -41,7 +41,7 @@
 //! the file.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -285,42 +285,21 @@ fn restart(s: &mut StreamState) {
 }
 
 /// The daemon's exclusive hold on an output directory (invariant 3); released on drop.
-#[derive(Debug)]
-pub(crate) struct DirLock {
-    /// The open lock file; the lock lives as long as it does.
-    _file: File,
-}
+pub(crate) struct DirLock;
 
 impl DirLock {
-    pub(crate) fn acquire(dir: &Path) -> Result<Self, FollowError> {
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| FollowError::Io {
-                what: "cannot open the lock file",
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(FollowError::Locked(dir.to_path_buf())),
-            Err(std::fs::TryLockError::Error(source)) => Err(FollowError::Io {
-                what: "cannot lock",
-                path,
-                source,
-            }),
-        }
+    pub(crate) fn acquire(dir: &Path) -> Result<crate::util::lock::DirLock, FollowError> {
+        crate::util::lock::DirLock::acquire(dir, LOCK_FILE).map_err(|e| match e {
+            crate::util::lock::LockError::Held(d) => FollowError::Locked(d),
+            crate::util::lock::LockError::Io { what, path, source } => {
+                FollowError::Io { what, path, source }
+            }
+        })
     }
 
     /// Whether some process holds the lock now (for `--status`).
     pub(crate) fn is_held(dir: &Path) -> bool {
-        let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
-            return false;
-        };
-        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+        crate::util::lock::DirLock::is_held(dir, LOCK_FILE)
     }
 }
 

@@ -35,6 +35,7 @@
 //! and counted as possibly stored twice, as is a batch handed back while still unresolved.
 
 pub(crate) mod body;
+pub(crate) mod budget;
 pub(crate) mod dedupe;
 pub(crate) mod request;
 pub(crate) mod split;

@@ -1,0 +1,464 @@
+//! `dockwatch ship`: the host-wide shipper, against the real engine, moto and the strict
+//! server. Every daemon here selects only its own test's containers (`--label
+//! dockwatch.test=ID`): tests run side by side on one engine.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::strict_server::StrictServer;
+
+/// A `ship` daemon for this test's containers.
+struct Ship {
+    child: Child,
+}
+
+impl Ship {
+    fn start(endpoint: &str, label: &str, state: &Path, extra: &[&str]) -> Ship {
+        let mut c = dockwatch_with_env(endpoint);
+        c.args(["ship", "--label", &format!("dockwatch.test={label}")])
+            .arg("--state-dir")
+            .arg(state)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Ship {
+            child: c.spawn().expect("start ship"),
+        }
+    }
+
+    /// SIGTERM, then its exit code and what it logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        signal(&self.child, "TERM");
+        let out = wait_with_limit(&mut self.child, Duration::from_secs(60));
+        (out.0, out.1)
+    }
+
+    /// SIGKILL: no drain, no last save.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the child (killing it past `limit`); its code and stderr.
+fn wait_with_limit(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            assert!(!err.contains("panicked"), "{err}");
+            return (s.code(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("ship did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `docker run -d` with this test's label and `labels`; the container's id.
+fn container(label: &str, name: &str, labels: &[&str], extra: &[&str], script: &str) -> String {
+    let mut c = Command::new("docker");
+    c.args(["run", "-d", "--name", name, "--label"])
+        .arg(format!("dockwatch.test={label}"));
+    for l in labels {
+        c.args(["--label", l]);
+    }
+    let out = c
+        .args(extra)
+        .args([IMAGE, "bash", "-c", script])
+        .output()
+        .expect("docker run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+fn exited(id: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", id])
+        .output()
+        .unwrap();
+    stdout(&out).trim() == "false"
+}
+
+fn lines(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn script(prefix: &str, n: usize, wait_first: &str) -> String {
+    format!("sleep {wait_first}; for i in $(seq 1 {n}); do echo {prefix}-$i; done")
+}
+
+#[test]
+fn ships_the_selected_containers_before_and_after_its_start_to_their_templated_streams() {
+    let endpoint = moto_url();
+    let label = unique("ship-sel");
+    let state = std::env::temp_dir().join(&label);
+    let group = |app: &str| format!("/e2e/{label}/{app}");
+    // Ten before the start (still running then), ten after: web selected, db excluded by
+    // debug=true, none without the app label.
+    let kinds = [
+        ("web", vec!["app=web"]),
+        ("web", vec!["app=web"]),
+        ("web", vec!["app=web"]),
+        ("web", vec!["app=web"]),
+        ("db", vec!["app=db", "debug=true"]),
+        ("db", vec!["app=db", "debug=true"]),
+        ("db", vec!["app=db", "debug=true"]),
+        ("none", vec![]),
+        ("none", vec![]),
+        ("web", vec!["app=web", "debug=false"]),
+    ];
+    let mut started = Vec::new();
+    for (i, (kind, labels)) in kinds.iter().enumerate() {
+        let name = format!("{label}-before-{i}");
+        let id = container(&label, &name, labels, &[], &script(&name, 50, "8"));
+        started.push((name, *kind, id));
+    }
+    let ship = Ship::start(
+        &endpoint,
+        &label,
+        &state,
+        &[
+            "--label",
+            "app",
+            "--exclude-label",
+            "debug=true",
+            "--group",
+            &format!("/e2e/{label}/{{label:app}}"),
+            "--stream",
+            "{container_name}/{container_id:12}",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for (i, (kind, labels)) in kinds.iter().enumerate() {
+        let name = format!("{label}-after-{i}");
+        let id = container(&label, &name, labels, &[], &script(&name, 50, "0.2"));
+        started.push((name, *kind, id));
+    }
+    let shipped: Vec<_> = started.iter().filter(|(_, k, _)| *k == "web").collect();
+    let complete = wait_until(Duration::from_secs(60), || {
+        shipped.iter().all(|(name, _, id)| {
+            let stream = format!("{name}/{}", &id[..12]);
+            messages_if_any(&endpoint, &group("web"), &stream).len() >= 50
+        })
+    });
+    let (code, log) = ship.stop();
+    cleanup(&label);
+    assert!(complete, "not every selected container arrived: {log}");
+    assert_eq!(code, Some(0), "{log}");
+    for (name, _, id) in &shipped {
+        let stream = format!("{name}/{}", &id[..12]);
+        assert_eq!(
+            messages(&endpoint, &group("web"), &stream),
+            lines(name, 50),
+            "{stream}: exactly once, in order"
+        );
+    }
+    assert!(
+        log_group(&endpoint, &group("db")).is_none(),
+        "excluded containers were shipped"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// Each of `ids` streams (`NAME/ID12` in `group`) equals `lines(NAME, n)` on the strict server.
+fn all_complete(server: &StrictServer, group: &str, ids: &[(String, String)], n: usize) -> bool {
+    ids.iter().all(|(name, id)| {
+        server
+            .messages(group, &format!("{name}/{}", &id[..12]))
+            .len()
+            >= n
+    })
+}
+
+fn assert_exact(server: &StrictServer, group: &str, ids: &[(String, String)], n: usize) {
+    for (name, id) in ids {
+        let got = server.messages(group, &format!("{name}/{}", &id[..12]));
+        assert_eq!(got.len(), n, "{name}: {} events for {n} lines", got.len());
+        assert!(
+            got == lines(name, n),
+            "{name}: not exactly its lines in order"
+        );
+    }
+    server.with_stats(|s| assert_eq!(s.violations, 0, "{:?}", s.violation_messages));
+}
+
+/// A flood: `n` lines, a pause every `every`.
+fn flood(prefix: &str, n: usize, every: usize) -> String {
+    format!(
+        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo {prefix}-$i; if [ $((i % {every})) -eq 0 ]; then sleep 0.05; fi; done"
+    )
+}
+
+#[test]
+fn sigkill_five_times_during_a_flood_from_ten_containers_loses_and_repeats_nothing() {
+    let server = StrictServer::start();
+    let label = unique("ship-kill");
+    let state = std::env::temp_dir().join(&label);
+    let group = format!("/e2e/{label}");
+    let n = 30_000;
+    let args = [
+        "--group",
+        &group,
+        "--stream",
+        "{container_name}/{container_id:12}",
+    ];
+    let mut ship = Ship::start(&server.url, &label, &state, &args);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let name = format!("{label}-{i}");
+        let id = container(&label, &name, &[], &[], &flood(&name, n, 1000));
+        ids.push((name, id));
+    }
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(700));
+        ship.kill();
+        ship = Ship::start(&server.url, &label, &state, &args);
+    }
+    let complete = wait_until(Duration::from_secs(120), || {
+        all_complete(&server, &group, &ids, n)
+    });
+    // A moment more: anything sent twice would arrive now.
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, log) = ship.stop();
+    cleanup(&label);
+    assert!(complete, "{log}");
+    assert_eq!(code, Some(0), "{log}");
+    assert_exact(&server, &group, &ids, n);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn thirty_percent_throttling_and_a_ten_second_outage_lose_nothing_and_slow_no_container() {
+    let server = StrictServer::start();
+    let label = unique("ship-fault");
+    let state = std::env::temp_dir().join(&label);
+    let group = format!("/e2e/{label}");
+    let n = 20_000;
+    let ship = Ship::start(
+        &server.url,
+        &label,
+        &state,
+        &[
+            "--group",
+            &group,
+            "--stream",
+            "{container_name}/{container_id:12}",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    server.faults(|f| {
+        f.throttle = 0.3;
+        f.outage_puts = true;
+    });
+    let outage = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let name = format!("{label}-{i}");
+        let id = container(
+            &label,
+            &name,
+            &[],
+            &[],
+            &format!("for i in $(seq 1 {n}); do echo {name}-$i; done"),
+        );
+        ids.push((name, id));
+    }
+    let all_exited = wait_until(Duration::from_secs(9), || {
+        ids.iter().all(|(_, id)| exited(id))
+    });
+    let exited_after = outage.elapsed();
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
+    server.faults(|f| f.outage_puts = false);
+    let complete = wait_until(Duration::from_secs(120), || {
+        all_complete(&server, &group, &ids, n)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, log) = ship.stop();
+    cleanup(&label);
+    assert!(
+        all_exited,
+        "the containers waited on CloudWatch: still running {exited_after:?} into the outage"
+    );
+    assert!(complete, "{log}");
+    assert_eq!(code, Some(0), "{log}");
+    assert_exact(&server, &group, &ids, n);
+    assert!(server.with_stats(|s| s.throttled) > 0);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn one_millisecond_containers_arrive_whole_and_removed_ones_never_twice() {
+    let endpoint = moto_url();
+    let label = unique("ship-short");
+    let state = std::env::temp_dir().join(&label);
+    let group = format!("/e2e/{label}");
+    let ship = Ship::start(
+        &endpoint,
+        &label,
+        &state,
+        &["--group", &group, "--stream", "{container_name}"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        let name = format!("{label}-k{i}");
+        container(
+            &label,
+            &name,
+            &[],
+            &[],
+            &format!("echo {name}-1; printf {name}-2"),
+        );
+        kept.push(name);
+        let name = format!("{label}-rm{i}");
+        container(
+            &label,
+            &name,
+            &[],
+            &["--rm"],
+            &format!("echo {name}-1; printf {name}-2"),
+        );
+        removed.push(name);
+    }
+    let complete = wait_until(Duration::from_secs(30), || {
+        kept.iter()
+            .all(|n| messages_if_any(&endpoint, &group, n).len() >= 2)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, log) = ship.stop();
+    cleanup(&label);
+    assert!(complete, "{log}");
+    assert_eq!(code, Some(0), "{log}");
+    for n in &kept {
+        assert_eq!(messages(&endpoint, &group, n), lines(n, 2), "{n}");
+    }
+    let mut arrived = 0;
+    for n in &removed {
+        let got = messages_if_any(&endpoint, &group, n);
+        assert!(lines(n, 2).starts_with(&got), "{n}: {got:?}");
+        arrived += got.len();
+    }
+    // Measured, for the README: how much of a `--rm` container's output outruns its removal.
+    eprintln!(
+        "--rm containers: {arrived} of {} lines arrived",
+        2 * removed.len()
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn sighup_reloads_the_selection_and_status_and_metrics_show_each_container() {
+    let endpoint = moto_url();
+    let label = unique("ship-hup");
+    let state = std::env::temp_dir().join(&label);
+    std::fs::create_dir_all(&state).unwrap();
+    let config = state.join("ship.toml");
+    let group = format!("/e2e/{label}");
+    let write = |app: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "label = [\"dockwatch.test={label}\", \"app={app}\"]\ngroup = \"{group}\"\nstream = \"{{container_name}}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("a");
+    let port = free_port();
+    let mut c = dockwatch_with_env(&endpoint);
+    c.args(["ship", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    wait_for_port(port, Duration::from_secs(20));
+    let a1 = format!("{label}-a1");
+    container(&label, &a1, &["app=a"], &[], &script(&a1, 3, "0"));
+    assert!(wait_until(Duration::from_secs(20), || messages_if_any(
+        &endpoint, &group, &a1
+    )
+    .len()
+        == 3));
+    write("b");
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_secs(1));
+    let (a2, b1) = (format!("{label}-a2"), format!("{label}-b1"));
+    container(&label, &a2, &["app=a"], &[], &script(&a2, 3, "0"));
+    container(&label, &b1, &["app=b"], &[], &script(&b1, 3, "0"));
+    assert!(wait_until(Duration::from_secs(20), || messages_if_any(
+        &endpoint, &group, &b1
+    )
+    .len()
+        == 3));
+    let want = format!("name=\"{b1}\",group=\"{group}\",stream=\"{b1}\"}} 3");
+    let mut metrics = String::new();
+    wait_until(Duration::from_secs(10), || {
+        metrics = http_get(port, "/metrics");
+        metrics.contains(&want)
+    });
+    let health = http_get(port, "/healthz");
+    std::thread::sleep(Duration::from_secs(3));
+    let status = dockwatch()
+        .args(["ship", "--status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    signal(&child, "TERM");
+    let (code, log) = wait_with_limit(&mut child, Duration::from_secs(30));
+    cleanup(&label);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("selection reloaded"), "{log}");
+    assert!(log_group(&endpoint, &group).is_some());
+    assert!(
+        messages_if_any(&endpoint, &group, &a2).is_empty(),
+        "a container no longer selected was shipped"
+    );
+    assert!(metrics.contains(&want), "{metrics}");
+    assert!(metrics.contains("dockwatch_ship_engine_up 1"), "{metrics}");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let status = stdout(&status);
+    assert!(status.contains("daemon: running"), "{status}");
+    assert!(status.contains(&a1) && status.contains(&b1), "{status}");
+    assert!(status.contains("drained"), "{status}");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn bad_templates_and_missing_settings_are_one_line_usage_errors() {
+    for (args, want) in [
+        (
+            vec!["ship", "--group", "/g/{nope}"],
+            "unknown placeholder {nope}",
+        ),
+        (vec!["ship"], "no log group"),
+        (
+            vec!["ship", "--group", "g", "--stream", "a:{container_name}"],
+            "':' or '*'",
+        ),
+        (
+            vec!["ship", "--group", "g", "--label", "=x"],
+            "give KEY or KEY=VALUE",
+        ),
+    ] {
+        let out = dockwatch_with_env("http://127.0.0.1:9")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
