@@ -23,10 +23,13 @@
 
 #[path = "../tests/e2e/strict_server.rs"]
 mod strict_server;
+#[path = "../tests/e2e/private_engine.rs"]
+mod private_engine;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use private_engine::PrivateEngine;
 use strict_server::StrictServer;
 
 const IMAGE: &str = "dockwatch-test:latest";
@@ -122,112 +125,7 @@ fn engine_baselines(script: &str) -> (f64, f64) {
     (follow, t.elapsed().as_secs_f64())
 }
 
-/// A second, private Docker engine started by the benchmark only to measure Docker's own
-/// awslogs driver against the same strict server: the driver takes its credentials from the
-/// daemon's environment, and a benchmark must not restart an engine it did not start. It has
-/// its own data root, exec root, socket, pid file and containerd; no bridge, no iptables; it is
-/// stopped and its directory removed when the benchmark ends.
-struct PrivateEngine {
-    dir: std::path::PathBuf,
-    host: String,
-    daemon: std::process::Child,
-}
-
 impl PrivateEngine {
-    fn start() -> Result<Self, String> {
-        let dir =
-            std::env::temp_dir().join(format!("dockwatch-bench-engine-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let sock = dir.join("docker.sock");
-        let host = format!("unix://{}", sock.display());
-        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| e.to_string())?;
-        // In a network namespace of its own: with `--bridge=none` dockerd deletes `docker0`,
-        // which in the host's namespace would break the engine everything else runs on.
-        let daemon = Command::new("unshare")
-            .args([
-                "--net",
-                "--",
-                "sh",
-                "-c",
-                "ip link set lo up && exec dockerd \"$@\"",
-                "dockerd",
-            ])
-            .arg("--data-root")
-            .arg(dir.join("root"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
-            .args(["-H", &host])
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-            .args(["--ip-forward=false", "--storage-driver", "vfs"])
-            .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
-            .env("AWS_SECRET_ACCESS_KEY", "x")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("unshare --net dockerd: {e}"))?;
-        let engine = Self { dir, host, daemon };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !engine
-            .docker(&["version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "it did not answer in 60 s (see {})",
-                    engine.dir.join("dockerd.log").display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // The bench image, moved from the main engine.
-        let mut save = Command::new("docker")
-            .args(["save", IMAGE])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let loaded = engine
-            .docker(&["load", "-q"])
-            .stdin(save.stdout.take().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| e.to_string())?;
-        save.wait().map_err(|e| e.to_string())?;
-        if !loaded.success() {
-            return Err("could not load the image into it".into());
-        }
-        Ok(engine)
-    }
-
-    /// A loopback listener inside the engine's network namespace, bound by a thread that
-    /// joins the namespace and ends (the socket stays there).
-    fn listener(&self) -> Result<std::net::TcpListener, String> {
-        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.daemon.id()))
-            .map_err(|e| format!("the engine's network namespace: {e}"))?;
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this short-lived thread only; `ns` is an open namespace file.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            std::net::TcpListener::bind("127.0.0.1:0")
-        })
-        .join()
-        .map_err(|_| "the namespace thread panicked".to_string())?
-        .map_err(|e| format!("listening in the engine's network namespace: {e}"))
-    }
-
-    fn docker(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.args(["-H", &self.host]).args(args);
-        c
-    }
-
     /// One run of `w` with the awslogs driver shipping to a fresh strict server.
     fn run_awslogs(&self, w: &Workload) -> Result<Measured, String> {
         // The server listens on the loopback of the engine's namespace: the driver runs
@@ -270,17 +168,6 @@ impl PrivateEngine {
             .stdout(Stdio::null())
             .status();
         Ok(measured(&server, t, wall, f64::NAN, f64::NAN))
-    }
-}
-
-impl Drop for PrivateEngine {
-    fn drop(&mut self) {
-        // SIGTERM: dockerd stops its containers and its containerd, then exits.
-        let _ = Command::new("kill")
-            .arg(self.daemon.id().to_string())
-            .status();
-        let _ = self.daemon.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -497,7 +384,7 @@ fn main() {
     let private = if std::env::var("DOCKWATCH_BENCH_AWSLOGS").as_deref() == Ok("0") {
         Err("skipped (DOCKWATCH_BENCH_AWSLOGS=0)".to_string())
     } else {
-        PrivateEngine::start()
+        PrivateEngine::start("bench-engine")
     };
     let mut awslogs_rows = Vec::new();
     let mut dev_null_rows = Vec::new();

@@ -825,11 +825,11 @@ pub struct ShipArgs {
     pub(crate) exclude_label: Vec<String>,
 
     /// Only containers whose name matches this regular expression; repeatable, any matches.
-    #[arg(long, value_name = "REGEX")]
+    #[arg(long, value_name = "REGEX", allow_hyphen_values = true)]
     pub(crate) name: Vec<String>,
 
     /// Never containers whose name matches this regular expression; repeatable.
-    #[arg(long, value_name = "REGEX")]
+    #[arg(long, value_name = "REGEX", allow_hyphen_values = true)]
     pub(crate) exclude_name: Vec<String>,
 
     /// Only containers of this image (`nginx` matches every tag, `nginx:1.27` one);

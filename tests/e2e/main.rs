@@ -5,6 +5,7 @@
 
 mod cli;
 mod common;
+mod private_engine;
 mod strict_server;
 
 mod agent;

@@ -462,3 +462,61 @@ fn bad_templates_and_missing_settings_are_one_line_usage_errors() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
+    let server = StrictServer::start();
+    let mut engine = crate::private_engine::PrivateEngine::start("ship-restart").unwrap();
+    let label = unique("ship-restart");
+    let state = std::env::temp_dir().join(&label);
+    let group = format!("/e2e/{label}");
+    let mut c = dockwatch_with_env(&server.url);
+    c.env("DOCKER_HOST", &engine.host)
+        .args(["ship", "--group", &group, "--stream", "{container_name}"])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut ship = c.spawn().unwrap();
+    // Restarted by the engine when it comes back: a second run of the script, appended to
+    // the same log.
+    let names: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
+    for n in &names {
+        let out = engine
+            .docker(&["run", "-d", "--name", n, "--network", "none", "--restart", "always"])
+            .args([
+                IMAGE,
+                "bash",
+                "-c",
+                "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $HOSTNAME-$i; sleep 0.01; done; sleep 600",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(wait_until(Duration::from_secs(30), || {
+        names.iter().all(|n| server.messages(&group, n).len() >= 50)
+    }));
+    engine.restart().unwrap();
+    let logs = |n: &str| -> Vec<String> {
+        let out = engine.docker(&["logs", n]).output().unwrap();
+        stdout(&out).lines().map(str::to_string).collect()
+    };
+    // Both runs written (the second from 1 again), and all of it delivered.
+    let done = wait_until(Duration::from_secs(90), || {
+        names.iter().all(|n| {
+            let l = logs(n);
+            l.len() > 300 && l.last().is_some_and(|x| x.ends_with("-300")) && server.messages(&group, n).len() >= l.len()
+        })
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&ship, "TERM");
+    let (code, log) = wait_with_limit(&mut ship, Duration::from_secs(60));
+    assert!(done, "{log}");
+    assert_eq!(code, Some(0), "{log}");
+    for n in &names {
+        assert_eq!(server.messages(&group, n), logs(n), "{n}: the stream is its log");
+    }
+    assert!(log.contains("the Docker engine is unreachable"), "{log}");
+    let _ = std::fs::remove_dir_all(&state);
+}
