@@ -8,7 +8,8 @@
 //! - W2: 512,000 lines of 1 KiB (500 MiB);
 //! - W3: 10 lines/s for 30 s (latency from Docker's timestamp to CloudWatch's acceptance);
 //! - W4: 1 GiB of 1 KiB lines into a server that answers each request after 1 s (memory
-//!   under backpressure). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2`
+//!   under backpressure);
+//! - W5: `dockwatch ship`, 100 containers × 10,000 lines in a burst (see `support/host.rs`). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2`
 //!   to run one workload.
 //!
 //! Measured per run: the time from dockwatch's start to the server's acceptance of the last
@@ -21,10 +22,12 @@
 //! round the two engine baselines then dockwatch, and every column is the median over the
 //! rounds: on two shared cores single runs vary by 15-25%.
 
-#[path = "../tests/e2e/strict_server.rs"]
-mod strict_server;
+#[path = "support/host.rs"]
+mod host;
 #[path = "../tests/e2e/private_engine.rs"]
 mod private_engine;
+#[path = "../tests/e2e/strict_server.rs"]
+mod strict_server;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -502,6 +505,9 @@ fn main() {
                 or_dash(delivered / attach_path_delivered * 100.0, "%"),
             ));
         }
+    }
+    if only.is_empty() || only.starts_with("W5") {
+        host::report(&private);
     }
     if !dev_null_rows.is_empty() {
         println!();

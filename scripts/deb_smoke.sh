@@ -33,7 +33,7 @@ for f in /usr/share/zsh/vendor-completions/_dockwatch /usr/share/fish/vendor_com
   [ -s "$f" ] || fail "$f is missing"
 done
 getent passwd dockwatch >/dev/null || fail "no dockwatch system user"
-for u in dockwatch-download dockwatch-agent dockwatch-on-upload; do
+for u in dockwatch-download dockwatch-agent dockwatch-on-upload dockwatch-ship; do
   f="/lib/systemd/system/$u.service"
   [ -f "$f" ] || fail "$f is missing"
   grep -q '^User=dockwatch$' "$f" && grep -q '^ProtectSystem=strict$' "$f" \

@@ -9,7 +9,9 @@
 //!   [`Position`]: the number of the engine's log messages of each source up to it
 //!   (`messages`) and, when the logs endpoint read the last of them, its [`Cursor`] (both
 //!   absent: nothing delivered yet); the number of events delivered, and for each destination
-//!   stream the [`Mark`] there (its newest timestamp and how many delivered events carry it).
+//!   stream the [`Mark`] there (its newest timestamp and how many delivered events carry it);
+//!   under `dockwatch ship`, `drained`: the container's `State.FinishedAt` once its log was
+//!   delivered to that exit (absent otherwise; older files read as absent).
 //!   Version 2 (a cursor, no message counts) is read as it is.
 //! - Invariant: every event made from the container's log up to the position has been
 //!   acknowledged by CloudWatch, and the framer held no partial line there, so framing again

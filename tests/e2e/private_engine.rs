@@ -157,4 +157,3 @@ impl Drop for PrivateEngine {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

@@ -506,7 +506,9 @@ fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
     let done = wait_until(Duration::from_secs(90), || {
         names.iter().all(|n| {
             let l = logs(n);
-            l.len() > 300 && l.last().is_some_and(|x| x.ends_with("-300")) && server.messages(&group, n).len() >= l.len()
+            l.len() > 300
+                && l.last().is_some_and(|x| x.ends_with("-300"))
+                && server.messages(&group, n).len() >= l.len()
         })
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -515,7 +517,11 @@ fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
     assert!(done, "{log}");
     assert_eq!(code, Some(0), "{log}");
     for n in &names {
-        assert_eq!(server.messages(&group, n), logs(n), "{n}: the stream is its log");
+        assert_eq!(
+            server.messages(&group, n),
+            logs(n),
+            "{n}: the stream is its log"
+        );
     }
     assert!(log.contains("the Docker engine is unreachable"), "{log}");
     let _ = std::fs::remove_dir_all(&state);
