@@ -507,7 +507,7 @@ fn main() {
         }
     }
     if only.is_empty() || only.starts_with("W5") {
-        host::report(&private);
+        host::report(&private, rounds);
     }
     if !dev_null_rows.is_empty() {
         println!();

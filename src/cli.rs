@@ -312,9 +312,10 @@ pub struct RunArgs {
 /// How events are made and sent: shared by `run` and `ship`.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct EventArgs {
-    /// Longest time an event waits in a partial batch before it is sent, e.g. `200ms`.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
-    pub(crate) flush_interval: Duration,
+    /// Longest time an event waits in a partial batch before it is sent, e.g. `500ms`
+    /// (default 200ms; `ship`: 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) flush_interval: Option<Duration>,
 
     /// Largest CloudWatch event in bytes, including CloudWatch's 26 bytes of overhead; longer
     /// lines are split. AWS allows 1048576 since 2025; use 262144 for endpoints with the old limit.
@@ -797,7 +798,8 @@ Examples:
   dockwatch ship --label app --exclude-label debug=true \\
     --group '/docker/{label:app}' --stream '{container_name}/{container_id:12}'
   # From a configuration file, with a metrics endpoint:
-  dockwatch ship --config /etc/dockwatch/ship.toml --metrics-addr 127.0.0.1:9465
+  dockwatch ship --config /etc/dockwatch/ship.toml \\
+    --metrics-addr 127.0.0.1:9465
   # What a running (or stopped) daemon is doing:
   dockwatch ship --status
 

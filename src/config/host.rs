@@ -47,6 +47,11 @@ pub(crate) const SHIP_LABEL: &str = "dockwatch.ship";
 pub(crate) const DEFAULT_STREAM: &str = "{container_name}/{container_id:12}";
 /// `--max-requests` default: PutLogEvents in flight for the whole host.
 pub(crate) const DEFAULT_MAX_REQUESTS: usize = 32;
+/// `--flush-interval` default under `ship`: a host's containers multiply the requests a
+/// trickle makes (a partial batch goes at most about four times an interval per container), and
+/// in a burst of 100 containers (W5) partial batches cost delivery 10-20% at 200 ms (measured:
+/// 80-89% of one container's rate at 200 ms, 109% at 1 s). A lone line still goes at once.
+pub(crate) const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// `--drain-timeout` default.
 pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests in flight per container (a share of `--max-requests`): two keep one stream busy
@@ -128,14 +133,14 @@ impl HostConfig {
             .unwrap_or_else(|| DEFAULT_STREAM.to_string());
         let (group, stream) = (Template::parse(&group)?, Template::parse(&stream)?);
         let sample = Facts::sample();
-        let (ship, transforms) = events_of(
-            &args.events,
+        let names = (
             group.render(&sample).map_err(HostConfigError::Usage)?,
             stream.render(&sample).map_err(HostConfigError::Usage)?,
-        )
-        .map_err(|e| {
-            HostConfigError::Usage(format!("{e} (from the templates with sample values)"))
-        })?;
+        );
+        let (ship, transforms) =
+            events_of(&args.events, names, DEFAULT_FLUSH_INTERVAL).map_err(|e| {
+                HostConfigError::Usage(format!("{e} (from the templates with sample values)"))
+            })?;
         if ship.split_streams {
             super::validate_stream_name(&format!("{}/stdout", ship.stream))?;
         }

@@ -342,7 +342,7 @@ impl RunConfig {
         if !(1..=64).contains(&a.max_in_flight) {
             return Err(ConfigError::MaxInFlight(a.max_in_flight));
         }
-        let (ship, mut transforms) = events_of(&a.events, group, stream)?;
+        let (ship, mut transforms) = events_of(&a.events, (group, stream), DEFAULT_FLUSH_INTERVAL)?;
 
         Ok(RunConfig {
             container: ContainerSpec {
@@ -422,16 +422,18 @@ impl ResumeConfig {
 }
 
 /// Shipping to `group`/`stream` (checked) and the transforms, from the event flags `run`
-/// and `ship` share; the rest of [`ShipConfig`] at its defaults.
+/// and `ship` share (`flush_interval` when none is given); the rest of [`ShipConfig`] at its
+/// defaults.
 pub(crate) fn events_of(
     a: &cli::EventArgs,
-    group: String,
-    stream: String,
+    (group, stream): (String, String),
+    flush_interval: Duration,
 ) -> Result<(ShipConfig, TransformConfig), ConfigError> {
     if !(EVENT_OVERHEAD + 1024..=MAX_BATCH_BYTES).contains(&a.max_event_size) {
         return Err(ConfigError::MaxEventSize(a.max_event_size));
     }
-    if a.flush_interval < Duration::from_millis(1) || a.flush_interval > Duration::from_secs(3600) {
+    let flush_interval = a.flush_interval.unwrap_or(flush_interval);
+    if flush_interval < Duration::from_millis(1) || flush_interval > Duration::from_secs(3600) {
         return Err(ConfigError::FlushInterval);
     }
     if let Some(d) = a.retention_days.filter(|d| !RETENTION_DAYS.contains(d)) {
@@ -439,7 +441,7 @@ pub(crate) fn events_of(
     }
     let ship = ShipConfig {
         max_event_size: a.max_event_size,
-        flush_interval: a.flush_interval,
+        flush_interval,
         split_streams: a.split_streams,
         retention_days: a.retention_days,
         ..ShipConfig::new(group, stream)?

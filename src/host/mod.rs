@@ -413,22 +413,27 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
         let dir = follower::checkpoints(&self.ctx.cfg.state_dir);
         let path = Checkpoint::path(&dir, id);
         let Ok(cp) = Checkpoint::load(&path) else {
+            self.drop_state(id);
             return;
         };
         if cp.drained.is_none() {
             self.removed_undrained(id, &cp.group, &cp.stream);
         }
         let _ = Checkpoint::remove(&dir, id);
+        self.drop_state(id);
+    }
+
+    /// Everything kept about a container that no longer exists: what is shown of the
+    /// containers stays bounded by those the engine has.
+    fn drop_state(&mut self, id: &str) {
         self.retry.remove(id);
-        let mut st = self.status.lock().expect("status");
-        if let Some(c) = st.containers.get_mut(id) {
-            c.state = "removed".into();
-        }
+        self.skipped.remove(id);
+        self.status.lock().expect("status").containers.remove(id);
     }
 
     fn removed_undrained(&self, id: &str, group: &str, stream: &str) {
         log(&format!(
-            "container {} was removed before its log was read to the end: what it wrote after the last line delivered to {group}/{stream} is gone with it",
+            "container {} was removed before its log was confirmed read to the end: lines it wrote after the last one delivered to {group}/{stream}, if any, are gone with it",
             docker::short_id(id)
         ));
         self.status.lock().expect("status").removed_undrained += 1;
@@ -526,6 +531,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
             Ended::Gone => {
                 self.removed_undrained(&o.id, &o.group, &o.stream);
                 let _ = Checkpoint::remove(&follower::checkpoints(&self.ctx.cfg.state_dir), &o.id);
+                self.drop_state(&o.id);
             }
             Ended::Failed(why) => {
                 let r = self.retry.entry(o.id.clone()).or_insert_with(|| Retry {

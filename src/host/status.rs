@@ -39,7 +39,7 @@ pub(crate) struct Shown {
     pub(crate) name: String,
     pub(crate) group: String,
     pub(crate) stream: String,
-    /// following, drained, stopped, removed, failed, skipped.
+    /// following, drained, stopped, failed, skipped (a removed container is dropped).
     pub(crate) state: String,
     /// Delivered by follows that ended.
     pub(crate) events_before: u64,

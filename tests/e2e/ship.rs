@@ -28,17 +28,30 @@ impl Ship {
         }
     }
 
+    /// A daemon started otherwise, ended with the test however the test ends.
+    fn from(child: Child) -> Ship {
+        Ship { child }
+    }
+
     /// SIGTERM, then its exit code and what it logged.
-    fn stop(mut self) -> (Option<i32>, String) {
+    fn stop(&mut self) -> (Option<i32>, String) {
         signal(&self.child, "TERM");
-        let out = wait_with_limit(&mut self.child, Duration::from_secs(60));
-        (out.0, out.1)
+        wait_with_limit(&mut self.child, Duration::from_secs(60))
     }
 
     /// SIGKILL: no drain, no last save.
-    fn kill(mut self) {
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A failed assertion must not leave a daemon behind.
+impl Drop for Ship {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
     }
 }
 
@@ -122,7 +135,7 @@ fn ships_the_selected_containers_before_and_after_its_start_to_their_templated_s
         let id = container(&label, &name, labels, &[], &script(&name, 50, "8"));
         started.push((name, *kind, id));
     }
-    let ship = Ship::start(
+    let mut ship = Ship::start(
         &endpoint,
         &label,
         &state,
@@ -243,7 +256,7 @@ fn thirty_percent_throttling_and_a_ten_second_outage_lose_nothing_and_slow_no_co
     let state = std::env::temp_dir().join(&label);
     let group = format!("/e2e/{label}");
     let n = 20_000;
-    let ship = Ship::start(
+    let mut ship = Ship::start(
         &server.url,
         &label,
         &state,
@@ -301,7 +314,7 @@ fn one_millisecond_containers_arrive_whole_and_removed_ones_never_twice() {
     let label = unique("ship-short");
     let state = std::env::temp_dir().join(&label);
     let group = format!("/e2e/{label}");
-    let ship = Ship::start(
+    let mut ship = Ship::start(
         &endpoint,
         &label,
         &state,
@@ -382,7 +395,7 @@ fn sighup_reloads_the_selection_and_status_and_metrics_show_each_container() {
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut ship = Ship::from(c.spawn().unwrap());
     wait_for_port(port, Duration::from_secs(20));
     let a1 = format!("{label}-a1");
     container(&label, &a1, &["app=a"], &[], &script(&a1, 3, "0"));
@@ -392,7 +405,7 @@ fn sighup_reloads_the_selection_and_status_and_metrics_show_each_container() {
     .len()
         == 3));
     write("b");
-    signal(&child, "HUP");
+    signal(&ship.child, "HUP");
     std::thread::sleep(Duration::from_secs(1));
     let (a2, b1) = (format!("{label}-a2"), format!("{label}-b1"));
     container(&label, &a2, &["app=a"], &[], &script(&a2, 3, "0"));
@@ -415,8 +428,7 @@ fn sighup_reloads_the_selection_and_status_and_metrics_show_each_container() {
         .arg(&state)
         .output()
         .unwrap();
-    signal(&child, "TERM");
-    let (code, log) = wait_with_limit(&mut child, Duration::from_secs(30));
+    let (code, log) = ship.stop();
     cleanup(&label);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("selection reloaded"), "{log}");
@@ -477,7 +489,7 @@ fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
         .arg(&state)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut ship = c.spawn().unwrap();
+    let mut ship = Ship::from(c.spawn().unwrap());
     // Restarted by the engine when it comes back: a second run of the script, appended to
     // the same log.
     let names: Vec<String> = (0..3).map(|i| format!("r{i}")).collect();
@@ -512,8 +524,7 @@ fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
         })
     });
     std::thread::sleep(Duration::from_secs(1));
-    signal(&ship, "TERM");
-    let (code, log) = wait_with_limit(&mut ship, Duration::from_secs(60));
+    let (code, log) = ship.stop();
     assert!(done, "{log}");
     assert_eq!(code, Some(0), "{log}");
     for n in &names {
