@@ -9,8 +9,10 @@
 //! - W3: 10 lines/s for 30 s (latency from Docker's timestamp to CloudWatch's acceptance);
 //! - W4: 1 GiB of 1 KiB lines into a server that answers each request after 1 s (memory
 //!   under backpressure);
-//! - W5: `dockwatch ship`, 100 containers × 10,000 lines in a burst (see `support/host.rs`). Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2`
-//!   to run one workload.
+//! - W7 (W5 and W6 are the agent bench's): `dockwatch ship`, 100 containers × 10,000 lines
+//!   written at once (see `support/host.rs`).
+//!
+//! Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2` to run one workload.
 //!
 //! Measured per run: the time from dockwatch's start to the server's acceptance of the last
 //! event (delivered: the rates and percentages use it), the time to dockwatch's exit (after
@@ -274,18 +276,7 @@ fn run_dockwatch(w: &Workload, read_path: &str) -> Measured {
             "--aws-cloudwatch-stream",
             "s",
         ])
-        .args([
-            "--aws-access-key-id",
-            "AKIDBENCH",
-            "--aws-secret-access-key",
-            "x",
-        ])
-        .args([
-            "--aws-region",
-            "eu-west-1",
-            "--aws-endpoint-url",
-            &server.url,
-        ])
+        .args(aws_flags(&server.url))
         .args(["--label", "dockwatch.test=bench"])
         .args([
             "--label",
@@ -316,6 +307,20 @@ fn run_dockwatch(w: &Workload, read_path: &str) -> Measured {
     let mut m = measured(&server, t, wall, f[0] / 1024.0, f[1] + f[2]);
     m.container = container_seconds(&id);
     m
+}
+
+/// The benchmark's AWS settings: test credentials, the strict server at `url`.
+fn aws_flags(url: &str) -> [&str; 8] {
+    [
+        "--aws-access-key-id",
+        "AKIDBENCH",
+        "--aws-secret-access-key",
+        "x",
+        "--aws-region",
+        "eu-west-1",
+        "--aws-endpoint-url",
+        url,
+    ]
 }
 
 /// What the strict server saw of a run started at `t`, with the client's own figures.
@@ -506,7 +511,7 @@ fn main() {
             ));
         }
     }
-    if only.is_empty() || only.starts_with("W5") {
+    if only.is_empty() || only.starts_with("W7") {
         host::report(&private, rounds);
     }
     if !dev_null_rows.is_empty() {

@@ -1,4 +1,4 @@
-//! W5, `dockwatch ship` (the host-wide shipper): 100 containers each writing 10,000 short
+//! W7, `dockwatch ship` (the host-wide shipper): 100 containers each writing 10,000 short
 //! lines, started in one burst, beside the same total volume from one container through the
 //! same daemon, and beside Docker's awslogs driver configured for the same 100 containers
 //! (on the benchmark's private engine). Every run ships to a fresh strict server that checks
@@ -159,18 +159,7 @@ pub fn with_ship(n: usize, lines: usize) -> HostRun {
         .arg(env!("CARGO_BIN_EXE_dockwatch"))
         .args(["ship", "--label", &label, "--group", "bench-host"])
         .args(["--stream", "{container_id}"])
-        .args([
-            "--aws-access-key-id",
-            "AKIDBENCH",
-            "--aws-secret-access-key",
-            "x",
-        ])
-        .args([
-            "--aws-region",
-            "eu-west-1",
-            "--aws-endpoint-url",
-            &server.url,
-        ])
+        .args(crate::aws_flags(&server.url))
         .arg("--state-dir")
         .arg(tmp.join("state"))
         // More flags for the daemon, to try settings: DOCKWATCH_BENCH_SHIP_ARGS="--max-requests 8".
@@ -276,7 +265,7 @@ impl PrivateEngine {
     }
 }
 
-/// W5's table.
+/// W7's table.
 pub fn report(private: &Result<PrivateEngine, String>, rounds: usize) {
     let (n, lines) = (100, 10_000);
     // Rounds interleaved (one container, 100, the driver), then the median of each column.
@@ -299,7 +288,7 @@ pub fn report(private: &Result<PrivateEngine, String>, rounds: usize) {
     };
     println!();
     println!(
-        "W5 `dockwatch ship`: {n} containers × {lines} lines written at once (a gate), beside the same volume from one container, medians of {rounds} rounds:"
+        "W7 `dockwatch ship`: {n} containers × {lines} lines written at once (a gate), beside the same volume from one container, medians of {rounds} rounds:"
     );
     println!();
     println!(

@@ -81,3 +81,24 @@ fn locate(text: &str, at: usize) -> (usize, usize, Option<String>) {
     });
     (line, column, key)
 }
+
+/// The `[aws]` table of a daemon's file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAws {
+    region: Option<String>,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+impl FileAws {
+    /// The flags' AWS settings, with the file's where a flag gives none.
+    pub(crate) fn under(self, flags: &crate::cli::AwsArgs) -> crate::cli::AwsArgs {
+        crate::cli::AwsArgs {
+            aws_region: flags.aws_region.clone().or(self.region),
+            aws_profile: flags.aws_profile.clone().or(self.profile),
+            aws_endpoint_url: flags.aws_endpoint_url.clone().or(self.endpoint_url),
+            ..flags.clone()
+        }
+    }
+}

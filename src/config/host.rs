@@ -39,7 +39,7 @@ use serde::Deserialize;
 use super::file::{ConfigFileError, duration};
 use super::{ConfigError, ShipConfig, TransformConfig, aws_options, events_of};
 use crate::aws::AwsOptions;
-use crate::cli::{AwsArgs, ShipArgs};
+use crate::cli::ShipArgs;
 
 /// Label that keeps a container out of every selection when it is `false`.
 pub(crate) const SHIP_LABEL: &str = "dockwatch.ship";
@@ -49,7 +49,7 @@ pub(crate) const DEFAULT_STREAM: &str = "{container_name}/{container_id:12}";
 pub(crate) const DEFAULT_MAX_REQUESTS: usize = 32;
 /// `--flush-interval` default under `ship`: a host's containers multiply the requests a
 /// trickle makes (a partial batch goes at most about four times an interval per container), and
-/// in a burst of 100 containers (W5) partial batches cost delivery 10-20% at 200 ms (measured:
+/// in a burst of 100 containers (W7) partial batches cost delivery 10-20% at 200 ms (measured:
 /// 80-89% of one container's rate at 200 ms, 109% at 1 s). A lone line still goes at once.
 pub(crate) const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// `--drain-timeout` default.
@@ -75,15 +75,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     metrics_addr: Option<SocketAddr>,
     #[serde(default)]
-    aws: FileAws,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAws {
-    region: Option<String>,
-    profile: Option<String>,
-    endpoint_url: Option<String>,
+    aws: super::file::FileAws,
 }
 
 /// Why `ship`'s settings cannot be used.
@@ -153,12 +145,7 @@ impl HostConfig {
                 "--max-requests {max_requests}: give 1 to 1024 (PutLogEvents in flight for the whole host)"
             )));
         }
-        let aws_args = AwsArgs {
-            aws_region: args.aws.aws_region.clone().or(file.aws.region),
-            aws_profile: args.aws.aws_profile.clone().or(file.aws.profile),
-            aws_endpoint_url: args.aws.aws_endpoint_url.clone().or(file.aws.endpoint_url),
-            ..args.aws.clone()
-        };
+        let aws_args = file.aws.under(&args.aws);
         Ok(HostConfig {
             selection,
             group,

@@ -147,6 +147,10 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         _ = shutdown.changed() => return Ok(0),
     };
     let endpoint = cw::endpoint_of(&client, &cfg.aws);
+    tokio::select! {
+        r = check_cloudwatch(&client, &endpoint) => r?,
+        _ = shutdown.changed() => return Ok(0),
+    }
     let status = Arc::new(Mutex::new(Status {
         pid: std::process::id(),
         host: host.clone(),
@@ -213,6 +217,31 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
     daemon.publish();
     stop_metrics.cancel();
     Ok(code)
+}
+
+/// One call at start: refused or missing credentials end `ship` at once (one line); an
+/// endpoint that does not answer is said and waited for (the output waits in the engine's log).
+async fn check_cloudwatch(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    endpoint: &str,
+) -> Result<(), HostError> {
+    let call = client.describe_log_groups().limit(1).send();
+    let failure = match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => crate::aws::retry::failure_of(&e),
+        Err(_) => crate::aws::retry::Failure::Timeout("no answer in 10 s".into()),
+    };
+    match cw::preflight_error(failure, endpoint.to_string()) {
+        e @ AwsError::Unreachable { .. } => {
+            log(&format!(
+                "{}; shipping starts when it answers (the containers' output waits in the engine's log)",
+                crate::util::chain(&e)
+            ));
+            Ok(())
+        }
+        AwsError::Call { .. } => Ok(()),
+        e => Err(e.into()),
+    }
 }
 
 /// When `ship` first ran on this state directory (ms), written the first time.

@@ -537,3 +537,47 @@ fn an_engine_restart_resumes_every_container_nothing_lost_nothing_twice() {
     assert!(log.contains("the Docker engine is unreachable"), "{log}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn refused_credentials_end_ship_at_start_and_a_missing_server_is_waited_for() {
+    let server = StrictServer::start();
+    server.faults(|f| f.deny_auth = true);
+    let label = unique("ship-auth");
+    let state = std::env::temp_dir().join(&label);
+    let out = dockwatch_with_env(&server.url)
+        .args([
+            "ship",
+            "--group",
+            "/g",
+            "--label",
+            &format!("dockwatch.test={label}"),
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("credentials"), "{err}");
+    assert!(
+        !err.contains("AKIDTESTKEY") && !err.contains("secret"),
+        "{err}"
+    );
+
+    // Nothing listens there: said once, then waited for; SIGTERM ends it at once.
+    let port = free_port();
+    let mut ship = Ship::start(
+        &format!("http://127.0.0.1:{port}"),
+        &label,
+        &state,
+        &["--group", "/g"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let (code, log) = ship.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{log}");
+    assert!(log.contains("shipping starts when it answers"), "{log}");
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use super::ledger::Schedule;
 use crate::aws::AwsOptions;
-use crate::cli::{AwsArgs, DownloadArgs, LineFormat};
+use crate::cli::{DownloadArgs, LineFormat};
 use crate::config::file::{ConfigFileError, duration};
 use crate::follow::FollowError;
 
@@ -58,15 +58,7 @@ struct FileConfig {
     reconcile_horizon: Option<Duration>,
     max_requests_per_second: Option<f64>,
     #[serde(default)]
-    aws: FileAws,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAws {
-    region: Option<String>,
-    profile: Option<String>,
-    endpoint_url: Option<String>,
+    aws: crate::config::file::FileAws,
 }
 
 /// Which streams of a followed group are downloaded.
@@ -184,12 +176,7 @@ impl DownloadConfig {
                 "--max-requests-per-second {max_requests_per_second}: give a number from 0.1 to 1000 (CloudWatch allows 10 GetLogEvents a second per account and Region)"
             )));
         }
-        let aws_args = AwsArgs {
-            aws_region: args.aws.aws_region.clone().or(file.aws.region),
-            aws_profile: args.aws.aws_profile.clone().or(file.aws.profile),
-            aws_endpoint_url: args.aws.aws_endpoint_url.clone().or(file.aws.endpoint_url),
-            ..args.aws.clone()
-        };
+        let aws_args = file.aws.under(&args.aws);
         let aws =
             crate::config::aws_options(aws_args).map_err(|e| FollowError::Usage(e.to_string()))?;
         Ok(DownloadConfig {
