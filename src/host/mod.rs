@@ -93,7 +93,8 @@ impl HostError {
         match self {
             HostError::Config(_) => exit_codes::USAGE,
             HostError::Aws(e) if e.is_usage() => exit_codes::USAGE,
-            _ => exit_codes::FAILURE,
+            // A daemon's failure, as `download` and `on-upload` say it.
+            _ => exit_codes::ERROR,
         }
     }
 }

@@ -561,8 +561,8 @@ fn refused_credentials_end_ship_at_start_and_a_missing_server_is_waited_for() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("credentials"), "{err}");
     assert!(
-        !err.contains("AKIDTESTKEY") && !err.contains("secret"),
-        "{err}"
+        !err.contains("AKIDTESTKEY"),
+        "no credential in the message: {err}"
     );
 
     // Nothing listens there: said once, then waited for; SIGTERM ends it at once.
