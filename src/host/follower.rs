@@ -51,9 +51,16 @@ pub(crate) struct Context<S> {
     pub(crate) on_progress: OnProgress,
 }
 
-/// Told a container's id, its events delivered in this follow and the newest delivered
-/// timestamp (ms).
-pub(crate) type OnProgress = Arc<dyn Fn(&str, u64, i64) + Send + Sync>;
+/// Told a container's id and how its follow goes.
+pub(crate) type OnProgress = Arc<dyn Fn(&str, Progress) + Send + Sync>;
+
+/// What a follower tells the daemon while it runs.
+pub(crate) enum Progress<'a> {
+    /// Where the container's events go.
+    Destination { group: &'a str, stream: &'a str },
+    /// Events delivered in this follow, and the newest delivered timestamp (ms).
+    Delivered { events: u64, last_ms: i64 },
+}
 
 /// How a follower ended.
 #[derive(Debug)]
@@ -127,6 +134,11 @@ pub(crate) async fn follow<S: LogService>(
     };
     outcome.group.clone_from(&cp.group);
     outcome.stream.clone_from(&cp.stream);
+    let destination = Progress::Destination {
+        group: &cp.group,
+        stream: &cp.stream,
+    };
+    (ctx.on_progress)(&facts.id, destination);
     let Some(start) = prepare(&ctx, &cp, existed, &stop).await else {
         return outcome;
     };
@@ -273,7 +285,7 @@ fn session<S>(ctx: &Context<S>, checkpoint: Checkpoint, dir: &Path) -> Session {
         },
         checkpoint,
         on_progress: Some(Arc::new(move |events, last_ms| {
-            on_progress(&id, events, last_ms)
+            on_progress(&id, Progress::Delivered { events, last_ms })
         })),
     }
 }

@@ -66,7 +66,7 @@ use crate::shutdown::{Shutdown, Stop};
 use crate::util::backoff::Backoff;
 use crate::util::lock::{DirLock, LockError};
 use crate::util::time::now_ms;
-use follower::{Context, Ended, Outcome};
+use follower::{Context, Ended, Outcome, Progress};
 use status::Status;
 
 /// Why `ship` could not run.
@@ -126,17 +126,6 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         return Ok(0);
     }
     let cfg = HostConfig::load(&args)?;
-    let dir = follower::checkpoints(&cfg.state_dir);
-    std::fs::create_dir_all(&dir).map_err(|source| HostError::Io {
-        what: "cannot create the state directory",
-        path: dir.clone(),
-        source,
-    })?;
-    let _lock = DirLock::acquire(&cfg.state_dir, status::LOCK_FILE).map_err(|e| match e {
-        LockError::Held(dir) => HostError::Locked(dir),
-        LockError::Io { what, path, source } => HostError::Io { what, path, source },
-    })?;
-    let since_ms = first_run(&cfg.state_dir)?;
     let started = async {
         let client = cw::build(&cfg.aws).await?;
         let docker = docker::connect(Duration::from_secs(120)).await?;
@@ -152,6 +141,18 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         r = check_cloudwatch(&client, &endpoint) => r?,
         _ = shutdown.changed() => return Ok(0),
     }
+    // State only once the engine and CloudWatch said yes: a bad start leaves nothing.
+    let dir = follower::checkpoints(&cfg.state_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| HostError::Io {
+        what: "cannot create the state directory",
+        path: dir.clone(),
+        source,
+    })?;
+    let _lock = DirLock::acquire(&cfg.state_dir, status::LOCK_FILE).map_err(|e| match e {
+        LockError::Held(dir) => HostError::Locked(dir),
+        LockError::Io { what, path, source } => HostError::Io { what, path, source },
+    })?;
+    let since_ms = first_run(&cfg.state_dir)?;
     let status = Arc::new(Mutex::new(Status {
         pid: std::process::id(),
         host: host.clone(),
@@ -185,11 +186,20 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         endpoint,
         docker,
         host: host.into(),
-        on_progress: Arc::new(move |id: &str, events, last_ms| {
+        on_progress: Arc::new(move |id: &str, p: Progress| {
             let mut st = progress_status.lock().expect("status");
-            if let Some(c) = st.containers.get_mut(id) {
-                c.events_now = events;
-                c.last_ms = c.last_ms.max(last_ms);
+            let Some(c) = st.containers.get_mut(id) else {
+                return;
+            };
+            match p {
+                Progress::Destination { group, stream } => {
+                    c.group = group.to_string();
+                    c.stream = stream.to_string();
+                }
+                Progress::Delivered { events, last_ms } => {
+                    c.events_now = events;
+                    c.last_ms = c.last_ms.max(last_ms);
+                }
             }
         }),
         cfg: Arc::new(cfg),
