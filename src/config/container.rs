@@ -307,6 +307,21 @@ fn publish(s: &str) -> Option<Publish> {
     })
 }
 
+/// Splits `name[:tag]` / `name@digest` (the engine's create-image call, `ship`'s image rules and templates).
+pub(crate) fn split_image_ref(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rfind(':') {
+        Some(i) => {
+            let at = image.len() - last.len() + i;
+            (&image[..at], &image[at + 1..])
+        }
+        None => (image, "latest"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,8 +311,8 @@ fn image_matches(rule: &str, image: &str) -> bool {
     if rule == image {
         return true;
     }
-    let (repo, _) = crate::docker::container::split_image_ref(image);
-    let rule_has_tag = crate::docker::container::split_image_ref(rule).0 != rule;
+    let (repo, _) = super::container::split_image_ref(image);
+    let rule_has_tag = super::container::split_image_ref(rule).0 != rule;
     !rule_has_tag && repo == rule
 }
 
@@ -417,10 +417,8 @@ impl Template {
                 Part::Host => out.push_str(f.host),
                 Part::Name => out.push_str(f.name),
                 Part::Id(n) => out.push_str(&f.id[..n.unwrap_or(f.id.len()).min(f.id.len())]),
-                Part::Image => out.push_str(crate::docker::container::split_image_ref(f.image).0),
-                Part::ImageTag => {
-                    out.push_str(crate::docker::container::split_image_ref(f.image).1)
-                }
+                Part::Image => out.push_str(super::container::split_image_ref(f.image).0),
+                Part::ImageTag => out.push_str(super::container::split_image_ref(f.image).1),
                 Part::Label(k) => match f.labels.get(k) {
                     Some(v) => out.push_str(v),
                     None if f.sample => out.push_str("label"),

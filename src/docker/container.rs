@@ -24,22 +24,8 @@ use futures_util::StreamExt;
 
 use super::{DockerError, describe, status_of};
 
+use crate::config::container::split_image_ref;
 use crate::config::{ContainerSpec, PullPolicy};
-
-/// Splits `name[:tag]` / `name@digest` into what the engine's create-image call wants.
-pub(crate) fn split_image_ref(image: &str) -> (&str, &str) {
-    if image.contains('@') {
-        return (image, "");
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rfind(':') {
-        Some(i) => {
-            let at = image.len() - last.len() + i;
-            (&image[..at], &image[at + 1..])
-        }
-        None => (image, "latest"),
-    }
-}
 
 /// Makes sure `spec.image` is present, pulling it as the pull policy says.
 pub(crate) async fn ensure_image(docker: &Docker, spec: &ContainerSpec) -> Result<(), DockerError> {
@@ -375,7 +361,7 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
 
 #[cfg(test)]
 mod tests {
-    use super::split_image_ref;
+    use crate::config::container::split_image_ref;
 
     #[test]
     fn image_refs() {
