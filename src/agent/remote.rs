@@ -73,11 +73,15 @@ impl RemoteError {
             )),
             Code::InvalidArgument => Self::usage(s.message().to_string()),
             // The connection broke under the call (the agent sent no status): most often
-            // plain text against a TLS agent, or TLS against a plain one.
-            Code::Unknown if std::error::Error::source(&s).is_some() => Self::failed(format!(
-                "the connection to the agent at {host} failed ({}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither",
-                std::error::Error::source(&s).map_or(String::new(), crate::aws::retry::chain)
-            )),
+            // plain text against a TLS agent, or TLS against a plain one. tonic says Unknown,
+            // or Internal when HTTP/2 read the TLS server's answer as a broken frame ("h2
+            // protocol error", seen under load); either way the transport error is the source.
+            Code::Unknown | Code::Internal if std::error::Error::source(&s).is_some() => {
+                Self::failed(format!(
+                    "the connection to the agent at {host} failed ({}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither",
+                    std::error::Error::source(&s).map_or(String::new(), crate::aws::retry::chain)
+                ))
+            }
             _ => Self::failed(s.message().to_string()),
         }
     }
