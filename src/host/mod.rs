@@ -43,6 +43,7 @@
 mod follower;
 pub(crate) mod status;
 
+use crate::util::sleep_until;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -646,13 +647,6 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
 async fn next_event(events: &mut Option<Events>) -> Option<Result<ContainerEvent, DockerError>> {
     match events {
         Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -18,6 +18,7 @@
 //! on the logs path, when the engine's log copier read them. Both are wall-clock times of the
 //! Docker host, a fraction of a millisecond apart in a run that keeps up.
 
+use crate::util::sleep_until;
 use bollard::Docker;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
@@ -703,12 +704,5 @@ async fn gone_or(docker: &Docker, id: &str, e: DockerError) -> DockerError {
         }
     } else {
         e
-    }
-}
-
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

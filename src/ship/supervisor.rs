@@ -15,6 +15,7 @@
 //! hands back every unacknowledged event, the reader every event it made but did not send, and
 //! both lists go to the spool before anything is decided.
 
+use crate::util::sleep_until;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -633,13 +634,6 @@ pub(crate) fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

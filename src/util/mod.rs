@@ -88,6 +88,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Sleeps until `at`, or forever without one: a `select!` arm for an optional deadline.
+pub(crate) async fn sleep_until(at: Option<impl Into<tokio::time::Instant>>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Rows under a header, each column as wide as its widest cell (`--status` tables).
 pub(crate) fn table<const N: usize>(head: [&str; N], rows: &[[String; N]]) -> Vec<String> {
     let head = head.map(String::from);

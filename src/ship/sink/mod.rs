@@ -40,6 +40,7 @@ pub(crate) mod dedupe;
 pub(crate) mod request;
 pub(crate) mod split;
 
+use crate::util::sleep_until;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -618,13 +619,6 @@ fn settle(batch: &Sealed, window: &[(i64, String)]) -> Lookup {
         Lookup::Stored
     } else {
         Lookup::Unsure
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
