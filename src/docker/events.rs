@@ -32,6 +32,17 @@ pub(crate) struct ContainerFacts {
     pub(crate) tty: bool,
 }
 
+impl ContainerFacts {
+    /// What `ship`'s selection looks at.
+    pub(crate) fn candidate(&self) -> crate::config::host::Candidate<'_> {
+        crate::config::host::Candidate {
+            name: &self.name,
+            image: &self.image,
+            labels: &self.labels,
+        }
+    }
+}
+
 /// The facts of one container; `None` when the engine does not know it (removed).
 pub(crate) async fn inspect(
     docker: &Docker,

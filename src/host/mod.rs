@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::AwsError;
 use crate::aws::logs as cw;
 use crate::cli::ShipArgs;
-use crate::config::host::{Candidate, HostConfig, HostConfigError, Selection};
+use crate::config::host::{HostConfig, HostConfigError, Selection};
 use crate::docker::events::{self, ContainerEvent, Happened};
 use crate::docker::{self, DockerError};
 use crate::exit_codes;
@@ -496,11 +496,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
                 return;
             }
         };
-        let chosen = self.selection.matches(&Candidate {
-            name: &facts.name,
-            image: &facts.image,
-            labels: &facts.labels,
-        });
+        let chosen = self.selection.matches(&facts.candidate());
         if !chosen {
             return;
         }
@@ -614,11 +610,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
         let mut dropped = 0;
         for (id, r) in &self.followers {
             let keep = match events::inspect(&self.ctx.docker, id).await {
-                Ok(Some(f)) => self.selection.matches(&Candidate {
-                    name: &f.name,
-                    image: &f.image,
-                    labels: &f.labels,
-                }),
+                Ok(Some(f)) => self.selection.matches(&f.candidate()),
                 _ => true,
             };
             if !keep {
