@@ -346,6 +346,20 @@ pub(crate) async fn is_gone(docker: &Docker, id: &str) -> bool {
     }
 }
 
+/// True when the container will write no more: exited, dead, being removed, or gone. A
+/// container that was created and not started yet, or is restarting, has not ended.
+pub(crate) async fn has_ended(docker: &Docker, id: &str) -> Result<bool, DockerError> {
+    use bollard::models::ContainerStateStatusEnum as Status;
+    match docker.inspect_container(id, None).await {
+        Err(e) if status_of(&e) == Some(404) => Ok(true),
+        Err(e) => Err(DockerError::api("inspect container", &e)),
+        Ok(info) => Ok(matches!(
+            info.state.and_then(|s| s.status),
+            Some(Status::EXITED | Status::DEAD | Status::REMOVING)
+        )),
+    }
+}
+
 /// Removes the container (forcefully: it may still run after an error).
 pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     let opts = RemoveContainerOptionsBuilder::default()

@@ -63,11 +63,13 @@ pub(crate) struct Cursor {
 /// `docker::messages`): after the first `messages[0]` stdout and `messages[1]` stderr
 /// messages of the engine's log, the last of them named by `cursor` when the logs endpoint
 /// read it. The attach path has no engine timestamps, so no cursor; a checkpoint written
-/// before messages were counted has a cursor only. Both absent: the beginning.
+/// before messages were counted has a cursor only. Both absent: the beginning. When the
+/// engine's log files were read (`docker::files`), `file` names the same point in them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Position {
     pub(crate) messages: Option<[u64; 2]>,
     pub(crate) cursor: Option<Cursor>,
+    pub(crate) file: Option<crate::docker::files::FileMark>,
 }
 
 impl Position {
@@ -75,6 +77,7 @@ impl Position {
     pub(crate) const START: Position = Position {
         messages: Some([0, 0]),
         cursor: None,
+        file: None,
     };
 
     /// Counts one more message of `source`, when messages are counted.

@@ -7,6 +7,7 @@
 pub(crate) mod attach;
 pub(crate) mod container;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod logs;
 pub(crate) mod messages;
 pub(crate) mod raw_logs;

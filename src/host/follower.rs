@@ -235,8 +235,7 @@ async fn prepare<S>(
             Ok::<_, String>(Start {
                 position: cp.position(),
                 resume: Some(resume),
-                tap: None,
-                attached: None,
+                ..Start::default()
             })
         };
         let r = tokio::select! {

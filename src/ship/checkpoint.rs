@@ -11,7 +11,9 @@
 //!   absent: nothing delivered yet); the number of events delivered, and for each destination
 //!   stream the [`Mark`] there (its newest timestamp and how many delivered events carry it);
 //!   under `dockwatch ship`, `drained`: the container's `State.FinishedAt` once its log was
-//!   delivered to that exit (absent otherwise; older files read as absent).
+//!   delivered to that exit (absent otherwise; older files read as absent), and `file`: where
+//!   the position is in the engine's log files when they were read (`docker::files`: the hash
+//!   of the file's first line and a byte offset; absent on the other paths and in older files).
 //!   Version 2 (a cursor, no message counts) is read as it is.
 //! - Invariant: every event made from the container's log up to the position has been
 //!   acknowledged by CloudWatch, and the framer held no partial line there, so framing again
@@ -39,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::docker::files::FileMark;
 use crate::docker::logs::{Cursor, Position};
 use crate::ship::batcher::Mark;
 use crate::ship::framing::Source;
@@ -97,6 +100,34 @@ pub(crate) struct Checkpoint {
     /// the end (a later start of the same container makes it differ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) drained: Option<String>,
+    /// The delivered position in the engine's log files, when they were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<SavedFile>,
+}
+
+/// A [`FileMark`] as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedFile {
+    pub(crate) first_line: u64,
+    pub(crate) offset: u64,
+}
+
+impl From<FileMark> for SavedFile {
+    fn from(m: FileMark) -> Self {
+        Self {
+            first_line: m.first_line,
+            offset: m.offset,
+        }
+    }
+}
+
+impl From<SavedFile> for FileMark {
+    fn from(m: SavedFile) -> Self {
+        Self {
+            first_line: m.first_line,
+            offset: m.offset,
+        }
+    }
 }
 
 /// A [`Cursor`] as stored.
@@ -163,6 +194,7 @@ impl Checkpoint {
             split_streams: false,
             escape_invalid_utf8: false,
             drained: None,
+            file: None,
         }
     }
 
@@ -215,6 +247,7 @@ impl Checkpoint {
         Position {
             messages: self.messages,
             cursor: self.cursor.map(Cursor::from),
+            file: self.file.map(FileMark::from),
         }
     }
 
@@ -335,6 +368,7 @@ impl Saver {
         self.checkpoint.version = VERSION;
         self.checkpoint.cursor = position.cursor.map(SavedCursor::from);
         self.checkpoint.messages = position.messages;
+        self.checkpoint.file = position.file.map(SavedFile::from);
         self.checkpoint.marks = marks.to_vec();
         self.checkpoint.events_delivered = self.base + events;
         self.unsaved += self.checkpoint.events_delivered.saturating_sub(before);

@@ -455,8 +455,7 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
     let start = Start {
         position: cp.position(),
         resume: Some(resume_from),
-        tap: None,
-        attached: None,
+        ..Start::default()
     };
     finish(&session, &docker, &id, client, shutdown, started, start).await
 }

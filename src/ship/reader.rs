@@ -8,6 +8,13 @@
 //!   early (its budget full, the attach stream broken) the reader goes on from the engine's
 //!   log right after the last message it took; framing state carries over, so nothing is
 //!   lost or repeated at the switch.
+//! - **files** (`dockwatch ship`, where the engine's `json-file` log can be read): the
+//!   engine's own log files, held open from the container's creation and followed through
+//!   rotation (`docker::files`); positions carry the file mark besides the counted messages
+//!   and the cursor, so a read error there goes on through the logs endpoint after the
+//!   cursor. The end: the engine closed the file and the container has ended (exited, dead,
+//!   removed), and the held files are read to their end; a removed container's files are
+//!   still read to their end through the open descriptors.
 //! - **logs** (`--read-path logs`, resume, after a switch): it follows the logs endpoint until
 //!   the container exits, reopening the stream after the last frame it had when the
 //!   connection breaks (engine restart). When the follow stream ends it reads the end of the
@@ -27,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use bytes::Bytes;
 
 use crate::docker::attach::Tap;
+use crate::docker::files::{self, FileMark, LogFiles, Lost};
 use crate::docker::logs::{self, CursorTracker, Frame, Position, ReadPlan, Skip};
 use crate::docker::messages::{self, Messages};
 use crate::docker::{DockerError, container, short_id};
@@ -84,6 +92,21 @@ pub(crate) struct ReaderReport {
     /// U+FFFD characters in what was read from the engine's log: invalid bytes, or halves
     /// of a character its 16 KiB split cut, as the engine stored them (or a genuine U+FFFD).
     pub(crate) replaced_in_log: u64,
+    /// The files path read the container's log to its end (it may have been removed since).
+    pub(crate) read_to_end: bool,
+    /// Output the files path found rotated away unread.
+    pub(crate) lost: Vec<Lost>,
+    /// Records of the log files that were not the engine's (torn by a crash), passed over.
+    pub(crate) bad_records: u64,
+}
+
+/// Told each gap the files path finds, when it finds it.
+pub(crate) type OnLost = std::sync::Arc<dyn Fn(&Lost) + Send + Sync>;
+
+/// The files path: the container's log files, held open already.
+pub(crate) struct FilesStart {
+    pub(crate) files: LogFiles,
+    pub(crate) on_lost: OnLost,
 }
 
 /// Settings of the reader.
@@ -102,6 +125,8 @@ pub(crate) struct ReaderConfig {
     pub(crate) tap: Option<Tap>,
     /// The attach path: read from its buffer first.
     pub(crate) attached: Option<Attached>,
+    /// The files path (`dockwatch ship`).
+    pub(crate) files: Option<FilesStart>,
 }
 
 struct State {
@@ -143,6 +168,17 @@ impl State {
         self.report.position.cursor = self.cursor.cursor();
         self.report.position.count(frame.source, 1);
         self.end_of_messages(tx).await
+    }
+
+    /// One record of the engine's log files, and the file position after it.
+    async fn process_file(
+        &mut self,
+        frame: Frame,
+        mark: FileMark,
+        tx: &mpsc::Sender<Chunk>,
+    ) -> Result<(), Closed> {
+        self.report.position.file = Some(mark);
+        self.process(frame, tx).await
     }
 
     /// Whole messages from the attach path: `pieces` are their bytes, `count` how many.
@@ -485,6 +521,105 @@ async fn read_attached(
     }
 }
 
+/// How often an idle files path asks the engine whether its container ended, when the engine
+/// did not close the file meanwhile (a close is what prompts a look: at every exit).
+const FILES_IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+/// After a close, the engine records the exit a moment later: looks at these growing delays.
+const FILES_AFTER_CLOSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How the files path ended.
+enum FilesEnd {
+    /// Read to the end of a container that ended.
+    Complete,
+    /// Told to stop, or the shipper stopped.
+    Stopped,
+    /// The rest is read through the logs endpoint, for this reason.
+    Switch(String),
+}
+
+/// The files path (see the module doc).
+async fn read_files(
+    st: &mut State,
+    f: &mut FilesStart,
+    (docker, id): (&Docker, &str),
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> FilesEnd {
+    if let Err(e) = f.files.start_after(&st.report.position) {
+        return FilesEnd::Switch(e.to_string());
+    }
+    let mut closes_seen = 0;
+    let mut after_close = FILES_AFTER_CLOSE;
+    let mut check_at = tokio::time::Instant::now() + FILES_IDLE_CHECK;
+    loop {
+        match f.files.next() {
+            Ok(files::Next::Frame(frame, mark)) => {
+                if st.process_file(frame, mark, tx).await.is_err() {
+                    return FilesEnd::Stopped;
+                }
+                continue;
+            }
+            Ok(files::Next::Idle) => {}
+            Err(e) => return FilesEnd::Switch(e.to_string()),
+        }
+        for l in f.files.take_lost() {
+            (f.on_lost)(&l);
+            st.report.lost.push(l);
+        }
+        if st.flush(tx).await.is_err() {
+            return FilesEnd::Stopped;
+        }
+        let (closes, gone) = f.files.closes_and_gone();
+        if gone {
+            // Removed: every file it had is held and read to its end.
+            return FilesEnd::Complete;
+        }
+        if closes != closes_seen {
+            closes_seen = closes;
+            after_close = FILES_AFTER_CLOSE;
+            check_at = tokio::time::Instant::now();
+        }
+        let deadline = st.transforms.next_deadline();
+        tokio::select! {
+            () = f.files.changed() => {}
+            () = stop.cancelled() => return FilesEnd::Stopped,
+            () = tokio::time::sleep_until(check_at) => {
+                match container::has_ended(docker, id).await {
+                    Ok(true) => {
+                        // The engine closed the log before it recorded the exit: what is
+                        // there now is all.
+                        return drain_files(st, f, tx).await;
+                    }
+                    Ok(false) if after_close < FILES_IDLE_CHECK => {
+                        check_at = tokio::time::Instant::now() + after_close;
+                        after_close *= 2;
+                    }
+                    // Running, or the engine did not answer (a restart): the files go on.
+                    _ => check_at = tokio::time::Instant::now() + FILES_IDLE_CHECK,
+                }
+            }
+            () = sleep_until(deadline) => {
+                st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
+            }
+        }
+    }
+}
+
+/// The container ended: the held files are read to their end.
+async fn drain_files(st: &mut State, f: &mut FilesStart, tx: &mpsc::Sender<Chunk>) -> FilesEnd {
+    loop {
+        match f.files.next() {
+            Ok(files::Next::Frame(frame, mark)) => {
+                if st.process_file(frame, mark, tx).await.is_err() {
+                    return FilesEnd::Stopped;
+                }
+            }
+            Ok(files::Next::Idle) => return FilesEnd::Complete,
+            Err(e) => return FilesEnd::Switch(e.to_string()),
+        }
+    }
+}
+
 /// Reads the container's whole output (see the module doc) until it ends or `stop` is
 /// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
 ///
@@ -530,6 +665,29 @@ pub(crate) async fn read(
     let (after, skip) = st.report.position.reopen();
     st.cursor = CursorTracker::starting_at(after);
     st.skip = skip;
+    if let Some(mut f) = cfg.files {
+        let on = (&cfg.docker, cfg.container_id.as_str());
+        let end = read_files(&mut st, &mut f, on, &tx, &stop).await;
+        st.report.bad_records = f.files.bad_records;
+        for l in f.files.take_all_lost() {
+            (f.on_lost)(&l);
+            st.report.lost.push(l);
+        }
+        match end {
+            FilesEnd::Complete => {
+                st.report.read_to_end = true;
+                return st.end(&tx).await;
+            }
+            FilesEnd::Stopped => return st.finish(true),
+            FilesEnd::Switch(why) => {
+                tracing::warn!(
+                    "{why}: the rest of the output is read through the engine's logs endpoint"
+                );
+                st.report.switched = Some(why);
+                st.report.position.file = None;
+            }
+        }
+    }
     let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
     let mut backoff = Backoff::new(
         std::time::Duration::from_millis(200),

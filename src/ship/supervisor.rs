@@ -48,6 +48,8 @@ pub(crate) struct Start {
     pub(crate) tap: Option<Tap>,
     /// The attach path, when the run reads it.
     pub(crate) attached: Option<Attached>,
+    /// The engine's log files, when `dockwatch ship` reads them.
+    pub(crate) files: Option<reader::FilesStart>,
 }
 
 impl Default for Start {
@@ -58,6 +60,7 @@ impl Default for Start {
             resume: None,
             tap: None,
             attached: None,
+            files: None,
         }
     }
 }
@@ -231,6 +234,7 @@ impl Pipeline {
                 transforms: session.transforms.clone(),
                 tap: start.tap,
                 attached: start.attached,
+                files: start.files,
             },
             tx,
             stop_reading.clone(),

@@ -206,6 +206,7 @@ mod tests {
         Position {
             messages: Some([n as u64, 0]),
             cursor: None,
+            file: None,
         }
     }
 
