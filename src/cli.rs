@@ -141,6 +141,16 @@ pub(crate) enum ReadPath {
     Logs,
 }
 
+/// How `dockwatch ship` reads each container's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ShipReadPath {
+    /// The engine's `json-file` log files (needs root or CAP_DAC_READ_SEARCH); the logs
+    /// endpoint where they cannot be read.
+    Files,
+    /// The engine's logs endpoint only.
+    Logs,
+}
+
 /// When to pull the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum PullPolicy {
@@ -854,6 +864,11 @@ pub struct ShipArgs {
     /// PutLogEvents requests in flight at once, all containers together (default 32).
     #[arg(long, value_name = "N")]
     pub(crate) max_requests: Option<usize>,
+
+    /// How each container's output is read (default files: the engine's json-file logs
+    /// where this process can read them, else the logs endpoint).
+    #[arg(long, value_enum, value_name = "PATH")]
+    pub(crate) read_path: Option<ShipReadPath>,
 
     /// After SIGINT/SIGTERM, how long delivery of what was read may take before dockwatch
     /// quits (the rest is shipped at the next start, from each checkpoint), e.g. `10s`

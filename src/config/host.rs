@@ -70,6 +70,7 @@ struct FileConfig {
     group: Option<String>,
     stream: Option<String>,
     max_requests: Option<usize>,
+    read_path: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     drain_timeout: Option<Duration>,
     state_dir: Option<PathBuf>,
@@ -100,6 +101,8 @@ pub(crate) struct HostConfig {
     pub(crate) transforms: TransformConfig,
     /// PutLogEvents in flight, all containers together.
     pub(crate) max_requests: usize,
+    /// Read the engine's log files where they can be read (else the logs endpoint).
+    pub(crate) read_files: bool,
     pub(crate) drain_timeout: Duration,
     pub(crate) state_dir: PathBuf,
     pub(crate) metrics_addr: Option<SocketAddr>,
@@ -157,6 +160,7 @@ impl HostConfig {
             },
             transforms,
             max_requests,
+            read_files: read_files(args.read_path, file.read_path.as_deref())?,
             drain_timeout: args
                 .drain_timeout
                 .or(file.drain_timeout)
@@ -172,6 +176,22 @@ impl HostConfig {
     pub(crate) fn reload(&self, args: &ShipArgs) -> Result<Selection, HostConfigError> {
         let file = read(self.file.as_deref())?;
         Selection::merge(args, &file)
+    }
+}
+
+/// The read path: the flag, else the file's `read_path`, else files.
+fn read_files(
+    flag: Option<crate::cli::ShipReadPath>,
+    file: Option<&str>,
+) -> Result<bool, HostConfigError> {
+    use crate::cli::ShipReadPath;
+    match (flag, file) {
+        (Some(p), _) => Ok(p == ShipReadPath::Files),
+        (None, None | Some("files")) => Ok(true),
+        (None, Some("logs")) => Ok(false),
+        (None, Some(other)) => Err(HostConfigError::Usage(format!(
+            "read_path = {other:?} in the configuration file: give \"files\" or \"logs\""
+        ))),
     }
 }
 

@@ -1,5 +1,6 @@
 //! What `dockwatch ship` asks the engine about containers it did not start: the list, one
-//! container's facts, and the event stream that says when one starts, dies or is removed.
+//! container's facts, and the event stream that says when one is created, starts, dies or is
+//! removed.
 //!
 //! The event stream is not a buffer: while the connection is down, events are missed (the
 //! engine replays a few from memory with `since`, none across its own restart). So the stream
@@ -30,6 +31,10 @@ pub(crate) struct ContainerFacts {
     pub(crate) finished_at: String,
     /// Whether it has a TTY (stdout and stderr are one stream then).
     pub(crate) tty: bool,
+    /// Created but never started: its log does not exist yet.
+    pub(crate) created_only: bool,
+    /// Its logging driver (`HostConfig.LogConfig.Type`; empty: the engine's default).
+    pub(crate) log_driver: String,
 }
 
 impl ContainerFacts {
@@ -58,6 +63,11 @@ pub(crate) async fn inspect(
     };
     let config = c.config.unwrap_or_default();
     let state = c.state.unwrap_or_default();
+    let log_driver = c
+        .host_config
+        .and_then(|h| h.log_config)
+        .and_then(|l| l.typ)
+        .unwrap_or_default();
     let created_ms = c
         .created
         .as_deref()
@@ -76,6 +86,8 @@ pub(crate) async fn inspect(
         created_ms,
         finished_at: state.finished_at.unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
+        created_only: state.status == Some(bollard::models::ContainerStateStatusEnum::CREATED),
+        log_driver,
     }))
 }
 
@@ -92,18 +104,37 @@ pub(crate) async fn list_ids(docker: &Docker) -> Result<Vec<String>, DockerError
     Ok(list.into_iter().filter_map(|c| c.id).collect())
 }
 
-/// The engine's name for its host (`docker info`'s Name).
-pub(crate) async fn host_name(docker: &Docker) -> Result<String, DockerError> {
+/// What `ship` needs to know of the engine (`docker info`).
+#[derive(Debug, Clone)]
+pub(crate) struct EngineInfo {
+    /// Its name for its host.
+    pub(crate) name: String,
+    /// Where it keeps its state (`/var/lib/docker`): the containers' log files are below.
+    pub(crate) root_dir: std::path::PathBuf,
+    /// The logging driver of containers created without one.
+    pub(crate) log_driver: String,
+}
+
+pub(crate) async fn engine_info(docker: &Docker) -> Result<EngineInfo, DockerError> {
     let info = docker
         .info()
         .await
         .map_err(|e| DockerError::api("read engine info", &e))?;
-    Ok(info.name.unwrap_or_else(|| "docker".to_string()))
+    Ok(EngineInfo {
+        name: info.name.unwrap_or_else(|| "docker".to_string()),
+        root_dir: info
+            .docker_root_dir
+            .unwrap_or_else(|| "/var/lib/docker".into())
+            .into(),
+        log_driver: info.logging_driver.unwrap_or_else(|| "json-file".into()),
+    })
 }
 
 /// What happened to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Happened {
+    /// Created: its log file appears at its first start, which may come at once.
+    Create,
     Start,
     Die,
     Destroy,
@@ -114,6 +145,33 @@ pub(crate) enum Happened {
 pub(crate) struct ContainerEvent {
     pub(crate) id: String,
     pub(crate) happened: Happened,
+    /// The engine's attributes: `name`, `image` and the container's labels.
+    pub(crate) attributes: HashMap<String, String>,
+    /// When it happened, ms since the epoch.
+    pub(crate) at_ms: i64,
+}
+
+impl ContainerEvent {
+    /// A created container's facts as its event tells them, for when it is removed before it
+    /// could be inspected (a `--rm` container that lived a millisecond): its labels are the
+    /// attributes other than `name` and `image`; its logging driver is not said.
+    pub(crate) fn created_facts(&self) -> ContainerFacts {
+        let mut labels = self.attributes.clone();
+        let name = labels.remove("name").unwrap_or_default();
+        let image = labels.remove("image").unwrap_or_default();
+        ContainerFacts {
+            id: self.id.clone(),
+            name,
+            image,
+            labels,
+            running: false,
+            created_ms: self.at_ms,
+            finished_at: String::new(),
+            tty: false,
+            created_only: false,
+            log_driver: String::new(),
+        }
+    }
 }
 
 /// Container starts, deaths and removals from now on; the stream ends (or yields an error)
@@ -125,7 +183,12 @@ pub(crate) fn container_events(
         ("type".to_string(), vec!["container".to_string()]),
         (
             "event".to_string(),
-            vec!["start".into(), "die".into(), "destroy".into()],
+            vec![
+                "create".into(),
+                "start".into(),
+                "die".into(),
+                "destroy".into(),
+            ],
         ),
     ]);
     let opts = EventsOptions {
@@ -137,13 +200,26 @@ pub(crate) fn container_events(
             Err(e) => Some(Err(DockerError::api("read engine events", &e))),
             Ok(m) => {
                 let happened = match m.action.as_deref() {
+                    Some("create") => Happened::Create,
                     Some("start") => Happened::Start,
                     Some("die") => Happened::Die,
                     Some("destroy") => Happened::Destroy,
                     _ => return None,
                 };
-                let id = m.actor.and_then(|a| a.id)?;
-                Some(Ok(ContainerEvent { id, happened }))
+                let at_ms = m
+                    .time_nano
+                    .map(|n| n.div_euclid(1_000_000))
+                    .or(m.time.map(|t| t * 1000))
+                    .unwrap_or_else(crate::util::time::now_ms);
+                let actor = m.actor?;
+                let id = actor.id?;
+                let attributes = actor.attributes.unwrap_or_default();
+                Some(Ok(ContainerEvent {
+                    id,
+                    happened,
+                    attributes,
+                    at_ms,
+                }))
             }
         }
     })

@@ -7,11 +7,13 @@
 //!  start: after the checkpoint's position, skipping what each stream already holds past it
 //!         (the same rule as `dockwatch resume`: what was in flight at a crash is not sent
 //!         twice), or from the log's beginning
-//!  ship:  reader (logs endpoint, follow) → framing → transforms → batcher → sink, through the
+//!  ship:  reader (the engine's log files, held open by the daemon since the container was
+//!         first seen, or the logs endpoint) → framing → transforms → batcher → sink, through the
 //!         host's shared request budget, until the log ends (the container exited) or a stop
 //!  end:   Drained (every line up to the exit delivered: the checkpoint records the exit's
-//!         `FinishedAt`), Stopped (the rest waits in the engine's log), Gone (removed),
-//!         Failed (retried by the daemon later)
+//!         `FinishedAt`), Removed (every line delivered, then removed: its files were held),
+//!         Stopped (the rest waits in the engine's log), Gone (removed before its log was
+//!         read to the end), Failed (retried by the daemon later)
 //! ```
 //!
 //! The container is never touched: stopping `ship` leaves every container running, and
@@ -28,9 +30,11 @@ use crate::aws::logs as cw;
 use crate::config::TransformConfig;
 use crate::config::host::{Facts, HostConfig};
 use crate::docker::events::{self, ContainerFacts};
+use crate::docker::files::LogFiles;
 use crate::docker::{self, DockerError};
 use crate::ship::checkpoint::Checkpoint;
 use crate::ship::job::stored_past;
+use crate::ship::reader::FilesStart;
 use crate::ship::sink::LogService;
 use crate::ship::sink::split;
 use crate::ship::supervisor::{self, Followed, Session, Start};
@@ -49,6 +53,10 @@ pub(crate) struct Context<S> {
     pub(crate) host: Arc<str>,
     /// Called with the events delivered so far and the newest delivered timestamp.
     pub(crate) on_progress: OnProgress,
+    /// The engine's log files, where this host reads them.
+    pub(crate) files: Option<super::reading::FilesHost>,
+    /// The logging driver of containers created without one.
+    pub(crate) default_driver: String,
 }
 
 /// Told a container's id and how its follow goes.
@@ -60,6 +68,8 @@ pub(crate) enum Progress<'a> {
     Destination { group: &'a str, stream: &'a str },
     /// Events delivered in this follow, and the newest delivered timestamp (ms).
     Delivered { events: u64, last_ms: i64 },
+    /// Output rotated away before it was read.
+    Lost(&'a crate::docker::files::Lost),
 }
 
 /// How a follower ended.
@@ -67,6 +77,8 @@ pub(crate) enum Progress<'a> {
 pub(crate) enum Ended {
     /// The container exited and everything it wrote is delivered.
     Drained,
+    /// Everything it wrote is delivered, and it was removed since (its files were held).
+    Removed,
     /// A stop: the rest is shipped by the next start.
     Stopped,
     /// The container was removed; what it wrote after the last line read is gone.
@@ -98,10 +110,12 @@ pub(crate) fn checkpoints(state_dir: &Path) -> PathBuf {
     state_dir.join("containers")
 }
 
-/// Ships one container until it ends or `stop` is cancelled.
+/// Ships one container until it ends or `stop` is cancelled; `files`: its log files, held
+/// open already (else the logs endpoint).
 pub(crate) async fn follow<S: LogService>(
     ctx: Context<S>,
     facts: ContainerFacts,
+    files: Option<Box<LogFiles>>,
     stop: CancellationToken,
 ) -> Outcome {
     let dir = checkpoints(&ctx.cfg.state_dir);
@@ -139,9 +153,16 @@ pub(crate) async fn follow<S: LogService>(
         stream: &cp.stream,
     };
     (ctx.on_progress)(&facts.id, destination);
-    let Some(start) = prepare(&ctx, &cp, existed, &stop).await else {
+    let Some(mut start) = prepare(&ctx, &cp, existed, &stop).await else {
         return outcome;
     };
+    start.files = files.map(|f| {
+        let (id, on_progress) = (facts.id.clone(), ctx.on_progress.clone());
+        FilesStart {
+            files: *f,
+            on_lost: Arc::new(move |l| on_progress(&id, Progress::Lost(l))),
+        }
+    });
     let session = session(&ctx, cp, &dir);
     if let Err(e) = session.checkpoint.save(&dir) {
         outcome.ended = Ended::Failed(format!(
@@ -318,6 +339,7 @@ async fn judge<S>(ctx: &Context<S>, dir: &Path, f: Followed, stopped: bool) -> E
         }
         // Started again meanwhile: its new output follows the checkpoint.
         Ok(Some(_)) => Ended::Restarted,
+        Ok(None) if reader.read_to_end => Ended::Removed,
         Ok(None) => Ended::Gone,
         Err(e) => Ended::Failed(e.to_string()),
     }

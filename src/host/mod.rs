@@ -41,6 +41,7 @@
 //! the next start skips what CloudWatch already holds).
 
 mod follower;
+mod reading;
 pub(crate) mod status;
 
 use crate::util::sleep_until;
@@ -58,7 +59,8 @@ use crate::aws::AwsError;
 use crate::aws::logs as cw;
 use crate::cli::ShipArgs;
 use crate::config::host::{HostConfig, HostConfigError, Selection};
-use crate::docker::events::{self, ContainerEvent, Happened};
+use crate::docker::events::{self, ContainerEvent, ContainerFacts, Happened};
+use crate::docker::files::LogFiles;
 use crate::docker::{self, DockerError};
 use crate::exit_codes;
 use crate::ship::checkpoint::Checkpoint;
@@ -130,10 +132,10 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
     let started = async {
         let client = cw::build(&cfg.aws).await?;
         let docker = docker::connect(Duration::from_secs(120)).await?;
-        let host = events::host_name(&docker).await?;
-        Ok::<_, HostError>((client, docker, host))
+        let engine = events::engine_info(&docker).await?;
+        Ok::<_, HostError>((client, docker, engine))
     };
-    let (client, docker, host) = tokio::select! {
+    let (client, docker, engine) = tokio::select! {
         r = started => r?,
         _ = shutdown.changed() => return Ok(0),
     };
@@ -154,9 +156,13 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         LockError::Io { what, path, source } => HostError::Io { what, path, source },
     })?;
     let since_ms = first_run(&cfg.state_dir)?;
+    let host = engine.name.clone();
+    let (files, read_note) = reading::files_of(&cfg, &engine);
+    log(&read_note);
     let status = Arc::new(Mutex::new(Status {
         pid: std::process::id(),
         host: host.clone(),
+        read_note,
         started_ms: now_ms(),
         max_requests: cfg.max_requests,
         ..Status::default()
@@ -201,8 +207,17 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
                     c.events_now = events;
                     c.last_ms = c.last_ms.max(last_ms);
                 }
+                Progress::Lost(l) => {
+                    log(&reading::describe_lost(&c.name, id, l));
+                    c.lost_gaps += 1;
+                    c.lost_files += l.files;
+                    c.lost_after_ms = l.after_ns.map_or(0, |n| n.div_euclid(1_000_000));
+                    c.lost_before_ms = l.before_ns.map_or(0, |n| n.div_euclid(1_000_000));
+                }
             }
         }),
+        files,
+        default_driver: engine.log_driver,
         cfg: Arc::new(cfg),
     };
     log(&format!(
@@ -289,7 +304,44 @@ struct Retry {
     backoff: Backoff,
 }
 
-type Events = std::pin::Pin<Box<dyn Stream<Item = Result<ContainerEvent, DockerError>> + Send>>;
+type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Seen, DockerError>> + Send>>;
+
+/// An event, and for a `create` on the files path the container's log files, held from the
+/// moment the event arrived.
+struct Seen {
+    event: ContainerEvent,
+    files: Option<Box<LogFiles>>,
+}
+
+/// Events queued between the engine and the daemon loop, at most.
+const EVENTS_QUEUED: usize = 256;
+
+/// The engine's container events, read by a task of their own: a `create` registers the
+/// container's log files at once, before the daemon loop (which inspects each container it
+/// considers) comes to it, so that a container that lives a millisecond and is removed with
+/// `--rm` is held before its directory goes.
+fn watched_events(docker: &bollard::Docker, files: Option<reading::FilesHost>) -> Events {
+    let (tx, rx) = mpsc::channel(EVENTS_QUEUED);
+    let stream = events::container_events(docker);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let item = item.map(|event| {
+                let files = match (&files, event.happened) {
+                    (Some(host), Happened::Create) => reading::hold(host, &event.id),
+                    _ => None,
+                };
+                Seen { event, files }
+            });
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
 
 struct Daemon<S> {
     ctx: Context<S>,
@@ -339,7 +391,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
                 },
                 () = sleep_until(connect_at), if connect_at.is_some() && !self.draining => {
                     // Subscribe first, then look: nothing starts unseen in between.
-                    let stream: Events = Box::pin(events::container_events(&self.ctx.docker));
+                    let stream = watched_events(&self.ctx.docker, self.ctx.files.clone());
                     match self.reconcile().await {
                         Ok(()) => {
                             self.engine_back();
@@ -406,8 +458,19 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
         st.engine_down_since_ms = 0;
     }
 
-    async fn on_event(&mut self, e: ContainerEvent) {
+    async fn on_event(&mut self, seen: Seen) {
+        let e = seen.event;
         match e.happened {
+            // Its log files are held since the event arrived (a container that lives a
+            // millisecond and is removed at once is read to its end through them).
+            Happened::Create => {
+                if let Some(files) = seen.files
+                    && !self.followers.contains_key(&e.id)
+                {
+                    self.consider_held(&e.id, Some((e.created_facts(), files)))
+                        .await;
+                }
+            }
             Happened::Start => {
                 if let Some(r) = self.followers.get_mut(&e.id) {
                     r.again = true;
@@ -482,26 +545,36 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
 
     /// Starts a follower for `id` when it needs one (invariant 3).
     async fn consider(&mut self, id: &str) {
+        self.consider_held(id, None).await;
+    }
+
+    /// [`Self::consider`], with the log files held since the container's creation and the
+    /// facts its event told: a container removed before it is inspected is still shipped.
+    async fn consider_held(&mut self, id: &str, held: Option<(ContainerFacts, Box<LogFiles>)>) {
         if self.draining || self.followers.contains_key(id) {
             return;
         }
         if self.retry.get(id).is_some_and(|r| Instant::now() < r.at) {
             return;
         }
-        let facts = match events::inspect(&self.ctx.docker, id).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
-            Err(e) => {
+        let (facts, held) = match (events::inspect(&self.ctx.docker, id).await, held) {
+            (Ok(Some(f)), held) => (f, held.map(|(_, files)| files)),
+            (Ok(None), Some((f, files))) => (f, Some(files)),
+            (Ok(None), None) => return,
+            (Err(e), _) => {
                 tracing::debug!("inspect {}: {e}", docker::short_id(id));
                 return;
             }
         };
+        let removed_already = held.is_some() && !facts.running && facts.finished_at.is_empty();
         let chosen = self.selection.matches(&facts.candidate());
         if !chosen {
             return;
         }
         let dir = follower::checkpoints(&self.ctx.cfg.state_dir);
         let needed = facts.running
+            || removed_already
+            || (facts.created_only && self.ctx.files.is_some())
             || match Checkpoint::load(&Checkpoint::path(&dir, id)) {
                 Ok(cp) => cp.drained.as_deref() != Some(facts.finished_at.as_str()),
                 Err(_) => facts.created_ms >= self.since_ms,
@@ -509,6 +582,34 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
         if !needed {
             return;
         }
+        let read = reading::choose(
+            self.ctx.files.as_ref(),
+            &self.ctx.default_driver,
+            &facts,
+            held,
+        );
+        let shown = read.shown();
+        let files = match read {
+            reading::Read::Files(f) => Some(f),
+            reading::Read::Logs(_) if facts.created_only => return,
+            reading::Read::Logs(_) => None,
+            reading::Read::Gone => return,
+            reading::Read::Skip(why) => {
+                if self.skipped.insert(id.to_string()) {
+                    log(&format!(
+                        "container {} ({}) not shipped: {why}",
+                        docker::short_id(id),
+                        facts.name
+                    ));
+                    let mut st = self.status.lock().expect("status");
+                    let c = st.containers.entry(id.to_string()).or_default();
+                    c.name.clone_from(&facts.name);
+                    c.state = "skipped".into();
+                    c.read = shown;
+                }
+                return;
+            }
+        };
         let stop = CancellationToken::new();
         self.followers.insert(
             id.to_string(),
@@ -522,12 +623,13 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
             let c = st.containers.entry(id.to_string()).or_default();
             c.name.clone_from(&facts.name);
             c.state = "following".into();
+            c.read = shown;
             c.events_before += c.events_now;
             c.events_now = 0;
         }
         let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
         tokio::spawn(async move {
-            let outcome = follower::follow(ctx, facts, stop).await;
+            let outcome = follower::follow(ctx, facts, files, stop).await;
             let _ = done.send(outcome).await;
         });
     }
@@ -538,6 +640,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
         let short = docker::short_id(&o.id).to_string();
         let state = match &o.ended {
             Ended::Drained => "drained",
+            Ended::Removed => "removed",
             Ended::Stopped => "stopped",
             Ended::Gone => "removed",
             Ended::Failed(_) => "failed",
@@ -565,6 +668,11 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
                 tracing::info!("container {short}: delivered to its end");
             }
             Ended::Stopped => {}
+            Ended::Removed => {
+                tracing::info!("container {short}: delivered to its end, then removed");
+                let _ = Checkpoint::remove(&follower::checkpoints(&self.ctx.cfg.state_dir), &o.id);
+                self.drop_state(&o.id);
+            }
             Ended::Gone => {
                 self.removed_undrained(&o.id, &o.group, &o.stream);
                 let _ = Checkpoint::remove(&follower::checkpoints(&self.ctx.cfg.state_dir), &o.id);
@@ -636,7 +744,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
     }
 }
 
-async fn next_event(events: &mut Option<Events>) -> Option<Result<ContainerEvent, DockerError>> {
+async fn next_event(events: &mut Option<Events>) -> Option<Result<Seen, DockerError>> {
     match events {
         Some(s) => s.next().await,
         None => std::future::pending().await,

@@ -11,6 +11,11 @@
 //! - `dockwatch_ship_last_event_timestamp_seconds` — newest delivered event's timestamp;
 //! - `dockwatch_ship_lag_seconds` — now minus that, for containers followed now: the delivery
 //!   lag of a container that writes steadily (it grows for a quiet one too);
+//! - `dockwatch_ship_rotation_gaps_total`, `dockwatch_ship_rotation_lost_files_total` — per
+//!   container, gaps found in its log files (output rotated away before anything read it:
+//!   while `ship` was stopped, or more files behind than it holds) and whole files among them;
+//!   `dockwatch_ship_rotation_lost_after_timestamp_seconds` and `…_before_timestamp_seconds`:
+//!   the latest gap's range (the last event delivered before it, the first read after it);
 //! - `dockwatch_ship_removed_undrained_total` — containers removed before their log was read
 //!   to the end (what they wrote after the last line read is gone with the engine's log);
 //! - `dockwatch_ship_failures_total` — follows that failed and were tried again;
@@ -50,6 +55,21 @@ pub(crate) struct Shown {
     pub(crate) throttled: u64,
     /// Newest delivered event's timestamp (ms), 0: none.
     pub(crate) last_ms: i64,
+    /// How it is read: files, logs endpoint (why), skipped (why).
+    #[serde(default)]
+    pub(crate) read: String,
+    /// Gaps found in its log: output rotated away before it was read.
+    #[serde(default)]
+    pub(crate) lost_gaps: u64,
+    /// Whole rotated files among them.
+    #[serde(default)]
+    pub(crate) lost_files: u64,
+    /// The latest gap: after the delivered event at this time (ms, 0: unknown)...
+    #[serde(default)]
+    pub(crate) lost_after_ms: i64,
+    /// ...and before the first one read after it.
+    #[serde(default)]
+    pub(crate) lost_before_ms: i64,
 }
 
 impl Shown {
@@ -69,6 +89,9 @@ pub(crate) struct Status {
     /// Since when the engine has been unreachable (ms), 0: it is not.
     pub(crate) engine_down_since_ms: i64,
     pub(crate) max_requests: usize,
+    /// How the host's containers are read (said at start).
+    #[serde(default)]
+    pub(crate) read_note: String,
     pub(crate) removed_undrained: u64,
     pub(crate) failures: u64,
     /// By full container id.
@@ -112,7 +135,7 @@ impl Exposition for Status {
         );
         let _ = writeln!(s, "# TYPE dockwatch_ship_failures_total counter");
         let _ = writeln!(s, "dockwatch_ship_failures_total {}", self.failures);
-        let per: [(&str, &str, Value); 6] = [
+        let per: [(&str, &str, Value); 10] = [
             ("events_total", "counter", |c, _| Some(c.events() as f64)),
             ("bytes_total", "counter", |c, _| Some(c.bytes as f64)),
             ("retries_total", "counter", |c, _| Some(c.retries as f64)),
@@ -125,6 +148,18 @@ impl Exposition for Status {
             ("lag_seconds", "gauge", |c, now| {
                 (c.state == "following" && c.last_ms > 0)
                     .then(|| (now - c.last_ms).max(0) as f64 / 1000.0)
+            }),
+            ("rotation_gaps_total", "counter", |c, _| {
+                Some(c.lost_gaps as f64)
+            }),
+            ("rotation_lost_files_total", "counter", |c, _| {
+                Some(c.lost_files as f64)
+            }),
+            ("rotation_lost_after_timestamp_seconds", "gauge", |c, _| {
+                (c.lost_gaps > 0 && c.lost_after_ms > 0).then(|| c.lost_after_ms as f64 / 1000.0)
+            }),
+            ("rotation_lost_before_timestamp_seconds", "gauge", |c, _| {
+                (c.lost_gaps > 0 && c.lost_before_ms > 0).then(|| c.lost_before_ms as f64 / 1000.0)
             }),
         ];
         for (name, kind, value) in per {
@@ -181,7 +216,10 @@ pub(crate) fn print(dir: &Path) -> std::io::Result<()> {
             "unreachable"
         }
     );
-    let rows: Vec<[String; 7]> = st
+    if !st.read_note.is_empty() {
+        crate::out!("{}", st.read_note);
+    }
+    let rows: Vec<[String; 9]> = st
         .containers
         .iter()
         .map(|(id, c)| {
@@ -197,6 +235,12 @@ pub(crate) fn print(dir: &Path) -> std::io::Result<()> {
                 } else {
                     "-".into()
                 },
+                if c.read.is_empty() {
+                    "-".into()
+                } else {
+                    c.read.clone()
+                },
+                lost(c),
             ]
         })
         .collect();
@@ -208,9 +252,31 @@ pub(crate) fn print(dir: &Path) -> std::io::Result<()> {
         "STREAM",
         "EVENTS",
         "LAST EVENT",
+        "READ",
+        "LOST TO ROTATION",
     ];
     for line in crate::util::table(head, &rows) {
         crate::out!("{line}");
     }
     Ok(())
+}
+
+/// A container's gaps as `--status` shows them: none, or how many and the latest's range.
+fn lost(c: &Shown) -> String {
+    if c.lost_gaps == 0 {
+        return "-".into();
+    }
+    let at = |ms: i64| {
+        if ms > 0 {
+            format_rfc3339_ms(ms)
+        } else {
+            "?".into()
+        }
+    };
+    format!(
+        "{} gap(s), latest {} .. {}",
+        c.lost_gaps,
+        at(c.lost_after_ms),
+        at(c.lost_before_ms)
+    )
 }

@@ -216,12 +216,10 @@ impl LogFiles {
     /// doc). The container may not have started yet: its first file is opened when it appears.
     pub(crate) fn open(watcher: &Watcher, path: &Path) -> Result<LogFiles, FilesError> {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let reg = watcher
-            .register(path)
-            .map_err(|source| FilesError::Watch {
-                dir: dir.clone(),
-                source,
-            })?;
+        let reg = watcher.register(path).map_err(|source| FilesError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
         let read_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| FilesError::Read { path, source }
@@ -502,7 +500,9 @@ fn rotated_files(dir: &Path, path: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
 
 /// The `json-file` log of container `id` under the engine's root directory.
 pub(crate) fn log_path(root: &Path, id: &str) -> PathBuf {
-    root.join("containers").join(id).join(format!("{id}-json.log"))
+    root.join("containers")
+        .join(id)
+        .join(format!("{id}-json.log"))
 }
 
 #[cfg(test)]

@@ -67,12 +67,14 @@ mod tests {
             parse_timestamp(b"2026-12-07T15:24:20.607776060Z").unwrap()
         );
         // A partial message (no newline) and attrs.
-        let f = parse(br#"{"log":"abc","stream":"stdout","attrs":{"tag":"t"},"time":"2026-12-07T15:24:20Z"}"#)
-            .unwrap();
+        let f = parse(
+            br#"{"log":"abc","stream":"stdout","attrs":{"tag":"t"},"time":"2026-12-07T15:24:20Z"}"#,
+        )
+        .unwrap();
         assert_eq!((&f.data[..], f.source), (&b"abc"[..], Source::Stdout));
         // The engine's replacement of a cut character is text like any other.
-        let f = parse(br#"{"log":"0\ufffd","stream":"stdout","time":"2026-12-07T15:24:20Z"}"#)
-            .unwrap();
+        let f =
+            parse(br#"{"log":"0\ufffd","stream":"stdout","time":"2026-12-07T15:24:20Z"}"#).unwrap();
         assert_eq!(&f.data[..], "0\u{FFFD}".as_bytes());
     }
 

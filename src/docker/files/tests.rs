@@ -14,7 +14,8 @@ struct Engine {
 
 impl Engine {
     fn new(tag: &str) -> Engine {
-        let dir = std::env::temp_dir().join(format!("dockwatch-files-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dockwatch-files-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c-json.log");
@@ -30,7 +31,11 @@ impl Engine {
     /// Record n: `line n`, stdout for even n, at second n.
     fn write(&mut self, count: u64) {
         for _ in 0..count {
-            let stream = if self.n % 2 == 0 { "stdout" } else { "stderr" };
+            let stream = if self.n.is_multiple_of(2) {
+                "stdout"
+            } else {
+                "stderr"
+            };
             writeln!(
                 self.file,
                 r#"{{"log":"line {}\n","stream":"{stream}","time":"2026-12-07T10:00:{:02}.{:09}Z"}}"#,
@@ -83,7 +88,12 @@ async fn read_all(files: &mut LogFiles) -> (Vec<u64>, Option<FileMark>) {
         match files.next().unwrap() {
             Next::Frame(f, m) => {
                 let text = String::from_utf8(f.data.to_vec()).unwrap();
-                let n: u64 = text.trim_end().strip_prefix("line ").unwrap().parse().unwrap();
+                let n: u64 = text
+                    .trim_end()
+                    .strip_prefix("line ")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert_eq!(f.source.index() as u64, n % 2, "source of line {n}");
                 got.push(n);
                 mark = Some(m);
@@ -121,7 +131,11 @@ async fn follows_rotation_and_resumes_at_the_mark_also_in_a_gzipped_file() {
     }
     e.write(5);
     let (got, mark) = read_all(&mut files).await;
-    assert_eq!(got, (10..30).collect::<Vec<_>>(), "nothing rotated away unread");
+    assert_eq!(
+        got,
+        (10..30).collect::<Vec<_>>(),
+        "nothing rotated away unread"
+    );
     assert_eq!(files.take_all_lost(), vec![]);
     drop(files);
 
@@ -174,7 +188,10 @@ async fn a_mark_whose_file_rotated_away_is_a_reported_gap() {
     let lost = files.take_all_lost();
     assert_eq!(lost.len(), 1, "{lost:?}");
     let first = parse_ts(7);
-    assert_eq!((lost[0].after_ns, lost[0].before_ns), (Some(3), Some(first)));
+    assert_eq!(
+        (lost[0].after_ns, lost[0].before_ns),
+        (Some(3), Some(first))
+    );
 }
 
 fn parse_ts(n: u64) -> i64 {
@@ -229,7 +246,13 @@ async fn a_removed_container_is_read_to_its_end_through_the_held_file() {
 #[test]
 fn rotated_files_oldest_first_plain_before_gz() {
     let e = Engine::new("list");
-    for name in ["c-json.log.1", "c-json.log.2.gz", "c-json.log.1.gz", "c-json.log.x", "other.1"] {
+    for name in [
+        "c-json.log.1",
+        "c-json.log.2.gz",
+        "c-json.log.1.gz",
+        "c-json.log.x",
+        "other.1",
+    ] {
         File::create(e.dir.join(name)).unwrap();
     }
     let got: Vec<String> = rotated_files(&e.dir, &e.path)

@@ -173,7 +173,12 @@ impl Watcher {
             let mut stream = stream;
             while let Some(Ok(e)) = stream.next().await {
                 let Some(shared) = weak.upgrade() else { break };
-                dispatch(&shared, e.wd.get_watch_descriptor_id(), e.mask, e.name.as_deref());
+                dispatch(
+                    &shared,
+                    e.wd.get_watch_descriptor_id(),
+                    e.mask,
+                    e.name.as_deref(),
+                );
             }
         });
         Ok(Watcher { shared })
@@ -191,7 +196,12 @@ impl Watcher {
             | WatchMask::DELETE_SELF
             | WatchMask::ONLYDIR;
         let mut slots = self.shared.slots.lock().expect("slots");
-        let wd = self.shared.watches.lock().expect("watches").add(dir, mask)?;
+        let wd = self
+            .shared
+            .watches
+            .lock()
+            .expect("watches")
+            .add(dir, mask)?;
         let slot = Arc::new(Slot {
             wd: wd.clone(),
             name,
