@@ -109,6 +109,8 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// A failed follow is tried again after this, doubling up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long a removed container is remembered as followed (see `Daemon::followed`).
+const FOLLOWED_KEPT: Duration = Duration::from_secs(600);
 /// The file that records when `ship` first ran on a state directory.
 const SINCE_FILE: &str = "since";
 
@@ -235,6 +237,7 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
         followers: HashMap::new(),
         done_tx,
         skipped: HashSet::new(),
+        followed: HashMap::new(),
         retry: HashMap::new(),
         since_ms,
         status,
@@ -352,6 +355,10 @@ struct Daemon<S> {
     done_tx: mpsc::Sender<Outcome>,
     /// Containers whose destination could not be made (said once).
     skipped: HashSet<String>,
+    /// Containers a follower was started for, and when: a `create` event queued behind the
+    /// daemon's work can arrive after its container was followed to its end (found by a
+    /// reconcile first); its held files must not start a second follow from the beginning.
+    followed: HashMap<String, Instant>,
     retry: HashMap<String, Retry>,
     since_ms: i64,
     status: Arc<Mutex<Status>>,
@@ -466,6 +473,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
             Happened::Create => {
                 if let Some(files) = seen.files
                     && !self.followers.contains_key(&e.id)
+                    && !self.followed.contains_key(&e.id)
                 {
                     self.consider_held(&e.id, Some((e.created_facts(), files)))
                         .await;
@@ -482,6 +490,8 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
             // The follower's log stream ends by itself.
             Happened::Die => {}
             Happened::Destroy => {
+                // Events come in order: no `create` of it is queued any more.
+                self.followed.remove(&e.id);
                 if !self.followers.contains_key(&e.id) {
                     self.forget(&e.id);
                 }
@@ -503,6 +513,10 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
                 self.forget(&id);
             }
         }
+        // A removed container's destroy event can be missed (the engine connection down):
+        // long past its creation, no event of it is queued.
+        self.followed
+            .retain(|id, at| known.contains(id.as_str()) || at.elapsed() < FOLLOWED_KEPT);
         for id in &ids {
             if !self.followers.contains_key(id) {
                 self.consider(id).await;
@@ -611,6 +625,7 @@ impl<S: crate::ship::sink::LogService> Daemon<S> {
             }
         };
         let stop = CancellationToken::new();
+        self.followed.insert(id.to_string(), Instant::now());
         self.followers.insert(
             id.to_string(),
             Running {

@@ -19,5 +19,6 @@ mod interrupts;
 mod pull;
 mod run;
 mod ship;
+mod ship_files;
 mod trigger;
 mod volume;

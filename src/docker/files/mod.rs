@@ -118,14 +118,25 @@ struct Open {
 }
 
 impl Open {
+    /// A plain file; its first line is hashed when it is asked for ([`Open::first_line`]):
+    /// one opened at its creation is empty yet.
     fn plain(file: File, path: PathBuf) -> Open {
-        let first_line = first_line_hash(|b, at| file.read_at(b, at));
         Open {
             src: Src::Plain(file),
             path,
-            first_line,
+            first_line: None,
             offset: 0,
         }
+    }
+
+    /// The hash of its first line, once it has one.
+    fn first_line(&mut self) -> Option<u64> {
+        if self.first_line.is_none()
+            && let Src::Plain(f) = &self.src
+        {
+            self.first_line = first_line_hash(|b, at| f.read_at(b, at));
+        }
+        self.first_line
     }
 
     fn gz(file: File, path: PathBuf) -> io::Result<Open> {
@@ -242,6 +253,10 @@ impl LogFiles {
             let slot: &Slot = &reg.slot;
             let mut st = slot.lock();
             if let Some((f, ino)) = slot.open_current().map_err(read_err(path))? {
+                // Its create may be queued still: that one is no file missed.
+                if !st.opened.iter().any(|(_, i)| *i == ino) {
+                    st.initial = Some(ino);
+                }
                 st.opened.retain(|(_, i)| *i != ino);
                 st.newest = Some(ino);
                 ahead.push_back(Open::plain(f, path.to_path_buf()));
@@ -269,8 +284,8 @@ impl LogFiles {
         if let Some(mark) = position.file {
             let found = self
                 .ahead
-                .iter()
-                .position(|o| o.first_line == Some(mark.first_line));
+                .iter_mut()
+                .position(|o| o.first_line() == Some(mark.first_line));
             match found {
                 Some(i) => {
                     self.ahead.drain(..i);

@@ -7,15 +7,17 @@
 //! (`/var/lib/docker/containers/<id>/`): the directory exists from `create` on, the log file
 //! only from the first start, and rotation replaces the file, so the directory is what stays.
 //!
-//! Why the watcher opens files itself, and not the reader: a rotated file is renamed
+//! Why the watcher opens files itself, on a thread of its own, and not the reader: a rotated file is renamed
 //! (`-json.log` → `.1` → …) and, past `max-file`, deleted. A reader busy with a backlog (or
 //! waiting on CloudWatch) would come to a new file too late; an open descriptor keeps even a
-//! deleted file readable to its end. So the watcher task, which does nothing else, opens the
-//! file at its `IN_CREATE`, and hands the descriptor to the container's [`Slot`], where the
-//! reader takes it when it has finished the older ones. When the event queue overflowed, or
-//! a create came late, the file before the new one (`.1`) is opened too when it is not held.
-//! A slot holds at most [`MAX_WAITING`] files; past that a file is not kept and counted
-//! (lost to rotation while the reader was that far behind).
+//! deleted file readable to its end. So the watcher thread, which does nothing else (an async
+//! task was measured to fall behind a flood's rotations on 2 busy cores), opens the file at its
+//! `IN_CREATE`, and hands the descriptor to the container's [`Slot`], where the reader takes it
+//! when it has finished the older ones. When a create comes late (the event queue overflowed,
+//! or the file was rotated again meanwhile), the file before the new one (`.1`) is opened too
+//! when it is not held; a create whose file was never held is counted as a file lost (every
+//! create is one file, so creates beyond the files opened are files rotated away unseen). A
+//! slot holds at most [`MAX_WAITING`] files; past that a file is not kept and counted too.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -25,7 +27,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchMask, Watches};
 use tokio::sync::Notify;
 
@@ -63,8 +64,14 @@ pub(crate) struct SlotState {
     pub(crate) closes: u64,
     /// The log file or its directory was removed: the container was removed.
     pub(crate) gone: bool,
-    /// Files not kept: [`MAX_WAITING`] were waiting already.
+    /// Files not kept: [`MAX_WAITING`] were waiting already, or rotated away before the
+    /// watcher could open them.
     pub(crate) dropped: u64,
+    /// Files opened beyond the creates seen so far (a late create found two): the creates
+    /// still to come that they account for.
+    surplus: u64,
+    /// The file the reader opened at registration, whose create may still be in the queue.
+    pub(crate) initial: Option<u64>,
 }
 
 impl Slot {
@@ -94,29 +101,53 @@ impl Slot {
         Ok(Some((f, ino)))
     }
 
-    /// A new file appeared under the log's name: keep it (and `.1`, when that one was never
-    /// held: the create came after a second rotation).
-    fn created(&self) {
+    /// A new file appeared under the log's name (`real`: a create event, not a look after a
+    /// queue overflow): keep it, and `.1` when that one was never held (the create came after
+    /// a second rotation). Counts what was missed (see the module doc).
+    fn created(&self, real: bool) {
         let mut st = self.lock();
         let before = st.newest;
-        let Ok(Some((f, ino))) = self.open_current() else {
-            return;
-        };
-        if Some(ino) == before {
-            return;
-        }
-        if before.is_some() {
-            let older = PathBuf::from(format!("{}.1", self.path.display()));
-            if let Ok(o) = File::open(&older)
-                && let Ok(m) = o.metadata()
-                && Some(m.ino()) != before
-                && st.opened.iter().all(|(_, i)| *i != m.ino())
-            {
-                push(&mut st, o, m.ino());
+        let mut new = 0;
+        if let Ok(Some((f, ino))) = self.open_current()
+            && Some(ino) != before
+        {
+            if before.is_some() {
+                let older = PathBuf::from(format!("{}.1", self.path.display()));
+                if let Ok(o) = File::open(&older)
+                    && let Ok(m) = o.metadata()
+                    && Some(m.ino()) != before
+                    && st.opened.iter().all(|(_, i)| *i != m.ino())
+                {
+                    push(&mut st, o, m.ino());
+                    new += 1;
+                }
             }
+            push(&mut st, f, ino);
+            st.newest = Some(ino);
+            new += 1;
         }
-        push(&mut st, f, ino);
-        st.newest = Some(ino);
+        account(&mut st, new, real);
+    }
+}
+
+/// Counts a create that opened `new` files (`real`: a create event, not a look after a queue
+/// overflow): every create is one file, so a create that found nothing new is a file missed,
+/// unless an earlier late one opened two (its `.1` and itself) or it is the create of the
+/// file the reader opened at registration.
+fn account(st: &mut SlotState, new: u64, real: bool) {
+    if !real {
+        st.surplus += new;
+        return;
+    }
+    match new {
+        0 if st.initial.take().is_some() => {}
+        0 if st.surplus > 0 => st.surplus -= 1,
+        0 => st.dropped += 1,
+        n => {
+            // Events come in order: the initial file's create, if any, came before.
+            st.initial = None;
+            st.surplus += n - 1;
+        }
     }
 }
 
@@ -160,27 +191,25 @@ impl Drop for Registration {
 }
 
 impl Watcher {
-    /// The host's inotify instance and its task (on the current runtime).
+    /// The host's inotify instance and its thread.
     pub(crate) fn start() -> io::Result<Watcher> {
-        let inotify = Inotify::init()?;
-        let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+        let mut inotify = Inotify::init()?;
         let shared = Arc::new(Shared {
-            watches: Mutex::new(stream.watches()),
+            watches: Mutex::new(inotify.watches()),
             slots: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            let mut stream = stream;
-            while let Some(Ok(e)) = stream.next().await {
-                let Some(shared) = weak.upgrade() else { break };
-                dispatch(
-                    &shared,
-                    e.wd.get_watch_descriptor_id(),
-                    e.mask,
-                    e.name.as_deref(),
-                );
-            }
-        });
+        std::thread::Builder::new()
+            .name("dockwatch-inotify".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(events) = inotify.read_events_blocking(&mut buf) {
+                    let Some(shared) = weak.upgrade() else { break };
+                    for e in events {
+                        dispatch(&shared, e.wd.get_watch_descriptor_id(), e.mask, e.name);
+                    }
+                }
+            })?;
         Ok(Watcher { shared })
     }
 
@@ -225,7 +254,7 @@ fn dispatch(shared: &Shared, wd: i32, mask: EventMask, name: Option<&std::ffi::O
     if mask.contains(EventMask::Q_OVERFLOW) {
         // Events were lost: every slot looks at its file again.
         for s in slots.values().flatten() {
-            s.created();
+            s.created(false);
             s.changed.notify_one();
         }
         return;
@@ -237,7 +266,7 @@ fn dispatch(shared: &Shared, wd: i32, mask: EventMask, name: Option<&std::ffi::O
         } else if name != Some(s.name.as_os_str()) {
             continue;
         } else if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-            s.created();
+            s.created(true);
         } else if mask.contains(EventMask::CLOSE_WRITE) {
             s.lock().closes += 1;
         } else if mask.contains(EventMask::DELETE) {
@@ -266,7 +295,32 @@ mod tests {
         .expect("the watcher saw it");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[test]
+    fn creates_beyond_the_files_opened_are_files_missed() {
+        let mut st = SlotState {
+            initial: Some(7),
+            ..SlotState::default()
+        };
+        // The reader's file's create, then a rotation seen in time: nothing missed.
+        account(&mut st, 0, true);
+        account(&mut st, 1, true);
+        // One late create found .1 and the new file (2), the next create is accounted for.
+        account(&mut st, 2, true);
+        account(&mut st, 0, true);
+        assert_eq!(st.dropped, 0);
+        // Three rotations, the first create seen after the third: .1 and the current one
+        // held, the first of the three gone unseen.
+        account(&mut st, 2, true);
+        account(&mut st, 0, true);
+        account(&mut st, 0, true);
+        assert_eq!(st.dropped, 1);
+        // A look after an overflow is no create.
+        account(&mut st, 1, false);
+        account(&mut st, 0, true);
+        assert_eq!(st.dropped, 1);
+    }
+
+    #[tokio::test]
     async fn opens_each_new_file_and_sees_closes_and_removal() {
         let dir = std::env::temp_dir().join(format!("dockwatch-watch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
