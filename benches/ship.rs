@@ -9,8 +9,9 @@
 //! - W3: 10 lines/s for 30 s (latency from Docker's timestamp to CloudWatch's acceptance);
 //! - W4: 1 GiB of 1 KiB lines into a server that answers each request after 1 s (memory
 //!   under backpressure);
-//! - W7 (W5 and W6 are the agent bench's): `dockwatch ship`, 100 containers × 10,000 lines
-//!   written at once (see `support/host.rs`).
+//! - W7 (W5 and W6 are the agent bench's): `dockwatch ship` on both read paths, 100
+//!   containers × 10,000 lines written at once, beside the awslogs driver and the engine's
+//!   attach stream (see `support/host.rs`).
 //!
 //! Set `DOCKWATCH_BENCH_QUICK=1` to skip W4, `DOCKWATCH_BENCH_ONLY=W2` to run one workload.
 //!

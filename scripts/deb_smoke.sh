@@ -39,6 +39,8 @@ for u in dockwatch-download dockwatch-agent dockwatch-on-upload dockwatch-ship; 
   grep -q '^User=dockwatch$' "$f" && grep -q '^ProtectSystem=strict$' "$f" \
     && grep -q '^StateDirectory=dockwatch$' "$f" || fail "$f is not hardened"
 done
+grep -q '^AmbientCapabilities=CAP_DAC_READ_SEARCH$' /lib/systemd/system/dockwatch-ship.service \
+  || fail "dockwatch-ship.service cannot read the engine's log files"
 # The units' syntax and settings (offline; units they need, like docker.service, may be absent).
 if command -v systemd-analyze >/dev/null 2>&1; then
   out="$(systemd-analyze verify /lib/systemd/system/dockwatch-*.service 2>&1 || true)"

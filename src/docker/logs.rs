@@ -69,7 +69,15 @@ pub(crate) struct Cursor {
 pub(crate) struct Position {
     pub(crate) messages: Option<[u64; 2]>,
     pub(crate) cursor: Option<Cursor>,
-    pub(crate) file: Option<crate::docker::files::FileMark>,
+    pub(crate) file: Option<FileMark>,
+}
+
+/// A point in the container's log files (`docker::files`): after the record ending at byte
+/// `offset` of the file whose first line hashes to `first_line`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileMark {
+    pub(crate) first_line: u64,
+    pub(crate) offset: u64,
 }
 
 impl Position {

@@ -159,6 +159,8 @@ pub async fn ship(args: ShipArgs, mut shutdown: Shutdown) -> Result<i32, HostErr
     })?;
     let since_ms = first_run(&cfg.state_dir)?;
     let host = engine.name.clone();
+    // Each followed container holds its log files open (rotated ones too, until read).
+    raise_open_files_limit();
     let (files, read_note) = reading::files_of(&cfg, &engine);
     log(&read_note);
     let status = Arc::new(Mutex::new(Status {
@@ -271,6 +273,22 @@ async fn check_cloudwatch(
         }
         AwsError::Call { .. } => Ok(()),
         e => Err(e.into()),
+    }
+}
+
+/// Raises the soft limit of open files to the hard one (1,024 by default on Debian, where
+/// the hard limit is far higher): a host's containers and their rotated files are held open.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -44,6 +44,10 @@ use crate::ship::framing::{Event, Framer, FramingStats, Source};
 use crate::ship::transform::{TransformConfig, Transforms};
 use crate::util::backoff::Backoff;
 
+/// U+FFFD, counted in what the engine's log holds (one searcher for the process).
+static REPLACEMENT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("\u{FFFD}"));
+
 /// Events per message on the channel, at most.
 const SEND_EVENTS: usize = 512;
 /// Bytes per message on the channel, about.
@@ -161,8 +165,7 @@ impl State {
         if let Some(tap) = &mut self.tap {
             frame.data = tap.restore(&frame).await;
         } else {
-            self.report.replaced_in_log +=
-                memchr::memmem::find_iter(&frame.data, "\u{FFFD}".as_bytes()).count() as u64;
+            self.report.replaced_in_log += REPLACEMENT.find_iter(&frame.data).count() as u64;
         }
         self.take(frame.source, frame.ts_ms(), &frame.data);
         self.report.position.cursor = self.cursor.cursor();
@@ -214,9 +217,14 @@ impl State {
         self.pending_bytes += data.len();
         self.framer.push(source, ts_ms, data, &mut self.scratch);
         if !self.scratch.is_empty() {
-            let events = std::mem::take(&mut self.scratch);
-            self.transforms
-                .apply(events, std::time::Instant::now(), &mut self.pending);
+            if self.transforms.is_noop() {
+                // Per frame on the logs and files paths: no allocation, no clock.
+                self.pending.append(&mut self.scratch);
+            } else {
+                let events = std::mem::take(&mut self.scratch);
+                self.transforms
+                    .apply(events, std::time::Instant::now(), &mut self.pending);
+            }
         }
     }
 
@@ -554,7 +562,7 @@ async fn read_files(
     loop {
         match f.files.next() {
             Ok(files::Next::Frame(frame, mark)) => {
-                if st.process_file(frame, mark, tx).await.is_err() {
+                if stop.is_cancelled() || st.process_file(frame, mark, tx).await.is_err() {
                     return FilesEnd::Stopped;
                 }
                 continue;
@@ -588,7 +596,7 @@ async fn read_files(
                     Ok(true) => {
                         // The engine closed the log before it recorded the exit: what is
                         // there now is all.
-                        return drain_files(st, f, tx).await;
+                        return drain_files(st, f, tx, stop).await;
                     }
                     Ok(false) if after_close < FILES_IDLE_CHECK => {
                         check_at = tokio::time::Instant::now() + after_close;
@@ -605,9 +613,17 @@ async fn read_files(
     }
 }
 
-/// The container ended: the held files are read to their end.
-async fn drain_files(st: &mut State, f: &mut FilesStart, tx: &mpsc::Sender<Chunk>) -> FilesEnd {
+/// The container ended: the held files are read to their end (or a stop).
+async fn drain_files(
+    st: &mut State,
+    f: &mut FilesStart,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> FilesEnd {
     loop {
+        if stop.is_cancelled() {
+            return FilesEnd::Stopped;
+        }
         match f.files.next() {
             Ok(files::Next::Frame(frame, mark)) => {
                 if st.process_file(frame, mark, tx).await.is_err() {

@@ -993,6 +993,71 @@ fn download_appends_late_events_once_by_window_and_by_reconciliation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The hole found by trying it (10 of 10 times before the fix): a stream whose first events
+/// are 20 s old when `download` starts, then events more than the late window late *in the
+/// current hour* — 10 minutes older than the newest, older than the first one read, the
+/// hour's first millisecond — and one 3 days old. With `--late-window 32s
+/// --reconcile-interval 20s`, each is in the file within the window and one interval; the
+/// same-hour ones used to wait for the hour to end.
+#[test]
+fn download_finds_events_late_in_the_current_hour_within_one_reconcile_interval() {
+    let server = StrictServer::start();
+    let group = unique("late-hour");
+    let hour = 3_600_000;
+    // The same-hour cases need some of the hour behind the newest event: at most 2 minutes
+    // of waiting, in the first 2 minutes of an hour.
+    while now_ms().rem_euclid(hour) < 120_000 {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let newest = now_ms() - 20_000;
+    let history: Vec<(i64, String)> = (0..20i64)
+        .map(|i| (newest - 19_000 + i * 1_000, format!("event {i}")))
+        .collect();
+    let first = history[0].0;
+    let hour_start = newest - newest.rem_euclid(hour);
+    server.append(&group, "s", history.clone());
+    let dir = std::env::temp_dir().join(unique("dl-late-hour"));
+    let file = file_of(&dir, &group, "s");
+    let extra = ["--late-window", "32s", "--reconcile-interval", "20s"];
+    let d = download(&server.url, &dir, &group, &extra);
+    assert!(
+        wait_until(Duration::from_secs(20), || file_events(&file).len()
+            >= history.len()),
+        "history not downloaded"
+    );
+    // Past the window: the window checks have passed all of this time.
+    std::thread::sleep(Duration::from_secs(35));
+    let ten_min = (newest - 600_000).max(hour_start + 1);
+    let late = vec![
+        (ten_min, "late by up to 10 min, this hour".to_string()),
+        (first - 1, "older than the first event read".to_string()),
+        (hour_start, "the hour's first millisecond".to_string()),
+        (newest - 3 * 86_400_000, "late by 3 days".to_string()),
+    ];
+    server.append(&group, "s", late.clone());
+    let put = std::time::Instant::now();
+    let found = wait_until(Duration::from_secs(32 + 20 + 15), || {
+        file_events(&file).len() >= history.len() + late.len()
+    });
+    let took = put.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&d, "TERM");
+    let o = d.wait_with_output().unwrap();
+    let err = stderr(&o);
+    let got = file_events(&file);
+    assert!(
+        found,
+        "not all found in {took:?}: {:?}\n{err}",
+        &got[history.len()..]
+    );
+    let mut tail = got[history.len()..].to_vec();
+    tail.sort();
+    let mut want = late;
+    want.sort();
+    assert_eq!(tail, want, "each late event once:\n{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The round trip under faults: `dockwatch run` (4 requests in flight) ships 300,000 lines
 /// through 30% throttling and 10% server errors — batches are accepted out of order, so
 /// CloudWatch gets many events after newer ones — while `download` and `tail -f` follow the

@@ -41,22 +41,16 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
+pub(crate) use crate::docker::logs::FileMark;
 use crate::docker::logs::{Cursor, Frame, Position};
 pub(crate) use watch::Watcher;
 use watch::{Registration, Slot};
 
-/// Bytes read from a file at a time.
-const CHUNK: usize = 256 * 1024;
+/// Bytes read from a file at a time. The buffer is let go when everything written is read:
+/// an idle container costs no buffer (many idle containers, one busy host).
+const CHUNK: usize = 64 * 1024;
 /// The longest record kept: a 16 KiB message escaped as `\uXXXX` is about 100 KiB.
 const MAX_RECORD: usize = 1024 * 1024;
-
-/// A point in the container's log files: after the record ending at byte `offset` of the
-/// file whose first line hashes to `first_line` (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileMark {
-    pub(crate) first_line: u64,
-    pub(crate) offset: u64,
-}
 
 /// Output that was not read: rotated away (or truncated) before anything read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +358,16 @@ impl LogFiles {
                 if self.current.as_ref().is_some_and(Open::truncated) {
                     self.restart_truncated()?;
                     continue;
+                }
+                // Ask for a wake-up at the next write, then look once more: what was written
+                // before the watch was armed raised no event.
+                self.reg.arm();
+                if self.fill()? {
+                    continue;
+                }
+                if self.len == self.pos {
+                    self.buf = Vec::new();
+                    (self.len, self.pos) = (0, 0);
                 }
                 return Ok(Next::Idle);
             }

@@ -43,6 +43,8 @@ struct Shared {
     watches: Mutex<Watches>,
     /// Slots by watch descriptor; one descriptor per directory, so a list.
     slots: Mutex<HashMap<i32, Vec<Arc<Slot>>>>,
+    /// Slots by the one-shot write watch of their current file (see [`Registration::arm`]).
+    armed: Mutex<HashMap<i32, Arc<Slot>>>,
 }
 
 /// What the watcher knows of one container's log file.
@@ -165,8 +167,34 @@ pub(crate) struct Registration {
     watcher: Watcher,
 }
 
+impl Registration {
+    /// Asks for one wake-up at the next write to the log file (a one-shot watch on it): the
+    /// reader arms it when it has read everything, then looks once more before it waits.
+    /// Writes are not watched otherwise: a watch on every write woke the watcher and the
+    /// reader once per line (a third of a flood's CPU went to switching between them).
+    pub(crate) fn arm(&self) {
+        let mask = WatchMask::MODIFY | WatchMask::ONESHOT;
+        let shared = &self.watcher.shared;
+        let mut armed = shared.armed.lock().expect("armed");
+        if let Ok(wd) = shared
+            .watches
+            .lock()
+            .expect("watches")
+            .add(&self.slot.path, mask)
+        {
+            armed.insert(wd.get_watch_descriptor_id(), self.slot.clone());
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.watcher
+            .shared
+            .armed
+            .lock()
+            .expect("armed")
+            .retain(|_, s| !Arc::ptr_eq(s, &self.slot));
         let id = self.slot.wd.get_watch_descriptor_id();
         let mut slots = self.watcher.shared.slots.lock().expect("slots");
         let last = match slots.get_mut(&id) {
@@ -197,13 +225,35 @@ impl Watcher {
         let shared = Arc::new(Shared {
             watches: Mutex::new(inotify.watches()),
             slots: Mutex::new(HashMap::new()),
+            armed: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("dockwatch-inotify".into())
             .spawn(move || {
+                use std::os::fd::AsRawFd;
                 let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(events) = inotify.read_events_blocking(&mut buf) {
+                let fd = inotify.as_raw_fd();
+                loop {
+                    // poll, then a non-blocking read: read_events_blocking costs four fcntl
+                    // calls per read.
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                        if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        break;
+                    }
+                    let events = match inotify.read_events(&mut buf) {
+                        Ok(e) => e,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(_) => break,
+                    };
                     let Some(shared) = weak.upgrade() else { break };
                     for e in events {
                         dispatch(&shared, e.wd.get_watch_descriptor_id(), e.mask, e.name);
@@ -219,7 +269,6 @@ impl Watcher {
         let name = path.file_name().unwrap_or_default().to_os_string();
         let mask = WatchMask::CREATE
             | WatchMask::MOVED_TO
-            | WatchMask::MODIFY
             | WatchMask::CLOSE_WRITE
             | WatchMask::DELETE
             | WatchMask::DELETE_SELF
@@ -250,6 +299,17 @@ impl Watcher {
 }
 
 fn dispatch(shared: &Shared, wd: i32, mask: EventMask, name: Option<&std::ffi::OsStr>) {
+    {
+        let mut armed = shared.armed.lock().expect("armed");
+        if let Some(s) = armed.get(&wd) {
+            s.changed.notify_one();
+            // One-shot: the kernel removes the watch after its event (IN_IGNORED follows).
+            if mask.contains(EventMask::IGNORED) {
+                armed.remove(&wd);
+            }
+            return;
+        }
+    }
     let slots = shared.slots.lock().expect("slots");
     if mask.contains(EventMask::Q_OVERFLOW) {
         // Events were lost: every slot looks at its file again.

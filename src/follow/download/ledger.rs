@@ -23,8 +23,10 @@
 //! 1. *early*, once it is `window / 16` old (at least one fine bucket);
 //! 2. *final*, once it is `window` old; its fine buckets then merge into coarse ones;
 //! 3. by *reconciliation*, every `reconcile_interval`, one coarse bucket at a time, from
-//!    `now - reconcile_horizon` (up to CloudWatch's 14 days) to the final frontier: events
-//!    later than the window are found there.
+//!    `now - reconcile_horizon` (up to CloudWatch's 14 days) to the final frontier itself
+//!    (the last coarse bucket is the partial one of the frontier's hour): events later than
+//!    the window are found there, also one minutes late in the current hour or older than the
+//!    first event read.
 //!
 //! Time before the early frontier belongs to the checks: the forward reader drops any event
 //! there (CloudWatch does not return them going forward anyway), so a check and the forward
@@ -298,8 +300,12 @@ impl Ledger {
         }
     }
 
+    /// Reconciliation runs up to the final frontier itself, through the partial coarse bucket
+    /// of its hour: time there is behind both window checks (an event more than a window late
+    /// in the current hour, or older than the first event read) and would otherwise wait for
+    /// the hour to end.
     fn reconcile_due(&mut self, now: i64, s: &Schedule) -> Option<Check> {
-        let end = align(self.final_to?, COARSE_MS);
+        let end = self.final_to?;
         if self.reconcile_next.is_none() && now - self.reconcile_started >= s.reconcile_every_ms {
             let start = align((now - s.horizon_ms).max(self.since), COARSE_MS);
             self.reconcile_started = now;
@@ -338,7 +344,7 @@ impl Ledger {
                 }
             }
             Pass::Reconcile => {
-                let end = align(self.final_to.unwrap_or(c.to), COARSE_MS);
+                let end = self.final_to.unwrap_or(c.to);
                 self.reconcile_next = (c.to < end).then_some(c.to);
             }
         }
@@ -465,13 +471,57 @@ mod tests {
         let c = l.due(now, sealed, &SCHED).unwrap();
         assert_eq!(c.pass, Pass::Reconcile);
         assert_eq!(c.from, align(now - SCHED.horizon_ms, COARSE_MS));
+        assert_eq!(
+            c.to,
+            now - COARSE_MS,
+            "up to the frontier, not its hour's start"
+        );
         l.finish(Check {
-            to: align(now - COARSE_MS, COARSE_MS),
+            to: now - COARSE_MS,
             ..c
         });
         assert_eq!(l.due(now + 1, sealed, &SCHED), None, "pass over");
         let c = l.due(now + SCHED.reconcile_every_ms, sealed, &SCHED);
         assert_eq!(c.map(|c| c.pass), Some(Pass::Reconcile), "next pass");
+    }
+
+    /// The hole found by trying it: a stream whose first events were read 20 s after they
+    /// were put, then an event 10 minutes older than the newest in the same hour. Both
+    /// window checks have passed that time; reconciliation must reach it within one interval,
+    /// not when the hour ends.
+    #[test]
+    fn reconciliation_reaches_the_partial_hour_behind_the_final_frontier() {
+        let sched = Schedule {
+            window_ms: 32_000,
+            reconcile_every_ms: 20_000,
+            horizon_ms: 14 * 24 * 3_600_000,
+        };
+        let hour = 10_000 * COARSE_MS;
+        let first = hour + 30 * 60_000;
+        let mut l = Ledger::new();
+        let mut now = first + 20_000;
+        l.record(first, 1, (0, 1), Some(now));
+        // The checks run as the daemon runs them, for two minutes.
+        let mut reconciled = Vec::new();
+        while now < first + 140_000 {
+            while let Some(c) = l.due(now, Some(i64::MAX), &sched) {
+                if c.pass == Pass::Reconcile {
+                    reconciled.push((c.from, c.to));
+                }
+                l.finish(c);
+            }
+            now += 1_000;
+        }
+        // 10 minutes before the first event, the same hour; and 5 s before it (the first
+        // fine bucket is the early check's); an hour boundary's first millisecond.
+        for late in [first - 600_000, first - 5_000, hour] {
+            assert!(
+                reconciled
+                    .iter()
+                    .any(|(from, to)| (*from..*to).contains(&late)),
+                "{late} never reconciled: {reconciled:?}"
+            );
+        }
     }
 
     #[test]
