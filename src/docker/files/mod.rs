@@ -442,7 +442,7 @@ impl LogFiles {
                 after_ns: None,
                 before_ns: None,
                 files: st.dropped - self.dropped,
-                why: "rotated away while the reader was more files behind than it holds",
+                why: "rotated away before the watcher could hold it (it ran behind the rotations, or 256 files were waiting)",
             });
             self.dropped = st.dropped;
         }
