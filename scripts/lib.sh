@@ -19,6 +19,36 @@ NOBASH_IMAGE="dockwatch-test-nobash:latest"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Timed steps: `step NAME` starts one (and ends the one before), `steps_summary` (on exit)
+# prints how long each took, so that a slow machine or a slow mirror shows where the time went.
+_T0=$SECONDS
+_STEP=""
+_STEP_T0=$SECONDS
+_STEPS=()
+_fmt() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+step_end() {
+  if [ -n "$_STEP" ]; then
+    _STEPS+=("$(_fmt $((SECONDS - _STEP_T0)))  $_STEP")
+    _STEP=""
+  fi
+}
+step() {
+  step_end
+  _STEP="$*"
+  _STEP_T0=$SECONDS
+  log "$* [$(_fmt $((SECONDS - _T0)))]"
+}
+# step_took SECONDS NAME: a step that ran in the background, timed by itself.
+step_took() { _STEPS+=("$(_fmt "$1")  $2"); }
+steps_summary() {
+  step_end
+  [ ${#_STEPS[@]} -eq 0 ] && return 0
+  log "steps:"
+  local s
+  for s in "${_STEPS[@]}"; do printf '    %s\n' "$s" >&2; done
+  printf '    %s  in all\n' "$(_fmt $((SECONDS - _T0)))" >&2
+}
+
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }

@@ -7,19 +7,24 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_rust
+trap 'stop_moto; steps_summary' EXIT
 
+step "Docker engine"
 ensure_docker
+step "local images, the local registry"
 ensure_images
 apt_install docker-registry   # a local registry for the pull test (started by the test itself)
+step "moto"
 start_moto
-trap stop_moto EXIT
 log "moto at $MOTO_URL"
 
-log "cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-log "cargo clippy"
+step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-log "tests"
+step "building the tests"
+cargo test --locked --no-run --quiet
+step "tests"
 # The e2e binaries run dockwatch in scratch directories under this one (see tests/e2e/common.rs).
 rm -rf "${TMPDIR:-/tmp}/dockwatch-e2e"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -27,5 +32,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
-log "the Debian package"
+step "the Debian package"
 ./scripts/deb_smoke.sh

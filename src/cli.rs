@@ -53,8 +53,8 @@ pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// More diagnostics on stderr (once: debug, twice: trace). RUST_LOG overrides it.
-    /// (`-v` is `--volume`, as in docker.)
+    /// More diagnostics on stderr (once: debug, twice: trace). RUST_LOG overrides it. It has
+    /// no short form.
     #[arg(long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 }
@@ -85,7 +85,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `dockwatch man > /usr/share/man/man1/dockwatch.1`.
+    /// Print the manual page (roff), e.g. `dockwatch man > /usr/local/share/man/man1/dockwatch.1`
+    /// (the Debian package installs it as `man dockwatch`).
     Man,
 }
 
@@ -97,20 +98,102 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     out
 }
 
-/// The manual page: the top-level command and, as sections, every subcommand's options.
+/// The manual page, one page for everything: the top-level command (the main job), then a
+/// section per subcommand and a subsection per nested one (`remote launch`), each with its
+/// description and options. One page, so it names no `dockwatch-tail(1)` pages (clap_mangen's
+/// subcommand list does) that are not installed.
 pub fn man_page() -> Vec<u8> {
     use clap::CommandFactory;
     let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
-    let _ = clap_mangen::Man::new(cmd.clone()).render(&mut out);
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        out.extend_from_slice(
-            format!(".SH \"DOCKWATCH {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
-        );
-        let _ = clap_mangen::Man::new(sub.clone()).render_description_section(&mut out);
-        let _ = clap_mangen::Man::new(sub.clone()).render_options_section(&mut out);
-    }
+    let _ = man.render_title(&mut out);
+    let _ = man.render_name_section(&mut out);
+    let _ = man.render_synopsis_section(&mut out);
+    let _ = man.render_description_section(&mut out);
+    let _ = man.render_options_section(&mut out);
+    let mut path = vec!["DOCKWATCH".to_string()];
+    man_sections(&cmd, &mut path, &mut out);
+    let _ = man.render_version_section(&mut out);
     out
+}
+
+/// The sections of `cmd`'s subcommands (and theirs), headed by their whole command path.
+fn man_sections(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<u8>) {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help" && !s.is_hide_set())
+    {
+        path.push(sub.get_name().to_uppercase());
+        let heading = if path.len() == 2 { ".SH" } else { ".SS" };
+        out.extend_from_slice(format!("{heading} \"{}\"\n", path.join(" ")).as_bytes());
+        let mut body = Vec::new();
+        let man = clap_mangen::Man::new(sub.clone());
+        let _ = man.render_description_section(&mut body);
+        let _ = man.render_options_section(&mut body);
+        // Their own DESCRIPTION and OPTIONS headings would start new top-level sections.
+        for line in String::from_utf8_lossy(&body).lines() {
+            if !line.starts_with(".SH ") {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        man_sections(sub, path, out);
+        path.pop();
+    }
+}
+
+/// A usage error from clap as one line, in the form every dockwatch error has:
+/// `dockwatch: error: what was wrong; what to do`. clap's own rendering is 6–7 lines (the
+/// message, a tip, the usage, "for more information"); this keeps the message (a list of
+/// missing arguments joined with commas), the tips, and points to the `--help` of the
+/// (sub)command named in `argv` (clap's message does not always say which).
+pub fn usage_error_line<S: AsRef<str>>(e: &clap::Error, argv: &[S]) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines();
+    let mut what = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .trim_end_matches(':')
+        .to_string();
+    let (mut listed, mut tips) = (Vec::new(), Vec::new());
+    for line in lines {
+        let t = line.trim();
+        if let Some(tip) = t.strip_prefix("tip: ") {
+            tips.push(tip.to_string());
+        } else if t.starts_with("Usage: ") || t.starts_with("For more information") {
+            // The usage and the pointer to --help: replaced by the one pointer below.
+        } else if line.starts_with("  ") && tips.is_empty() && !t.is_empty() {
+            listed.push(t.to_string());
+        }
+    }
+    if !listed.is_empty() {
+        what = format!("{what}: {}", listed.join(", "));
+    }
+    let mut out = format!("dockwatch: error: {what}");
+    for tip in tips {
+        out.push_str("; ");
+        out.push_str(&tip);
+    }
+    out.push_str(&format!("; see '{} --help'", command_path(argv)));
+    out
+}
+
+/// `dockwatch` and the subcommands named in `argv` (after the program's name), as far as
+/// they are dockwatch's: `dockwatch remote logs`.
+fn command_path<S: AsRef<str>>(argv: &[S]) -> String {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let mut path = vec![root.get_name().to_string()];
+    let mut cmd = &root;
+    for a in argv.iter().skip(1) {
+        if let Some(sub) = cmd.find_subcommand(a.as_ref()) {
+            path.push(sub.get_name().to_string());
+            cmd = sub;
+        }
+    }
+    path.join(" ")
 }
 
 /// How events are written.
@@ -220,8 +303,9 @@ pub(crate) struct AwsArgs {
     #[arg(long, value_name = "PROFILE")]
     pub(crate) aws_profile: Option<String>,
 
-    /// AWS-compatible endpoint for CloudWatch Logs, e.g. `http://127.0.0.1:5000`
-    /// (AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_CLOUDWATCH_LOGS work too).
+    /// AWS-compatible endpoint for every AWS service the command calls (CloudWatch Logs; S3
+    /// and SQS for on-upload; ECS with --on ecs), e.g. `http://127.0.0.1:5000`.
+    /// AWS_ENDPOINT_URL works too, and AWS_ENDPOINT_URL_<SERVICE> for one service.
     #[arg(long, value_name = "URL")]
     pub(crate) aws_endpoint_url: Option<String>,
 }
@@ -254,7 +338,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
 
-    /// Do not echo the container's output on this terminal (it is still shipped).
+    /// Do not echo the container's output on this terminal (it is still shipped), and print
+    /// nothing when everything was delivered: the summary only when something was not
+    /// delivered or was changed on the way, or with --verbose.
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
@@ -363,7 +449,8 @@ pub(crate) struct EventArgs {
 /// `docker run` options of the main job's container, spelt as docker spells them.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct DockerRunArgs {
-    /// Bind mount, repeatable, e.g. `-v /data:/data:ro`.
+    /// Bind mount, repeatable, e.g. `-v /data:/data:ro` (`-v` is `--volume`, as in docker, not
+    /// `--verbose`).
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub(crate) volumes: Vec<String>,
 
@@ -435,7 +522,8 @@ pub struct ResumeArgs {
     #[command(flatten)]
     pub(crate) aws: AwsArgs,
 
-    /// Do not echo the rest of the container's output on this terminal.
+    /// Do not echo the rest of the container's output on this terminal, and print nothing
+    /// when everything was delivered (as for the main job's -q).
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
@@ -517,6 +605,36 @@ mod tests {
             text.contains("Commands:") && text.contains("resume"),
             "{text}"
         );
+    }
+
+    /// Every usage error is one line in dockwatch's form, with clap's tip and the command.
+    #[test]
+    fn usage_errors_are_one_line() {
+        let line = |args: &[&str]| usage_error_line(&Cli::try_parse_from(args).unwrap_err(), args);
+        let typo = line(&["dockwatch", "--docker-imag", "x"]);
+        assert!(
+            typo.starts_with("dockwatch: error: unexpected argument '--docker-imag' found;"),
+            "{typo}"
+        );
+        assert!(typo.contains("'--docker-image'"), "{typo}");
+        assert!(typo.ends_with("see 'dockwatch --help'"), "{typo}");
+        let missing = line(&["dockwatch", "--docker-image", "x"]);
+        assert!(
+            missing.contains("were not provided: --bash-command <CMD>, --aws-cloudwatch-group"),
+            "{missing}"
+        );
+        let sub = line(&["dockwatch", "tail", "g", "--since"]);
+        assert!(sub.ends_with("see 'dockwatch tail --help'"), "{sub}");
+        let value = line(&["dockwatch", "tail", "g", "--format", "xml"]);
+        assert!(value.contains("invalid value 'xml'"), "{value}");
+        let nested = line(&["dockwatch", "remote", "logs"]);
+        assert!(
+            nested.ends_with("see 'dockwatch remote logs --help'"),
+            "{nested}"
+        );
+        for l in [typo, missing, sub, value, nested] {
+            assert!(!l.contains('\n'), "{l}");
+        }
     }
 
     #[test]
@@ -727,7 +845,8 @@ pub struct DownloadArgs {
     #[arg(long, value_name = "DIR", env = "DOCKWATCH_OUTPUT_DIR")]
     pub(crate) output_dir: Option<std::path::PathBuf>,
 
-    /// Follow groups whose names start with this (repeatable; '' for all groups).
+    /// Follow groups whose names start with this (repeatable, or separated by commas, also in
+    /// DOCKWATCH_GROUP_PREFIXES; '' for all groups).
     #[arg(
         long,
         value_name = "PREFIX",
@@ -963,6 +1082,7 @@ const REMOTE_EXAMPLES: &str = "\
 Examples:
   export DOCKWATCH_HOST=build-box:50051
   export DOCKWATCH_TOKEN_FILE=~/.dockwatch-token
+  export DOCKWATCH_TLS_CA=~/agent.pem    # an agent with TLS
   dockwatch remote launch --image busybox --shell sh --name clock \\
     --command 'while true; do date; sleep 1; done'
   dockwatch remote ps
@@ -991,20 +1111,32 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "FILE", env = "DOCKWATCH_TOKEN_FILE", global = true)]
     pub(crate) token_file: Option<std::path::PathBuf>,
 
-    /// CA certificate (PEM) to verify the agent; implies TLS.
-    #[arg(long, value_name = "FILE", global = true)]
+    /// CA certificate (PEM) to verify the agent (or its self-signed certificate); implies TLS.
+    #[arg(long, value_name = "FILE", env = "DOCKWATCH_TLS_CA", global = true)]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
 
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "tls_key", global = true)]
+    /// Client certificate (PEM) for mutual TLS (an agent started with --tls-client-ca).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DOCKWATCH_TLS_CERT",
+        requires = "tls_key",
+        global = true
+    )]
     pub(crate) tls_cert: Option<std::path::PathBuf>,
 
     /// Client private key (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", global = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DOCKWATCH_TLS_KEY",
+        requires = "tls_cert",
+        global = true
+    )]
     pub(crate) tls_key: Option<std::path::PathBuf>,
 
     /// Name to verify in the agent's certificate (default: the host).
-    #[arg(long, value_name = "NAME", global = true)]
+    #[arg(long, value_name = "NAME", env = "DOCKWATCH_TLS_DOMAIN", global = true)]
     pub(crate) tls_domain: Option<String>,
 
     #[command(subcommand)]

@@ -12,8 +12,9 @@
 //! config    the validated configuration, built once from cli (the container and docker run's
 //!           options in config::container)
 //! docker    the engine: connection, container life cycle, log and attach streams
-//! ship      the main job's pipeline: reader → framing → transform → batcher → sink
-//! host      `dockwatch ship`: every selected container of the host, through that pipeline
+//! pipeline  the main job's pipeline: reader → framing → transform → batcher → sink, and the
+//!           job that runs it (`run`, `resume`, the agent's and on-upload's launches)
+//! ship      `dockwatch ship`: every selected container of the host, through that pipeline
 //! follow    the way back: tail, download
 //! ecs       the main job on ECS/Fargate
 //! trigger   on-upload: a container per S3 upload
@@ -51,7 +52,7 @@ pub mod docker;
 pub mod ecs;
 pub mod exit_codes;
 pub mod follow;
-pub mod host;
+pub mod pipeline;
 pub mod ship;
 pub mod shutdown;
 pub mod trigger;

@@ -9,8 +9,8 @@ use dockwatch::config::{ConfigError, OnUploadConfig, ResumeConfig, RunConfig};
 use dockwatch::ecs::EcsError;
 use dockwatch::exit_codes;
 use dockwatch::follow::{FollowError, download, tail};
-use dockwatch::host::{self, HostError};
-use dockwatch::ship::job::{self, RunError};
+use dockwatch::pipeline::job::{self, RunError};
+use dockwatch::ship::{self, HostError};
 use dockwatch::shutdown::{self, Shutdown, Signal};
 use dockwatch::trigger::{self, TriggerError};
 
@@ -18,21 +18,21 @@ fn main() -> ExitCode {
     block_stop_signals();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        // --help and --version exit 0; usage errors exit 2 with clap's message.
-        Err(e) => e.exit(),
+        Err(e) => return usage_error(e),
     };
     init_tracing(cli.verbose);
+    let verbose = cli.verbose > 0;
     // One TLS crypto provider for the process (the agent's TLS and the AWS SDK share it).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let code = match cli.command {
-        Some(Command::Run(a)) => run_main(*a),
-        Some(Command::Resume(a)) => match ResumeConfig::from_args(*a) {
+        Some(Command::Run(a)) => run_main(*a, verbose),
+        Some(Command::Resume(a)) => match ResumeConfig::from_args(*a, verbose) {
             Ok(cfg) => block_on(|s| job::resume(cfg, s)),
             Err(e) => usage(e),
         },
         Some(Command::Tail(a)) => block_on(|s| tail::tail(*a, s)),
         Some(Command::Download(a)) => block_on(|s| download::download(*a, s)),
-        Some(Command::Ship(a)) => block_on(|s| host::ship(*a, s)),
+        Some(Command::Ship(a)) => block_on(|s| ship::ship(*a, s)),
         Some(Command::Agent(a)) => block_on(|s| server::serve(*a, s)),
         Some(Command::Remote(a)) => block_on(|s| remote::remote(*a, s)),
         Some(Command::OnUpload(a)) => match OnUploadConfig::from_args(*a) {
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Completions { shell }) => print_bytes(&dockwatch::cli::completions(shell)),
         Some(Command::Man) => print_bytes(&dockwatch::cli::man_page()),
-        None => run_main(cli.run),
+        None => run_main(cli.run, verbose),
     };
     to_exit(code)
 }
@@ -61,13 +61,35 @@ fn print_bytes(b: &[u8]) -> i32 {
 }
 
 /// The main job, here or on ECS.
-fn run_main(args: dockwatch::cli::RunArgs) -> i32 {
-    match RunConfig::from_args(args) {
+fn run_main(args: dockwatch::cli::RunArgs, verbose: bool) -> i32 {
+    match RunConfig::from_cli(args, verbose) {
         Err(e) => usage(e),
         Ok(mut cfg) => match cfg.ecs.take() {
             Some(ecs) => block_on(|s| dockwatch::ecs::run_main(cfg, ecs, s)),
             None => block_on(|s| job::run(cfg, s)),
         },
+    }
+}
+
+/// What clap refused: help and version as clap prints them (exit 0; no arguments at all
+/// show the help, exit 2), every usage error as one line, exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // A closed stdout (`dockwatch --help | head -1`) is a normal end.
+            let _ = e.print();
+            to_exit(e.exit_code())
+        }
+        _ => {
+            let argv: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            dockwatch::say!("{}", dockwatch::cli::usage_error_line(&e, &argv));
+            to_exit(exit_codes::USAGE)
+        }
     }
 }
 
@@ -155,11 +177,12 @@ impl ExitStatus for TriggerError {
     }
 }
 
+/// The main job on ECS exits as the main job does: 125 when dockwatch failed.
 impl ExitStatus for EcsError {
     fn exit_code(&self) -> i32 {
         match self {
             EcsError::Aws(e) if e.is_usage() => exit_codes::USAGE,
-            _ => exit_codes::ERROR,
+            _ => exit_codes::FAILURE,
         }
     }
 }

@@ -61,7 +61,8 @@ impl RemoteError {
     }
 
     /// A gRPC status from the agent, in the user's words.
-    fn from_status(host: &str, s: Status) -> Self {
+    fn from_status(peer: &Peer, s: Status) -> Self {
+        let host = &peer.host;
         match s.code() {
             Code::Unavailable => Self::failed(format!(
                 "cannot reach the agent at {host}: {}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there",
@@ -77,14 +78,62 @@ impl RemoteError {
             // or Internal when HTTP/2 read the TLS server's answer as a broken frame ("h2
             // protocol error", seen under load); either way the transport error is the source.
             Code::Unknown | Code::Internal if std::error::Error::source(&s).is_some() => {
+                if let Some(why) = std::error::Error::source(&s).and_then(tls_refusal) {
+                    return Self::failed(why);
+                }
+                let cause =
+                    std::error::Error::source(&s).map_or(String::new(), crate::aws::retry::chain);
+                if peer.tls == Tls::ServerOnly {
+                    // An agent with --tls-client-ca refuses a client without a certificate
+                    // with an alert that a client still writing may never read (a broken
+                    // pipe instead): seen in the suite.
+                    return Self::failed(format!(
+                        "the agent at {host} closed the TLS connection ({cause}); if it requires client certificates (--tls-client-ca), pass --tls-cert FILE --tls-key FILE"
+                    ));
+                }
                 Self::failed(format!(
-                    "the connection to the agent at {host} failed ({}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither",
-                    std::error::Error::source(&s).map_or(String::new(), crate::aws::retry::chain)
+                    "the connection to the agent at {host} failed ({cause}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither"
                 ))
             }
             _ => Self::failed(s.message().to_string()),
         }
     }
+}
+
+/// Which agent a call went to, and how: what a failed call's message can say.
+pub(crate) struct Peer {
+    host: String,
+    tls: Tls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Plain,
+    /// TLS without a client certificate.
+    ServerOnly,
+    Mutual,
+}
+
+impl Peer {
+    fn of(a: &RemoteArgs) -> Self {
+        let tls = if a.tls_cert.is_some() {
+            Tls::Mutual
+        } else if uses_tls(a) {
+            Tls::ServerOnly
+        } else {
+            Tls::Plain
+        };
+        Peer {
+            host: a.host.clone(),
+            tls,
+        }
+    }
+}
+
+/// The connection to the agent is TLS: a CA or a certificate given, or an https:// host.
+fn uses_tls(a: &RemoteArgs) -> bool {
+    !a.host.starts_with("unix:")
+        && (a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://"))
 }
 
 /// Adds the bearer token to every call.
@@ -140,7 +189,7 @@ pub(crate) async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
             .connect_with_connector(UnixConnector(path))
             .await
     } else {
-        let tls = a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://");
+        let tls = uses_tls(a);
         let url = endpoint_url(&a.host, tls);
         let mut ep =
             keepalive(Endpoint::from_shared(url.clone()).map_err(|e| {
@@ -170,11 +219,10 @@ pub(crate) async fn connect(a: &RemoteArgs) -> Result<Client, RemoteError> {
         ep.connect().await
     };
     let channel = channel.map_err(|e| {
-        let tls = a.tls_ca.is_some() || a.tls_cert.is_some() || a.host.starts_with("https://");
         RemoteError::failed(format!(
             "cannot reach the agent at {}: {}",
             a.host,
-            connect_failure(&e, tls)
+            connect_failure(&e, uses_tls(a))
         ))
     })?;
     Ok(AgentClient::with_interceptor(channel, Bearer(bearer)))
@@ -194,6 +242,23 @@ fn keepalive(ep: Endpoint) -> Endpoint {
 /// Why connecting failed, and what to do, in one line: TLS refusals by their rustls error
 /// (never its debug form), a plaintext client against a TLS agent and the other way round.
 fn connect_failure(e: &tonic::transport::Error, tls: bool) -> String {
+    if let Some(why) = tls_refusal(e) {
+        return why;
+    }
+    let chain = crate::aws::retry::chain(e);
+    if tls {
+        format!("{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there")
+    } else {
+        format!(
+            "{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there; if it listens with TLS, pass --tls-ca FILE (or an https:// host)"
+        )
+    }
+}
+
+/// The TLS error somewhere in `e`'s sources, in the user's words. An agent that requires a
+/// client certificate (`--tls-client-ca`) lets a TLS 1.3 handshake without one finish and
+/// refuses it with the `certificate_required` alert on the first call.
+fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::CertificateError as C;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
@@ -203,7 +268,10 @@ fn connect_failure(e: &tonic::transport::Error, tls: bool) -> String {
             .and_then(|io| io.get_ref())
             .and_then(|w| w.downcast_ref::<rustls::Error>());
         if let Some(r) = s.downcast_ref::<rustls::Error>().or(wrapped) {
-            return match r {
+            return Some(match r {
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+                    "the agent requires a client certificate: pass --tls-cert FILE --tls-key FILE (a certificate signed by the agent's --tls-client-ca)".into()
+                }
                 rustls::Error::InvalidCertificate(c) => match c {
                     C::Other(o) if o.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity) => {
                         "the agent's TLS certificate is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a server's; make the agent a certificate with CA:FALSE (see the README's \"TLS certificates\")".into()
@@ -217,18 +285,11 @@ fn connect_failure(e: &tonic::transport::Error, tls: bool) -> String {
                     "the agent does not answer in TLS; connect without --tls-ca/--tls-cert and with http:// (or start the agent with --tls-cert)".into()
                 }
                 other => format!("TLS failed: {other}"),
-            };
+            });
         }
         source = s.source();
     }
-    let chain = crate::aws::retry::chain(e);
-    if tls {
-        format!("{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there")
-    } else {
-        format!(
-            "{chain}; check --host (or DOCKWATCH_HOST) and that `dockwatch agent` runs there; if it listens with TLS, pass --tls-ca FILE (or an https:// host)"
-        )
-    }
+    None
 }
 
 /// Connects to the agent's Unix socket, whatever the URI.
@@ -269,8 +330,8 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
         _ => None,
     };
     let mut client = connect(&a).await?;
-    let host = a.host.clone();
-    let st = |s: Status| RemoteError::from_status(&host, s);
+    let peer = Peer::of(&a);
+    let st = |s: Status| RemoteError::from_status(&peer, s);
     match a.command {
         RemoteCommand::Launch(_) => {
             let r = client
@@ -303,8 +364,8 @@ pub async fn remote(a: RemoteArgs, shutdown: Shutdown) -> Result<i32, RemoteErro
             print_table(&r.containers);
             Ok(0)
         }
-        RemoteCommand::Logs(l) => logs(&mut client, l, shutdown, &host).await,
-        RemoteCommand::Exec(e) => exec(&mut client, e, shutdown, &host).await,
+        RemoteCommand::Logs(l) => logs(&mut client, l, shutdown, &peer).await,
+        RemoteCommand::Exec(e) => exec(&mut client, e, shutdown, &peer).await,
     }
 }
 
@@ -406,7 +467,7 @@ async fn logs(
     client: &mut Client,
     l: LogsArgs,
     mut shutdown: Shutdown,
-    host: &str,
+    peer: &Peer,
 ) -> Result<i32, RemoteError> {
     let req = GetLogsRequest {
         container: l.container,
@@ -421,7 +482,7 @@ async fn logs(
     let mut stream = client
         .get_logs(req)
         .await
-        .map_err(|s| RemoteError::from_status(host, s))?
+        .map_err(|s| RemoteError::from_status(peer, s))?
         .into_inner();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let mut err = std::io::stderr().lock();
@@ -444,7 +505,7 @@ async fn logs(
             }
             Err(s) => {
                 let _ = out.flush();
-                return Err(RemoteError::from_status(host, s));
+                return Err(RemoteError::from_status(peer, s));
             }
         };
         match msg.msg {
@@ -475,7 +536,7 @@ async fn exec(
     client: &mut Client,
     e: ExecArgs,
     mut shutdown: Shutdown,
-    host: &str,
+    peer: &Peer,
 ) -> Result<i32, RemoteError> {
     use std::io::IsTerminal;
     // As docker: a TTY session's input must be a terminal (piped input would be echoed and
@@ -504,7 +565,7 @@ async fn exec(
     let mut inbound = client
         .exec_container(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| RemoteError::from_status(host, s))?
+        .map_err(|s| RemoteError::from_status(peer, s))?
         .into_inner();
     // This terminal goes raw for an interactive TTY session, restored on every way out.
     let _raw = if e.tty && e.interactive && std::io::stdin().is_terminal() {
@@ -580,7 +641,7 @@ async fn exec(
                     "the agent closed the exec stream without an exit code",
                 ));
             }
-            Err(s) => return Err(RemoteError::from_status(host, s)),
+            Err(s) => return Err(RemoteError::from_status(peer, s)),
         }
     }
 }
@@ -651,16 +712,20 @@ mod tests {
 
     #[test]
     fn statuses_become_one_line_errors_with_codes() {
-        let e = RemoteError::from_status("h:1", Status::not_found("container 'x' not found"));
+        let plain = Peer {
+            host: "h:1".into(),
+            tls: Tls::Plain,
+        };
+        let e = RemoteError::from_status(&plain, Status::not_found("container 'x' not found"));
         assert_eq!((e.message.as_str(), e.code), ("container 'x' not found", 1));
-        let e = RemoteError::from_status("h:1", Status::invalid_argument("tail -1 is negative"));
+        let e = RemoteError::from_status(&plain, Status::invalid_argument("tail -1 is negative"));
         assert_eq!(e.code, 2);
         let e = RemoteError::from_status(
-            "h:1",
+            &plain,
             Status::unauthenticated("the bearer token is not valid"),
         );
         assert!(e.message.starts_with("the agent refused the credentials"));
-        let e = RemoteError::from_status("h:1", Status::unavailable("connection refused"));
+        let e = RemoteError::from_status(&plain, Status::unavailable("connection refused"));
         assert!(e.message.contains("cannot reach the agent at h:1"));
     }
 }

@@ -191,22 +191,7 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
         .build_v1alpha()
         .map_err(|e| AgentError::Server(format!("reflection: {e}")))?;
 
-    // A client that vanished without closing (power loss, a network split) is found by the
-    // HTTP/2 ping going unanswered; its streams and their engine connections are dropped.
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(cfg.keepalive))
-        .http2_keepalive_timeout(Some(cfg.keepalive));
-    if let Some((cert, key, ca)) = &cfg.tls {
-        warn_if_ca(cert);
-        let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key));
-        if let Some(ca) = ca {
-            tls = tls.client_ca_root(Certificate::from_pem(ca));
-        }
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| AgentError::Usage(format!("invalid TLS certificate or key: {e}")))?;
-    }
-    let router = builder
+    let router = server_builder(&cfg)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -229,57 +214,14 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
     };
     let result = match &cfg.listen {
         Listen::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| AgentError::Listen {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-            crate::say!(
-                "dockwatch agent: listening on {}{} ({})",
-                addr,
-                if cfg.tls.is_some() { " with TLS" } else { "" },
-                if cfg.token.is_some() {
-                    "token required"
-                } else {
-                    "no token"
-                }
-            );
-            let incoming = dockwatch_proto::tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(cfg.keepalive))
-                .with_keepalive_interval(Some(cfg.keepalive))
-                .with_keepalive_retries(Some(3));
+            let incoming = bind_tcp(addr, &cfg).await?;
             tokio::select! {
                 r = router.serve_with_incoming_shutdown(incoming, stop) => r,
                 () = deadline => Ok(()),
             }
         }
         Listen::Unix(path) => {
-            if path.exists() {
-                // A socket left by an agent that died; refuse if one still answers.
-                if tokio::net::UnixStream::connect(path).await.is_ok() {
-                    return Err(AgentError::Listen {
-                        addr: cfg.listen.to_string(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::AddrInUse,
-                            "another agent answers on this socket",
-                        ),
-                    });
-                }
-                let _ = std::fs::remove_file(path);
-            }
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let listener =
-                tokio::net::UnixListener::bind(path).map_err(|source| AgentError::Listen {
-                    addr: cfg.listen.to_string(),
-                    source,
-                })?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-            crate::say!("dockwatch agent: listening on {}", cfg.listen);
+            let listener = bind_unix(path, &cfg.listen).await?;
             let r = tokio::select! {
                 r = router.serve_with_incoming_shutdown(
                     tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -303,6 +245,87 @@ pub async fn serve(args: AgentArgs, mut shutdown: Shutdown) -> Result<i32, Agent
         crate::say!("dockwatch agent: stopped");
     }
     Ok(0)
+}
+
+/// The server's transport settings: keepalive, and TLS when configured.
+fn server_builder(cfg: &AgentConfig) -> Result<Server, AgentError> {
+    // A client that vanished without closing (power loss, a network split) is found by the
+    // HTTP/2 ping going unanswered; its streams and their engine connections are dropped.
+    let builder = Server::builder()
+        .http2_keepalive_interval(Some(cfg.keepalive))
+        .http2_keepalive_timeout(Some(cfg.keepalive));
+    let Some((cert, key, ca)) = &cfg.tls else {
+        return Ok(builder);
+    };
+    warn_if_ca(cert);
+    let mut tls = ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key));
+    if let Some(ca) = ca {
+        tls = tls.client_ca_root(Certificate::from_pem(ca));
+    }
+    builder
+        .tls_config(tls)
+        .map_err(|e| AgentError::Usage(format!("invalid TLS certificate or key: {e}")))
+}
+
+/// Listens on `addr` (TCP keepalive on, as the HTTP/2 ping) and says how.
+async fn bind_tcp(
+    addr: &std::net::SocketAddr,
+    cfg: &AgentConfig,
+) -> Result<dockwatch_proto::tonic::transport::server::TcpIncoming, AgentError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+    crate::say!(
+        "dockwatch agent: listening on {}{} ({})",
+        addr,
+        if cfg.tls.is_some() { " with TLS" } else { "" },
+        if cfg.token.is_some() {
+            "token required"
+        } else {
+            "no token"
+        }
+    );
+    Ok(
+        dockwatch_proto::tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(cfg.keepalive))
+            .with_keepalive_interval(Some(cfg.keepalive))
+            .with_keepalive_retries(Some(3)),
+    )
+}
+
+/// Listens on the Unix socket `path`, mode 0600, taking over a socket left by an agent that
+/// died (refused while another one answers there).
+async fn bind_unix(
+    path: &std::path::Path,
+    listen: &Listen,
+) -> Result<tokio::net::UnixListener, AgentError> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(AgentError::Listen {
+                addr: listen.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another agent answers on this socket",
+                ),
+            });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|source| AgentError::Listen {
+        addr: listen.to_string(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    crate::say!("dockwatch agent: listening on {listen}");
+    Ok(listener)
 }
 
 /// Says at start that clients will refuse the agent's certificate when it is a CA's.

@@ -1,7 +1,7 @@
 //! The agent's gRPC service: each call turned into engine calls.
 //!
 //! - LaunchContainer: with a CloudWatch target, the container is created and started by
-//!   [`crate::ship::job::launch`] and shipped by [`crate::ship::job::Launched::ship`] in a task the agent
+//!   [`crate::pipeline::job::launch`] and shipped by [`crate::pipeline::job::Launched::ship`] in a task the agent
 //!   tracks — the main job's own pipeline (checkpoint and spool in `--state-dir`); the
 //!   container is kept after it exits so its logs stay readable. Without one, just created
 //!   and started.
@@ -39,8 +39,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ContainerSpec, PullPolicy, RunConfig, ShipConfig};
 use crate::docker::{self, DockerError, container, logs, short_id, status_of};
-use crate::ship::framing::Source;
-use crate::ship::job::{self, RunError};
+use crate::pipeline::framing::Source;
+use crate::pipeline::job::{self, RunError};
 use crate::shutdown::Shutdown;
 
 /// Label on every container the agent launches.
@@ -421,79 +421,24 @@ impl Agent for AgentService {
             )
             .await
             .map_err(|e| engine_status(DockerError::api("start exec", &e)))?;
-        let StartExecResults::Attached { output, mut input } = started else {
+        let StartExecResults::Attached { output, input } = started else {
             return Err(Status::internal("the engine did not attach the exec"));
         };
         if let Some(size) = start.size.filter(|s| s.rows > 0 && s.cols > 0) {
             let _ = self.docker.resize_exec(&exec.id, resize(size)).await;
         }
-        // Client -> command: stdin bytes, close, resizes.
-        let (docker, exec_id) = (self.docker.clone(), exec.id.clone());
-        let pump = tokio::spawn(async move {
-            let mut stdin_open = true;
-            while let Ok(Some(m)) = inbound.message().await {
-                match m.msg {
-                    Some(exec_request::Msg::Stdin(b))
-                        if stdin_open
-                            && (input.write_all(&b).await.is_err()
-                                || input.flush().await.is_err()) =>
-                    {
-                        stdin_open = false;
-                    }
-                    Some(exec_request::Msg::CloseStdin(true)) if stdin_open => {
-                        let _ = input.shutdown().await;
-                        stdin_open = false;
-                    }
-                    Some(exec_request::Msg::Resize(s)) if s.rows > 0 && s.cols > 0 => {
-                        let _ = docker.resize_exec(&exec_id, resize(s)).await;
-                    }
-                    _ => {}
-                }
-            }
-            if stdin_open {
-                let _ = input.shutdown().await;
-            }
-        });
+        let pump = tokio::spawn(exec_input(
+            inbound,
+            input,
+            self.docker.clone(),
+            exec.id.clone(),
+        ));
         let abort = AbortOnDrop(pump.abort_handle());
-        let out = output.filter_map(|r| {
-            std::future::ready(match r {
-                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                    Some(Ok(ExecResponse {
-                        msg: Some(exec_response::Msg::Stdout(message)),
-                    }))
-                }
-                Ok(LogOutput::StdErr { message }) => Some(Ok(ExecResponse {
-                    msg: Some(exec_response::Msg::Stderr(message)),
-                })),
-                Ok(LogOutput::StdIn { .. }) => None,
-                Err(e) => Some(Err(Status::internal(format!(
-                    "exec stream broke: {}",
-                    docker::describe(&e)
-                )))),
-            })
-        });
+        let out = output.filter_map(|r| std::future::ready(exec_output(r)));
         let docker = self.docker.clone();
-        let exec_id = exec.id.clone();
         let exit = futures_util::stream::once(async move {
             let _abort = abort;
-            // The output ends a moment before the engine marks the exec finished.
-            for _ in 0..100 {
-                match docker.inspect_exec(&exec_id).await {
-                    Ok(i) if i.running != Some(true) => {
-                        return Ok(ExecResponse {
-                            msg: Some(exec_response::Msg::ExitCode(i.exit_code.unwrap_or(-1))),
-                        });
-                    }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(e) => {
-                        return Err(Status::internal(format!(
-                            "cannot read the exit code: {}",
-                            docker::describe(&e)
-                        )));
-                    }
-                }
-            }
-            Err(Status::internal("the command did not finish"))
+            exec_exit_code(&docker, &exec.id).await
         });
         Ok(Response::new(Box::pin(out.chain(exit))))
     }
@@ -669,6 +614,81 @@ impl Drop for StreamGuard {
             );
         }
     }
+}
+
+/// Client -> command: stdin bytes, its close, terminal resizes; stdin is closed when the
+/// client's stream ends.
+async fn exec_input(
+    mut inbound: Streaming<ExecRequest>,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    docker: bollard::Docker,
+    exec_id: String,
+) {
+    let mut stdin_open = true;
+    while let Ok(Some(m)) = inbound.message().await {
+        match m.msg {
+            Some(exec_request::Msg::Stdin(b))
+                if stdin_open
+                    && (input.write_all(&b).await.is_err() || input.flush().await.is_err()) =>
+            {
+                stdin_open = false;
+            }
+            Some(exec_request::Msg::CloseStdin(true)) if stdin_open => {
+                let _ = input.shutdown().await;
+                stdin_open = false;
+            }
+            Some(exec_request::Msg::Resize(s)) if s.rows > 0 && s.cols > 0 => {
+                let _ = docker.resize_exec(&exec_id, resize(s)).await;
+            }
+            _ => {}
+        }
+    }
+    if stdin_open {
+        let _ = input.shutdown().await;
+    }
+}
+
+/// Command -> client: one piece of the exec's output as its response.
+fn exec_output(
+    r: Result<LogOutput, bollard::errors::Error>,
+) -> Option<Result<ExecResponse, Status>> {
+    match r {
+        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+            Some(Ok(ExecResponse {
+                msg: Some(exec_response::Msg::Stdout(message)),
+            }))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(ExecResponse {
+            msg: Some(exec_response::Msg::Stderr(message)),
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(Status::internal(format!(
+            "exec stream broke: {}",
+            docker::describe(&e)
+        )))),
+    }
+}
+
+/// The exec's exit code, the last response: the output ends a moment before the engine marks
+/// the exec finished, so it is asked for up to 5 s.
+async fn exec_exit_code(docker: &bollard::Docker, exec_id: &str) -> Result<ExecResponse, Status> {
+    for _ in 0..100 {
+        match docker.inspect_exec(exec_id).await {
+            Ok(i) if i.running != Some(true) => {
+                return Ok(ExecResponse {
+                    msg: Some(exec_response::Msg::ExitCode(i.exit_code.unwrap_or(-1))),
+                });
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                return Err(Status::internal(format!(
+                    "cannot read the exit code: {}",
+                    docker::describe(&e)
+                )));
+            }
+        }
+    }
+    Err(Status::internal("the command did not finish"))
 }
 
 /// Aborts a task when dropped.

@@ -123,6 +123,13 @@ pub(crate) fn preflight_error(f: Failure, endpoint: String) -> AwsError {
                 endpoint,
                 detail: f.to_string(),
             },
+            Failure::Service {
+                code: None, status, ..
+            } if status >= 500 => AwsError::NotAws {
+                call: "create the log group and stream",
+                endpoint,
+                status,
+            },
             other => AwsError::Call {
                 call: "create the log group and stream",
                 detail: other.to_string(),
@@ -180,5 +187,35 @@ pub(crate) async fn events_between(
             return Ok((events, false));
         }
         token = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_error_without_an_aws_code_at_start_points_at_the_region_and_endpoint() {
+        let f = Failure::Service {
+            code: None,
+            status: 500,
+            message: "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 3.2 Final//EN\">".into(),
+        };
+        let e = preflight_error(f, "http://127.0.0.1:5000".into());
+        assert!(matches!(e, AwsError::NotAws { status: 500, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("check --aws-region"), "{text}");
+        assert!(!text.contains("DOCTYPE"), "{text}");
+        // With an AWS error code it is the service's own word.
+        let f = Failure::Service {
+            code: Some("InvalidParameterException".into()),
+            status: 400,
+            message: "bad name".into(),
+        };
+        let e = preflight_error(f, "e".into());
+        assert!(
+            e.to_string()
+                .contains("InvalidParameterException (HTTP 400): bad name")
+        );
     }
 }

@@ -72,6 +72,16 @@ pub enum AwsError {
     Unreachable { endpoint: String, detail: String },
     #[error("could not {call}: {detail}")]
     Call { call: &'static str, detail: String },
+    /// A server error without an AWS error code at start-up: seen from a local endpoint
+    /// asked for a region it does not serve (moto answers an HTML page, HTTP 500).
+    #[error(
+        "could not {call}: {endpoint} answered HTTP {status} without an AWS error; check --aws-region (an AWS-compatible endpoint may not serve that region) and --aws-endpoint-url"
+    )]
+    NotAws {
+        call: &'static str,
+        endpoint: String,
+        status: u16,
+    },
     #[error(
         "AWS profile '{0}' not found in ~/.aws/config or ~/.aws/credentials (or AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE); check its name (aws configure list-profiles)"
     )]

@@ -21,8 +21,8 @@ use crate::cli::{self, AwsArgs, Format, RunArgs};
 pub(crate) mod container;
 pub mod ecs;
 pub(crate) mod file;
-pub(crate) mod host;
 pub mod on_upload;
+pub(crate) mod ship;
 
 pub(crate) use container::ContainerSpec;
 
@@ -251,6 +251,9 @@ pub struct RunConfig {
     pub(crate) ship: ShipConfig,
     /// Echo the container's output on our stdout/stderr.
     pub(crate) echo: bool,
+    /// `-q` without `--verbose`: the summary only when something was not delivered or was
+    /// changed on the way (a run that delivered everything prints nothing).
+    pub(crate) quiet: bool,
     /// Keep the container after it exits.
     pub(crate) keep_container: bool,
     /// Grace period given to `docker stop` after the first signal.
@@ -287,6 +290,7 @@ impl RunConfig {
             aws,
             ship,
             echo: false,
+            quiet: true,
             keep_container: false,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
@@ -300,7 +304,15 @@ impl RunConfig {
         }
     }
 
-    pub fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
+    /// The main job from its command line; `verbose` is the global `--verbose` (which keeps
+    /// the summary that `-q` would leave out).
+    pub fn from_cli(a: RunArgs, verbose: bool) -> Result<Self, ConfigError> {
+        let mut cfg = Self::from_args(a)?;
+        cfg.quiet &= !verbose;
+        Ok(cfg)
+    }
+
+    pub(crate) fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
         let image = non_empty(a.docker_image, "--docker-image")?;
         let command = a.bash_command.ok_or(ConfigError::Empty("--bash-command"))?;
         let group = non_empty(a.aws_cloudwatch_group, "--aws-cloudwatch-group")?;
@@ -364,6 +376,7 @@ impl RunConfig {
                 ..ship
             },
             echo: !a.quiet,
+            quiet: a.quiet,
             keep_container: a.keep_container,
             stop_timeout: a.stop_timeout,
             flush_timeout: a.flush_timeout,
@@ -397,6 +410,8 @@ pub struct ResumeConfig {
     /// AWS settings; region and endpoint fall back to the checkpoint's.
     pub(crate) aws: AwsOptions,
     pub(crate) echo: bool,
+    /// As [`RunConfig::quiet`].
+    pub(crate) quiet: bool,
     pub(crate) state_dir: PathBuf,
     pub(crate) spool_dir: PathBuf,
     pub(crate) stop_timeout: Duration,
@@ -406,8 +421,10 @@ pub struct ResumeConfig {
 }
 
 impl ResumeConfig {
-    pub fn from_args(a: cli::ResumeArgs) -> Result<Self, ConfigError> {
+    /// `verbose`: as for [`RunConfig::from_cli`].
+    pub fn from_args(a: cli::ResumeArgs, verbose: bool) -> Result<Self, ConfigError> {
         Ok(ResumeConfig {
+            quiet: a.quiet && !verbose,
             container: a.container,
             spool: a.spool,
             aws: aws_options(a.aws)?,

@@ -5,7 +5,7 @@
 //! The event stream is not a buffer: while the connection is down, events are missed (the
 //! engine replays a few from memory with `since`, none across its own restart). So the stream
 //! only says "look again soon"; what is shipped is decided from the list and each container's
-//! own state (`host::reconcile`).
+//! own state (`ship::reconcile`).
 
 use std::collections::HashMap;
 
@@ -39,8 +39,8 @@ pub(crate) struct ContainerFacts {
 
 impl ContainerFacts {
     /// What `ship`'s selection looks at.
-    pub(crate) fn candidate(&self) -> crate::config::host::Candidate<'_> {
-        crate::config::host::Candidate {
+    pub(crate) fn candidate(&self) -> crate::config::ship::Candidate<'_> {
+        crate::config::ship::Candidate {
             name: &self.name,
             image: &self.image,
             labels: &self.labels,

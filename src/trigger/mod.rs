@@ -41,7 +41,7 @@ use crate::aws::{AwsError, Clients};
 use crate::config::{ConfigError, ContainerSpec, OnUploadConfig, RunConfig, ShipConfig};
 use crate::ecs::EcsError;
 use crate::exit_codes;
-use crate::ship::job::RunError;
+use crate::pipeline::job::RunError;
 use crate::shutdown::{self, Shutdown, Stop};
 use crate::util::backoff::Backoff;
 
@@ -156,15 +156,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
             return Ok(0);
         }
     };
-    let store = {
-        let dir = cfg.state_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            Store::open(&dir, crate::util::time::now_ms(), store::REMEMBER)
-        })
-        .await
-        .map_err(|e| TriggerError::Store(e.to_string()))?
-        .map_err(TriggerError::Store)?
-    };
+    let store = open_store(cfg.state_dir.clone()).await?;
     let (task_trigger, task_stop) = shutdown::channel();
     let ctx_state_dir = cfg.state_dir.clone();
     let wait_ms = cfg.wait.as_millis() as i64;
@@ -220,18 +212,7 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
             p = slots.clone().acquire_owned() => p.expect("semaphore open"),
             () = shutdown.requested() => break,
         };
-        let free = 1 + slots.available_permits();
-        let recv = ctx
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&ctx.queue_url)
-            .max_number_of_messages(free.min(10) as i32)
-            .wait_time_seconds(ctx.cfg.wait.as_secs().min(20) as i32)
-            .visibility_timeout(ctx.cfg.visibility_timeout.as_secs().max(1) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send();
+        let recv = receive(&ctx, 1 + slots.available_permits());
         let r = tokio::select! {
             r = recv => r,
             () = shutdown.requested() => break,
@@ -277,6 +258,38 @@ pub async fn on_upload(cfg: OnUploadConfig, mut shutdown: Shutdown) -> Result<i3
     stop_tasks(&tracker, &task_trigger, &mut shutdown, ctx.cfg.grace).await;
     log("stopped");
     Ok(0)
+}
+
+/// The store of processed objects in `dir` (a file read and repaired: off the runtime).
+async fn open_store(dir: std::path::PathBuf) -> Result<Store, TriggerError> {
+    tokio::task::spawn_blocking(move || {
+        Store::open(&dir, crate::util::time::now_ms(), store::REMEMBER)
+    })
+    .await
+    .map_err(|e| TriggerError::Store(e.to_string()))?
+    .map_err(TriggerError::Store)
+}
+
+/// One long poll of the queue for at most `free` messages (SQS gives at most 10), with the
+/// attributes a task needs (receive count, sent time).
+async fn receive(
+    ctx: &Ctx,
+    free: usize,
+) -> Result<
+    aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput,
+    aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>,
+> {
+    ctx.clients
+        .sqs
+        .receive_message()
+        .queue_url(&ctx.queue_url)
+        .max_number_of_messages(free.min(10) as i32)
+        .wait_time_seconds(ctx.cfg.wait.as_secs().min(20) as i32)
+        .visibility_timeout(ctx.cfg.visibility_timeout.as_secs().max(1) as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .send()
+        .await
 }
 
 /// The clients, `--setup` when asked, and the start-up checks (each a one-line error) before
@@ -382,20 +395,10 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
         .filter(|u| u.bucket == ctx.cfg.bucket && u.key.starts_with(&ctx.cfg.prefix))
         .filter(|u| worth_running(&ctx.cfg, u))
         .collect();
+    let id = m.message_id().unwrap_or_default();
     if attempts > ctx.cfg.max_attempts {
-        let id = m.message_id().unwrap_or_default().to_string();
-        if !ctx.given_up.lock().expect("given up").insert(id) {
-            return; // said already: once per message, not every visibility timeout
-        }
-        ctx.metrics.lock().expect("metrics").dead_lettered += 1;
-        for u in &ours {
-            log(&format!(
-                "giving up on s3://{}/{} after {} attempts; the message is left for the queue's dead-letter policy",
-                u.bucket,
-                u.key,
-                attempts - 1
-            ));
-        }
+        // A queue whose redrive allows more receives than --max-attempts (or has none).
+        give_up(ctx, id, &ours, attempts - 1);
         return;
     }
     let sent: Option<i64> = m
@@ -410,8 +413,33 @@ async fn handle_message(ctx: &Arc<Ctx>, m: aws_sdk_sqs::types::Message) {
     heartbeat.abort();
     if all_ok {
         delete(ctx, &receipt).await;
-    } else {
-        release(ctx, &receipt, attempts).await;
+        return;
+    }
+    if attempts >= ctx.cfg.max_attempts {
+        // The last attempt failed: the queue's redrive (maxReceiveCount = --max-attempts, as
+        // --setup makes it) moves the message to the dead-letter queue at its next receive,
+        // which dockwatch never sees: this is the moment to say so.
+        give_up(ctx, id, &ours, attempts);
+    }
+    release(ctx, &receipt, attempts).await;
+}
+
+/// Says once per message that its uploads failed their last attempt, and counts it.
+fn give_up(ctx: &Ctx, message_id: &str, uploads: &[Upload], attempts: u32) {
+    if !ctx
+        .given_up
+        .lock()
+        .expect("given up")
+        .insert(message_id.to_string())
+    {
+        return; // said already: once per message, not every visibility timeout
+    }
+    ctx.metrics.lock().expect("metrics").dead_lettered += 1;
+    for u in uploads {
+        log(&format!(
+            "giving up on s3://{}/{} after {attempts} attempts; the message is left for the queue's dead-letter policy",
+            u.bucket, u.key
+        ));
     }
 }
 
@@ -680,7 +708,7 @@ fn retry_delay(attempts: u32, visibility: Duration) -> u32 {
 /// directories, which belong to no running task yet).
 async fn clean_killed_runs(cfg: &OnUploadConfig) {
     let dir = cfg.state_dir.join("checkpoints");
-    let found = crate::ship::checkpoint::Checkpoint::list(&dir);
+    let found = crate::pipeline::checkpoint::Checkpoint::list(&dir);
     let _ = tokio::fs::remove_dir_all(cfg.state_dir.join("work")).await;
     if found.is_empty() || cfg.ecs.is_some() {
         return;
@@ -689,12 +717,12 @@ async fn clean_killed_runs(cfg: &OnUploadConfig) {
         return;
     };
     for path in found {
-        let Ok(cp) = crate::ship::checkpoint::Checkpoint::load(&path) else {
+        let Ok(cp) = crate::pipeline::checkpoint::Checkpoint::load(&path) else {
             continue;
         };
         match crate::docker::container::remove(&docker, &cp.container_id).await {
             Ok(()) => {
-                let _ = crate::ship::checkpoint::Checkpoint::remove(&dir, &cp.container_id);
+                let _ = crate::pipeline::checkpoint::Checkpoint::remove(&dir, &cp.container_id);
                 log(&format!(
                     "removed container {} of a run that was killed ({}); its object runs again when its message comes back",
                     crate::docker::short_id(&cp.container_id),
@@ -916,7 +944,7 @@ async fn run_container(
         })
     };
     let result = async {
-        let launched = crate::ship::job::launch(&cfg, &stop).await?;
+        let launched = crate::pipeline::job::launch(&cfg, &stop).await?;
         Ok::<_, TaskError>(launched.ship(stop.clone()).await?)
     }
     .await;

@@ -70,6 +70,9 @@ impl Agent {
             .env_remove("DOCKWATCH_HOST")
             .env_remove("DOCKWATCH_TOKEN")
             .env_remove("DOCKWATCH_TOKEN_FILE");
+        for v in ["CA", "CERT", "KEY", "DOMAIN"] {
+            c.env_remove(format!("DOCKWATCH_TLS_{v}"));
+        }
         c
     }
 
@@ -633,6 +636,27 @@ fn tokens_and_tls_are_enforced() {
         o.status.code(),
         Some(1),
         "no client certificate must be refused"
+    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(
+        // Said by the alert when the client reads it, else by the closed connection.
+        stderr(&o).contains("client certificate")
+            && stderr(&o).contains("pass --tls-cert FILE --tls-key FILE"),
+        "{}",
+        stderr(&o)
+    );
+    // The CA, the certificate and the key from the environment, as the host and the token.
+    let o = a
+        .remote_cmd(&["--token-file", tok, "ps"])
+        .env("DOCKWATCH_TLS_CA", &ca_f)
+        .env("DOCKWATCH_TLS_CERT", &cli_c)
+        .env("DOCKWATCH_TLS_KEY", &cli_k)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "TLS settings from the environment: {}",
+        stderr(&o)
     );
     let o = a.remote(&["--token-file", tok, "ps"]);
     assert_eq!(

@@ -18,7 +18,7 @@ fn timed_flood(latency: Duration) -> (f64, f64, Vec<String>) {
     let server = StrictServer::start();
     server.faults(|f| f.latency = latency);
     let mut job = Job::new(&server.url, TIMED_FLOOD);
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let t = Instant::now();
     let out = job.output();
     let took = t.elapsed().as_secs_f64();
@@ -62,7 +62,7 @@ fn a_full_disk_buffer_hands_over_to_the_engines_log_with_nothing_lost_or_repeate
     // after every 50,000; stderr at the same time: e1..e30000.
     let script = "(for i in $(seq 1 100); do seq $((i*2000-1999)) $((i*2000)); if [ $((i % 25)) = 0 ]; then printf long-$i-; head -c 40000 /dev/zero | tr '\\0' L; echo; fi; done) & seq 1 30000 | sed 's/^/e/' >&2; wait";
     let mut job = Job::new(&server.url, script);
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--split-streams")
         .arg("--buffer-size")
         .arg("1MiB");
@@ -97,7 +97,7 @@ fn sigkill_with_a_backlog_in_the_disk_buffer_then_resume_reads_the_rest_from_the
     let state = std::env::temp_dir().join(unique("state"));
     for kill_after in [1, 40_000] {
         let mut job = Job::new(&server.url, "seq 1 200000; sleep 2");
-        job.arg("--quiet")
+        job.quiet_with_summary()
             .arg("--state-dir")
             .arg(state.to_str().unwrap());
         let child = job.spawn();
@@ -133,7 +133,7 @@ const EURO_LINE: &str = "yes '€€€€€€€€€€' | tr -d '\\n' | he
 fn long_lines_of_multibyte_text_arrive_byte_exact_on_the_attach_path() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, EURO_LINE);
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -146,7 +146,7 @@ fn long_lines_of_multibyte_text_arrive_byte_exact_on_the_attach_path() {
 
     // The logs endpoint: the engine's replacement characters arrive, counted in the summary.
     let mut job = Job::new(&server.url, EURO_LINE);
-    job.arg("--quiet").arg("--read-path").arg("logs");
+    job.quiet_with_summary().arg("--read-path").arg("logs");
     let out = job.output();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");

@@ -38,12 +38,22 @@ fn completions_and_the_man_page_are_generated_from_the_command_line() {
         "DOCKWATCH TAIL",
         "DOCKWATCH DOWNLOAD",
         "DOCKWATCH ON-UPLOAD",
+        "DOCKWATCH REMOTE LAUNCH",
+        "DOCKWATCH REMOTE EXEC",
     ] {
         assert!(page.contains(section), "no {section}");
     }
     assert!(
         page.contains("late\\-window"),
         "the options of each command"
+    );
+    // Nested commands' options (remote launch), and no pages that are not installed.
+    let launch = &page[page.find("DOCKWATCH REMOTE LAUNCH").unwrap()..];
+    let launch = &launch[..launch[1..].find("\n.S").map_or(launch.len(), |i| i + 1)];
+    assert!(launch.contains("\\-\\-image"), "{launch}");
+    assert!(
+        !page.contains("dockwatch\\-tail(1)") && !page.contains("(1)\n"),
+        "{page}"
     );
 }
 

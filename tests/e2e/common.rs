@@ -86,6 +86,21 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// `-q` keeping the summary: no echo of the container's output (large outputs would cost
+/// the test the echo's time), and the summary line the test reads (`-q` alone prints nothing
+/// when everything was delivered; `--verbose` keeps it, RUST_LOG keeps the diagnostics at
+/// their default level).
+pub trait QuietWithSummary {
+    fn quiet_with_summary(&mut self) -> &mut Self;
+}
+
+impl QuietWithSummary for Command {
+    fn quiet_with_summary(&mut self) -> &mut Self {
+        self.args(["--quiet", "--verbose"])
+            .env("RUST_LOG", "dockwatch=warn,error")
+    }
+}
+
 /// The dockwatch binary, with a clean environment for AWS settings.
 pub fn dockwatch() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dockwatch"));
@@ -172,6 +187,12 @@ impl Job {
 
     pub fn args<const N: usize>(&mut self, a: [&str; N]) -> &mut Self {
         self.cmd.args(a);
+        self
+    }
+
+    /// See [`QuietWithSummary`].
+    pub fn quiet_with_summary(&mut self) -> &mut Self {
+        self.cmd.quiet_with_summary();
         self
     }
 
@@ -373,7 +394,8 @@ pub fn now_ms() -> i64 {
 /// `dockwatch resume` for a test's state directory (and spool directory), with credentials.
 pub fn resume(state: &std::path::Path, spool: Option<&std::path::Path>) -> Output {
     let mut c = dockwatch();
-    c.args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()]);
+    c.args(["resume", "--state-dir", state.to_str().unwrap()]);
+    c.quiet_with_summary();
     if let Some(sp) = spool {
         c.args(["--spool-dir", sp.to_str().unwrap()]);
     }

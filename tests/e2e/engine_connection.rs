@@ -83,7 +83,7 @@ fn log_stream_reconnects_after_the_engine_connection_drops() {
         &server.url,
         "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo $i; if [ $((i % 500)) -eq 0 ]; then sleep 0.1; fi; done",
     );
-    job.arg("--quiet");
+    job.quiet_with_summary();
     job.cmd
         .env("DOCKER_HOST", format!("unix://{}", proxy.path.display()));
     let child = job.spawn();

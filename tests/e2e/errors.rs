@@ -48,7 +48,43 @@ fn missing_flag_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--bash-command"), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(line.contains("--bash-command"), "{line}");
+}
+
+/// A mistyped flag: clap's suggestion, in dockwatch's one-line form; on a subcommand, its
+/// `--help`. Help itself still goes to stdout with exit 0, also into a closed pipe.
+#[test]
+fn mistyped_flag_is_one_line_with_the_suggestion() {
+    let out = dockwatch().args(["--docker-imag", IMAGE]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("'--docker-imag'") && line.contains("'--docker-image'"),
+        "{line}"
+    );
+    let out = dockwatch()
+        .args(["tail", "--sinc", "1h", "g"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        error_line(&out).ends_with("see 'dockwatch tail --help'"),
+        "{}",
+        stderr(&out)
+    );
+    let help = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} --help | head -1",
+            env!("CARGO_BIN_EXE_dockwatch")
+        ))
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(stderr(&help).is_empty(), "{}", stderr(&help));
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn thirty_percent_throttled() {
     let server = StrictServer::start();
     server.faults(|f| f.throttle = 0.3);
     let mut job = Job::new(&server.url, &paced(30_000, 3_000));
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_exactly(&server.messages(&job.group, &job.stream), 30_000);
@@ -52,7 +52,7 @@ fn ten_percent_server_errors() {
     let server = StrictServer::start();
     server.faults(|f| f.server_error = 0.1);
     let mut job = Job::new(&server.url, "seq 1 200000");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_exactly(&server.messages(&job.group, &job.stream), 200_000);
@@ -65,7 +65,7 @@ fn one_second_latency_on_every_request() {
     let server = StrictServer::start();
     server.faults(|f| f.latency = Duration::from_secs(1));
     let mut job = Job::new(&server.url, "seq 1 100000");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_exactly(&server.messages(&job.group, &job.stream), 100_000);
@@ -78,7 +78,7 @@ fn one_second_latency_on_every_request() {
 fn a_twenty_second_outage() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &paced(20_000, 500)); // ~4 s of output
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     server.faults(|f| f.outage = true);
@@ -99,7 +99,7 @@ fn lost_answers_are_looked_up_not_sent_twice() {
     let server = StrictServer::start();
     server.faults(|f| f.lose_response = 0.05);
     let mut job = Job::new(&server.url, &paced(20000, 500));
-    let out = job.arg("--quiet").output();
+    let out = job.quiet_with_summary().output();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let lost = server.with_stats(|s| s.lost_responses);
@@ -118,7 +118,7 @@ fn lost_answers_are_looked_up_not_sent_twice() {
 fn group_deleted_mid_run_is_recreated() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &paced(20_000, 500));
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let child = job.spawn();
     std::thread::sleep(Duration::from_millis(1500));
     server.delete_group(&job.group);
@@ -181,7 +181,9 @@ fn credentials_fail_mid_run_then_resume(refuse: fn(&mut Faults, bool), code: &st
     let spool = std::env::temp_dir().join(unique("spool"));
     // About 10 s of output.
     let mut job = Job::new(&server.url, &paced(20_000, 200));
-    job.arg("--quiet").arg("--credentials-timeout").arg("2s");
+    job.quiet_with_summary()
+        .arg("--credentials-timeout")
+        .arg("2s");
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     let child = job.spawn();

@@ -1071,7 +1071,7 @@ fn run_download_and_tail_follow_see_300k_lines_exactly_once_under_faults() {
         f.server_error = 0.1;
     });
     let mut job = Job::new(&server.url, &format!("seq 1 {N}"));
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let mut run = job.spawn();
     let group = job.group.clone();
     assert!(
@@ -1171,7 +1171,7 @@ fn read_request_rates_stay_within_the_limits() {
         &server.url,
         "i=0; while [ $i -lt 60000 ]; do i=$((i+1)); echo line $i; if [ $((i % 200)) -eq 0 ]; then sleep 0.1; fi; done",
     );
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let mut run = job.spawn();
     let group = job.group.clone();
     assert!(wait_until(Duration::from_secs(30), || !server

@@ -74,7 +74,7 @@ fn sigint_and_sigterm_at_random_moments() {
         };
         let keep = run % 4 < 2;
         let mut job = Job::new(&server.url, ENDLESS);
-        job.arg("--quiet").arg("--stop-timeout").arg("1s");
+        job.quiet_with_summary().arg("--stop-timeout").arg("1s");
         if keep {
             job.arg("--keep-container");
         }
@@ -169,7 +169,7 @@ fn two_sigints_within_a_millisecond_both_count() {
         );
         let state = std::env::temp_dir().join(unique("state"));
         let spool = std::env::temp_dir().join(unique("spool"));
-        job.arg("--quiet").arg("--stop-timeout").arg("60s");
+        job.quiet_with_summary().arg("--stop-timeout").arg("60s");
         job.arg("--state-dir").arg(state.to_str().unwrap());
         job.arg("--spool-dir").arg(spool.to_str().unwrap());
         let child = job.spawn();
@@ -202,7 +202,7 @@ fn two_sigints_within_a_millisecond_both_count() {
 fn second_signal_kills_a_container_that_ignores_sigterm() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, &format!("trap '' TERM; {ENDLESS}"));
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--stop-timeout")
         .arg("60s")
         .arg("--keep-container");
@@ -232,7 +232,7 @@ fn third_signal_quits_now_then_resume_delivers_the_rest() {
     let state = std::env::temp_dir().join(unique("state"));
     let spool = std::env::temp_dir().join(unique("spool"));
     let mut job = Job::new(&server.url, "seq 1 3000; sleep 600");
-    job.arg("--quiet").arg("--stop-timeout").arg("60s");
+    job.quiet_with_summary().arg("--stop-timeout").arg("60s");
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     // CloudWatch takes no events: nothing can be delivered.
@@ -284,7 +284,7 @@ fn flush_timeout_spools_and_resume_spool_delivers() {
     let state = std::env::temp_dir().join(unique("state"));
     let spool = std::env::temp_dir().join(unique("spool"));
     let mut job = Job::new(&server.url, "seq 1 500; sleep 600");
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--stop-timeout")
         .arg("1s")
         .arg("--flush-timeout")
@@ -336,7 +336,8 @@ fn sigkill_then_resume_is_complete_and_duplicate_free() {
 /// `dockwatch resume` started in the background.
 fn spawn_resume(state: &std::path::Path) -> Child {
     dockwatch()
-        .args(["resume", "--quiet", "--state-dir", state.to_str().unwrap()])
+        .args(["resume", "--state-dir", state.to_str().unwrap()])
+        .quiet_with_summary()
         .args([
             "--aws-access-key-id",
             "AKIDTESTKEY",
@@ -408,7 +409,7 @@ fn kill_at_moments_then_resume(server: &StrictServer, runs: usize) {
 fn killed_while_shipping(server: &StrictServer, wait_ms: u64) -> (Job, std::path::PathBuf) {
     let state = std::env::temp_dir().join(unique("state"));
     let mut job = Job::new(&server.url, PACED_30K);
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
     let child = job.spawn();
@@ -460,7 +461,7 @@ fn sigkill_then_resume_with_split_streams() {
         &server.url,
         "i=0; while [ $i -lt 8000 ]; do i=$((i+1)); echo $i; echo $i >&2; if [ $((i % 500)) -eq 0 ]; then sleep 0.1; fi; done",
     );
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--split-streams")
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
@@ -541,7 +542,7 @@ fn a_container_removed_while_shipping_is_a_clear_error_within_seconds() {
         &server.url,
         "i=0; while true; do i=$((i+1)); echo $i; sleep 0.01; done",
     );
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--state-dir")
         .arg(state.to_str().unwrap());
     let child = job.spawn();
@@ -584,7 +585,7 @@ fn a_container_removed_right_after_create_is_a_clear_error() {
     for delay_ms in [0, 30, 150] {
         let state = std::env::temp_dir().join(unique("state"));
         let mut job = Job::new(&server.url, "sleep 0.2; echo hello; sleep 30");
-        job.arg("--quiet")
+        job.quiet_with_summary()
             .arg("--state-dir")
             .arg(state.to_str().unwrap());
         let child = job.spawn();
@@ -620,7 +621,7 @@ fn exited_with_unread_output(server: &StrictServer, extra: &[&str]) -> (Job, Chi
     let state = std::env::temp_dir().join(unique("state"));
     let spool = std::env::temp_dir().join(unique("spool"));
     let mut job = Job::new(&server.url, "seq 1 200000");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     job.arg("--state-dir").arg(state.to_str().unwrap());
     job.arg("--spool-dir").arg(spool.to_str().unwrap());
     for a in extra {
@@ -642,8 +643,11 @@ fn exited_with_unread_output(server: &StrictServer, extra: &[&str]) -> (Job, Chi
     (job, child)
 }
 
+/// The third signal quits at once: the rest of the log is counted for half a second at
+/// most, so the summary says exactly 200,000, or "at least N" when counting them took longer
+/// (a debug build on a loaded machine); `dockwatch resume` then ships exactly the rest.
 #[test]
-fn quitting_after_the_container_exited_counts_every_undelivered_event_and_fails() {
+fn quitting_after_the_container_exited_counts_the_undelivered_events_and_resume_ships_them() {
     let server = StrictServer::start();
     let (job, child) = exited_with_unread_output(&server, &[]);
     for _ in 0..3 {
@@ -657,13 +661,34 @@ fn quitting_after_the_container_exited_counts_every_undelivered_event_and_fails(
         Some(125),
         "undelivered events exit non-zero: {err}"
     );
-    assert_eq!(not_delivered(&err), Some(200_000), "{err}");
+    let n = not_delivered(&err).unwrap_or_else(|| panic!("no count: {err}"));
+    if err.contains(&format!("at least {n} events NOT delivered")) {
+        assert!(n <= 200_000, "{err}");
+    } else {
+        assert_eq!(n, 200_000, "{err}");
+    }
     assert!(err.contains("still unread in the container's log"), "{err}");
     assert!(
         err.contains("ship the rest with: dockwatch resume"),
         "{err}"
     );
     assert!(server.messages(&job.group, &job.stream).is_empty());
+
+    // CloudWatch is back: resume ships all of it, once, in order.
+    server.faults(|f| f.outage_puts = false);
+    let state = err
+        .split("its checkpoint in ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no checkpoint named: {err}"));
+    let out = resume(std::path::Path::new(state), None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: Vec<String> = (1..=200_000).map(|i| i.to_string()).collect();
+    assert!(
+        server.messages(&job.group, &job.stream) == want,
+        "not 1..200000 once each"
+    );
+    assert!(containers_with_label(&job.label).is_empty());
     cleanup(&job.label);
 }
 

@@ -79,6 +79,62 @@ fn existing_group_and_stream_are_appended_to() {
     );
 }
 
+/// `-q` is silent when everything was delivered (cron mails any output), whatever the
+/// container's exit code says; `--verbose` keeps the summary; what was not delivered is
+/// still said.
+#[test]
+fn quiet_prints_nothing_when_everything_was_delivered() {
+    let url = moto_url();
+    // The secret in the environment: on the command line it is warned about, also with -q.
+    let (group, stream, label) = (unique("grp"), unique("str"), unique("t"));
+    let out = dockwatch_with_env(&url)
+        .args([
+            "--docker-image",
+            IMAGE,
+            "--bash-command",
+            "seq 1 30; echo e >&2; exit 3",
+        ])
+        .args([
+            "--aws-cloudwatch-group",
+            &group,
+            "--aws-cloudwatch-stream",
+            &stream,
+        ])
+        .args(["--label", &format!("dockwatch.test={label}"), "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+    assert_eq!(read_events(&url, &group, &stream).len(), 31);
+    assert!(
+        containers_with_label(&label).is_empty(),
+        "container left behind"
+    );
+
+    let mut job = Job::new(&url, "seq 1 5");
+    let out = job.args(["-q", "--verbose"]).output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("shipped 5 events"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Not everything arrived as written (the server's clock is 3 hours behind: every event
+    // is refused as too new): said, also with -q.
+    let server = StrictServer::start();
+    server.faults(|f| f.clock_skew_ms = -3 * 3600 * 1000);
+    let mut job = Job::new(&server.url, "seq 1 10");
+    let out = job.arg("-q").output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("CloudWatch rejected 10 events"), "{err}");
+    let (warning, summary) = err.split_once('\n').unwrap_or_default();
+    assert!(warning.contains("a secret on the command line"), "{err}");
+    assert_eq!(summary.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn stdout_and_stderr_are_both_shipped_and_echoed_to_their_own_fds() {
     let url = moto_url();
@@ -101,7 +157,7 @@ fn stdout_and_stderr_are_both_shipped_and_echoed_to_their_own_fds() {
 fn quiet_ships_without_echo() {
     let url = moto_url();
     let mut job = Job::new(&url, "echo hidden; sleep 0.05; echo hidden-err >&2");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "");

@@ -260,11 +260,19 @@ fn each_upload_runs_one_container_and_a_repeated_notification_does_not_rerun() {
 fn a_failing_task_is_retried_then_left_to_the_dead_letter_queue() {
     let ep = moto_url();
     let bucket = bucket_name("dwfail");
+    let port = free_port();
     let up = OnUpload::start(
         &ep,
         &bucket,
         "echo trying; exit 3",
-        &["--max-attempts", "2", "--visibility-timeout", "2s"],
+        &[
+            "--max-attempts",
+            "2",
+            "--visibility-timeout",
+            "2s",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
     );
     put(&ep, &bucket, "input/bad.txt", "x\n");
     let dlq = dlq_of(&ep, &bucket);
@@ -286,7 +294,12 @@ fn a_failing_task_is_retried_then_left_to_the_dead_letter_queue() {
                 .is_some_and(|n| n == "1")
         })
     });
+    let metrics = http_get(port, "/metrics");
     let (code, err) = up.stop();
+    assert!(
+        metrics.contains("dockwatch_on_upload_dead_lettered_total 1"),
+        "{metrics}"
+    );
     assert!(
         in_dlq,
         "the message did not reach the dead-letter queue:\n{err}"
@@ -301,6 +314,17 @@ fn a_failing_task_is_retried_then_left_to_the_dead_letter_queue() {
     );
     assert!(err.contains("failed (attempt 2 of 2)"), "{err}");
     assert!(!err.contains("attempt 3"), "{err}");
+    assert_eq!(
+        err.matches("giving up on s3://").count(),
+        1,
+        "one line for the dead letter:\n{err}"
+    );
+    assert!(
+        err.contains(
+            "input/bad.txt after 2 attempts; the message is left for the queue's dead-letter policy"
+        ),
+        "{err}"
+    );
     assert!(get(&ep, &bucket, "output/bad.txt/").is_none());
 }
 
@@ -420,14 +444,14 @@ fn on_ecs_registers_runs_follows_and_stops_the_task() {
             "no-such-cluster",
             &sub,
             &["--ecs-execution-role", role],
-            1,
+            125,
             "ECS cluster 'no-such-cluster' not found",
         ),
         (
             &cluster,
             "subnet-nope",
             &["--ecs-execution-role", role],
-            1,
+            125,
             "check --ecs-subnets",
         ),
     ];

@@ -22,7 +22,7 @@ fn assert_clean(server: &StrictServer) {
 fn a_million_numbered_lines_arrive_complete_in_order() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, "seq 1 1000000");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -43,7 +43,7 @@ fn a_million_numbered_lines_arrive_complete_in_order() {
 fn a_5_mib_line_without_newline_is_split_not_lost() {
     let server = StrictServer::start();
     let mut job = Job::new(&server.url, "head -c 5242880 /dev/zero | tr '\\0' 'a'");
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -61,7 +61,9 @@ fn old_event_limit_is_a_setting() {
         &server.url,
         "head -c 1000000 /dev/zero | tr '\\0' 'b'; echo",
     );
-    job.arg("--quiet").arg("--max-event-size").arg("262144");
+    job.quiet_with_summary()
+        .arg("--max-event-size")
+        .arg("262144");
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -81,7 +83,7 @@ fn twenty_mib_of_random_bytes() {
     // stored (each invalid byte already U+FFFD).
     for path in ["attach", "logs"] {
         let mut job = Job::new(&server.url, RANDOM_20MIB);
-        job.arg("--quiet")
+        job.quiet_with_summary()
             .arg("--keep-container")
             .arg("--read-path")
             .arg(path);
@@ -109,7 +111,7 @@ fn twenty_mib_of_random_bytes() {
         assert_eq!(out.status.code(), Some(0), "{path}: {}", stderr(&out));
         assert!(raw.len() >= 20_971_520, "{path}: {}", raw.len());
         let got = server.messages(&job.group, &job.stream);
-        let want = dockwatch::ship::framing::reference(1_048_576 - 26, &raw);
+        let want = dockwatch::pipeline::framing::reference(1_048_576 - 26, &raw);
         assert_eq!(got.len(), want.len(), "{path}");
         assert!(got == want, "{path}: content differs");
     }
@@ -123,7 +125,7 @@ fn mixed_stdout_and_stderr_each_complete_and_in_order() {
         &server.url,
         "for i in $(seq 1 20000); do echo out-$i; echo err-$i >&2; done",
     );
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -191,7 +193,7 @@ fn docker_split_long_lines_are_joined() {
         &server.url,
         "for i in 1 2 3; do head -c 100000 /dev/zero | tr '\\0' \"$i\"; echo; done",
     );
-    job.arg("--quiet");
+    job.quiet_with_summary();
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let got = server.messages(&job.group, &job.stream);
@@ -290,7 +292,7 @@ fn split_streams_sends_stdout_and_stderr_apart() {
         &server.url,
         "for i in $(seq 1 3000); do echo out-$i; echo err-$i >&2; done",
     );
-    job.arg("--quiet").arg("--split-streams");
+    job.quiet_with_summary().arg("--split-streams");
     let out = job.output();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let want_out: Vec<String> = (1..=3000).map(|i| format!("out-{i}")).collect();
@@ -343,7 +345,7 @@ fn escape_mode_ships_every_byte_of_both_streams() {
     std::fs::write(dir.join("out"), &out_bytes).unwrap();
     std::fs::write(dir.join("err"), &err_bytes).unwrap();
     let mut job = Job::new(&server.url, "cat /data/out & cat /data/err >&2; wait");
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--split-streams")
         .arg("--invalid-utf8")
         .arg("escape")
@@ -355,7 +357,7 @@ fn escape_mode_ships_every_byte_of_both_streams() {
     let max = 1_048_576 - 26;
     for (name, raw) in [("stdout", &out_bytes), ("stderr", &err_bytes)] {
         let got = server.messages(&job.group, &format!("{}/{name}", job.stream));
-        let want = dockwatch::ship::framing::reference_escaped(max, raw);
+        let want = dockwatch::pipeline::framing::reference_escaped(max, raw);
         assert_eq!(got.len(), want.len(), "{name}");
         let differs = got.iter().zip(&want).position(|(g, w)| g != w);
         assert_eq!(differs, None, "{name}: content differs: {}", stderr(&out));
@@ -366,7 +368,7 @@ fn escape_mode_ships_every_byte_of_both_streams() {
             .copied()
             .collect();
         assert_eq!(
-            dockwatch::ship::framing::unescape_line(&got.concat()),
+            dockwatch::pipeline::framing::unescape_line(&got.concat()),
             lines
         );
     }
@@ -383,7 +385,7 @@ fn escape_mode_with_a_tty() {
         &server.url,
         "printf 'a\\377b\\\\n\\n'; printf 'c \\342\\202\\254 \\342\\202\\n' >&2; printf 'no newline \\376'",
     );
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--tty")
         .arg("--invalid-utf8")
         .arg("escape");
@@ -461,7 +463,7 @@ fn escape_mode_under_a_slow_server_waits_and_loses_nothing() {
         &server.url,
         "p=$(printf '\\377'); x=$(head -c 1000 /dev/zero | tr '\\0' x); seq 1 24000 | sed \"s/$/ $p $x/\"",
     );
-    job.arg("--quiet")
+    job.quiet_with_summary()
         .arg("--invalid-utf8")
         .arg("escape")
         .arg("--read-path")

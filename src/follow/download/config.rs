@@ -133,6 +133,9 @@ impl DownloadConfig {
         } else {
             args.group_prefix.clone()
         };
+        if let Some(bad) = group_prefixes.iter().find_map(|p| bad_group_prefix(p)) {
+            return Err(FollowError::Usage(bad));
+        }
         if group_prefixes.is_empty() {
             return Err(FollowError::Usage(
                 "no log groups to follow: pass --group-prefix PREFIX (repeatable; '' for every group), set DOCKWATCH_GROUP_PREFIXES, or group_prefixes in the configuration file".into(),
@@ -195,6 +198,19 @@ impl DownloadConfig {
             aws,
         })
     }
+}
+
+/// Why a group prefix can match no log group, if it cannot: a character CloudWatch never
+/// allows in a group name (`[A-Za-z0-9._/#-]`). Prefixes are separated by commas (the flag
+/// and DOCKWATCH_GROUP_PREFIXES alike); a newline, as the stream variables use, is caught
+/// here instead of silently following nothing.
+fn bad_group_prefix(prefix: &str) -> Option<String> {
+    let bad = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '#' | '-')))?;
+    Some(format!(
+        "group prefix {prefix:?} holds {bad:?}, which no log group name has: separate prefixes with commas (--group-prefix a,b or DOCKWATCH_GROUP_PREFIXES=a,b) or repeat --group-prefix"
+    ))
 }
 
 /// The late window and reconciliation settings, checked.
@@ -313,6 +329,26 @@ mod tests {
         assert_eq!(c.output_dir, PathBuf::from("/x"));
         assert_eq!(c.group_prefixes, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(c.poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn group_prefixes_are_separated_by_commas_and_anything_else_is_refused() {
+        let c = DownloadConfig::load(&args(&[
+            "--output-dir",
+            "/x",
+            "--group-prefix",
+            "/a/,/b/",
+            "--group-prefix",
+            "",
+        ]))
+        .unwrap();
+        assert_eq!(c.group_prefixes, ["/a/", "/b/", ""]);
+        for bad in ["/a/\n/b/", "/a/ /b/", "/a/;/b/"] {
+            let e = DownloadConfig::load(&args(&["--output-dir", "/x", "--group-prefix", bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("separate prefixes with commas"), "{e}");
+        }
     }
 
     #[test]

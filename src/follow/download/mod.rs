@@ -53,17 +53,7 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         return status(&args);
     }
     let cfg = DownloadConfig::load(&args)?;
-    std::fs::create_dir_all(&cfg.output_dir).map_err(|source| FollowError::Io {
-        what: "cannot create the output directory",
-        path: cfg.output_dir.clone(),
-        source,
-    })?;
-    let _lock = DirLock::acquire(&cfg.output_dir)?;
-    let mut state = State::load(&cfg.output_dir)?;
-    for note in state.recover()? {
-        log(&note);
-    }
-    state.save()?;
+    let (_lock, state) = open_output(&cfg.output_dir)?;
     let sdk = tokio::select! {
         r = logs::build(&cfg.aws) => r?,
         _ = shutdown.changed() => return Ok(0),
@@ -138,55 +128,79 @@ pub async fn download(args: DownloadArgs, mut shutdown: Shutdown) -> Result<i32,
         log(&format!("{e:#}; trying again"));
     }
 
-    enum Wake {
-        Done(Result<(), FollowError>),
-        Stop,
-        Reload,
-    }
-    let stop_code = loop {
-        if shutdown.is_requested() {
-            break 0;
-        }
-        let w = {
-            let round = d.round();
-            tokio::select! {
-                r = round => Wake::Done(r),
-                _ = shutdown.changed() => Wake::Stop,
-                _ = hup.recv() => Wake::Reload,
-            }
-        };
-        match w {
-            Wake::Done(Err(e)) => {
-                stop_metrics.cancel();
-                d.state.save()?;
-                return Err(e);
-            }
-            Wake::Stop => break 0,
-            Wake::Reload => {
-                d.reload(&args);
-                continue;
-            }
-            Wake::Done(Ok(())) => {}
-        }
-        let w = tokio::select! {
-            _ = tokio::time::sleep(d.cfg.poll_interval) => Wake::Done(Ok(())),
-            _ = shutdown.changed() => Wake::Stop,
-            _ = hup.recv() => Wake::Reload,
-        };
-        match w {
-            Wake::Stop => break 0,
-            Wake::Reload => d.reload(&args),
-            Wake::Done(_) => {}
-        }
-    };
+    let rounds = d.rounds(&args, &mut shutdown, &mut hup).await;
     stop_metrics.cancel();
     d.state.save()?;
+    let stop_code = rounds?;
     log(&format!(
         "stopped: {} stream(s), state saved in {}",
         d.state.streams.len(),
         d.cfg.output_dir.join(state::STATE_FILE).display()
     ));
     Ok(stop_code)
+}
+
+/// The output directory, created when missing and locked for this process, and the state
+/// saved in it (recovered from a crash first: what recovery did is logged).
+fn open_output(dir: &std::path::Path) -> Result<(crate::util::lock::DirLock, State), FollowError> {
+    std::fs::create_dir_all(dir).map_err(|source| FollowError::Io {
+        what: "cannot create the output directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock = DirLock::acquire(dir)?;
+    let mut state = State::load(dir)?;
+    for note in state.recover()? {
+        log(&note);
+    }
+    state.save()?;
+    Ok((lock, state))
+}
+
+impl Daemon {
+    /// Rounds, each followed by the poll interval, until a stop (exit code 0) or a round's
+    /// error; SIGHUP reloads the configuration, between rounds or during one.
+    async fn rounds(
+        &mut self,
+        args: &DownloadArgs,
+        shutdown: &mut Shutdown,
+        hup: &mut tokio::signal::unix::Signal,
+    ) -> Result<i32, FollowError> {
+        enum Wake {
+            Done(Result<(), FollowError>),
+            Stop,
+            Reload,
+        }
+        loop {
+            if shutdown.is_requested() {
+                return Ok(0);
+            }
+            let w = tokio::select! {
+                r = self.round() => Wake::Done(r),
+                _ = shutdown.changed() => Wake::Stop,
+                _ = hup.recv() => Wake::Reload,
+            };
+            match w {
+                Wake::Done(Err(e)) => return Err(e),
+                Wake::Stop => return Ok(0),
+                Wake::Reload => {
+                    self.reload(args);
+                    continue;
+                }
+                Wake::Done(Ok(())) => {}
+            }
+            let w = tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll_interval) => Wake::Done(Ok(())),
+                _ = shutdown.changed() => Wake::Stop,
+                _ = hup.recv() => Wake::Reload,
+            };
+            match w {
+                Wake::Stop => return Ok(0),
+                Wake::Reload => self.reload(args),
+                Wake::Done(_) => {}
+            }
+        }
+    }
 }
 
 /// The daemon's log line, on stderr (systemd's journal adds the time).

@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::host::HostConfig;
+use crate::config::ship::HostConfig;
 use crate::docker::events::{ContainerFacts, EngineInfo};
 use crate::docker::files::{self, FilesError, LogFiles, Lost, Watcher};
 

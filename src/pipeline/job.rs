@@ -180,6 +180,7 @@ fn session_for(cfg: &RunConfig, id: &str, client: &aws_sdk_cloudwatchlogs::Clien
     let session = Session {
         ship: cfg.ship.clone(),
         echo: cfg.echo,
+        quiet: cfg.quiet,
         keep_container: cfg.keep_container,
         stop_timeout: cfg.stop_timeout,
         flush_timeout: cfg.flush_timeout,
@@ -358,10 +359,13 @@ async fn finish(
     start: Start,
 ) -> Result<i32, RunError> {
     let report = supervisor::supervise(session, docker, id, client, shutdown, started, start).await;
-    crate::say!(
-        "{}",
-        supervisor::summary(&session.ship.group, &session.ship.stream, &report)
-    );
+    let tell = !session.quiet || supervisor::needs_telling(&report);
+    if tell {
+        crate::say!(
+            "{}",
+            supervisor::summary(&session.ship.group, &session.ship.stream, &report)
+        );
+    }
     let (spool, still_running) = (report.spool.clone(), report.still_running);
     let outcome = decide(report);
     let short = docker::short_id(id);
@@ -375,7 +379,9 @@ async fn finish(
         }
     } else if outcome.complete {
         if session.keep_container {
-            crate::say!("dockwatch: kept container {short}");
+            if tell {
+                crate::say!("dockwatch: kept container {short}");
+            }
         } else if let Err(e) = container::remove(docker, id).await {
             crate::say!("dockwatch: warning: could not remove container {short}: {e}");
         }
@@ -428,14 +434,17 @@ pub async fn resume(args: ResumeConfig, shutdown: Shutdown) -> Result<i32, RunEr
         )));
     }
     let resume_from = stored_past(&client, &cp, &endpoint).await?;
-    crate::say!(
-        "dockwatch: resuming container {} after {} delivered events",
-        docker::short_id(&id),
-        cp.events_delivered
-    );
+    if !args.quiet {
+        crate::say!(
+            "dockwatch: resuming container {} after {} delivered events",
+            docker::short_id(&id),
+            cp.events_delivered
+        );
+    }
     let session = Session {
         ship,
         echo: args.echo,
+        quiet: args.quiet,
         keep_container: cp.keep_container,
         stop_timeout: args.stop_timeout,
         flush_timeout: args.flush_timeout,
@@ -563,7 +572,7 @@ async fn resume_spool(path: &std::path::Path, args: &ResumeConfig) -> Result<i32
     let started = Instant::now();
     let (header, events) = spool::read(path).map_err(RunError::Resume)?;
     let ship = ShipConfig {
-        max_event_size: crate::ship::batcher::MAX_BATCH_BYTES,
+        max_event_size: crate::pipeline::batcher::MAX_BATCH_BYTES,
         split_streams: header.split_streams,
         ..ShipConfig::new(header.group.clone(), header.stream.clone())?
     };
@@ -620,7 +629,7 @@ const ATTACH_TOLERANCE_MS: i64 = 60_000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::supervisor::tests::report;
+    use crate::pipeline::supervisor::tests::report;
 
     #[test]
     fn a_complete_run_exits_with_the_container_code() {
@@ -652,7 +661,7 @@ mod tests {
     fn undelivered_events_exit_non_zero_although_the_container_exited_0() {
         let r = Report {
             exit_code: Some(0),
-            unread: crate::ship::supervisor::Unread {
+            unread: crate::pipeline::supervisor::Unread {
                 events: 3,
                 exact: true,
             },

@@ -55,9 +55,9 @@ use tokio_util::sync::CancellationToken;
 use crate::aws::retry::{Action, Failure, classify, is_auth};
 use crate::config::ShipConfig;
 use crate::docker::logs::Position;
-use crate::ship::batcher::{Batch, Batcher, Limits, Mark};
-use crate::ship::framing::Event;
-use crate::ship::reader::Chunk;
+use crate::pipeline::batcher::{Batch, Batcher, Limits, Mark};
+use crate::pipeline::framing::Event;
+use crate::pipeline::reader::Chunk;
 use crate::util::backoff::Backoff;
 use body::Sealed;
 pub(crate) use request::LogService;
@@ -196,6 +196,75 @@ impl Progress {
     }
 }
 
+/// What one [`Shipper::run`] holds while it ships.
+struct Flow {
+    progress: Progress,
+    report: ShipReport,
+    batcher: Batcher,
+    /// On resume: what CloudWatch holds past the checkpoint, skipped.
+    already: Option<dedupe::AlreadyStored>,
+    /// Full batches waiting for a request slot.
+    ready: VecDeque<Batch>,
+    inflight: FuturesUnordered<InFlight>,
+    /// seq -> last millisecond of each batch in flight.
+    inflight_last: BTreeMap<u64, i64>,
+    /// Batches not delivered (a fatal failure, a stop).
+    failed: Vec<Sealed>,
+    /// Buffers of acknowledged bodies, for the next ones (see `body`).
+    spare: Vec<Vec<u8>>,
+    flush_at: Option<Instant>,
+    last_sent: Option<Instant>,
+    /// The reader is done: no more chunks.
+    closed: bool,
+}
+
+impl Flow {
+    fn new(batcher: Batcher) -> Self {
+        Flow {
+            progress: Progress::default(),
+            report: ShipReport::default(),
+            batcher,
+            already: None,
+            ready: VecDeque::new(),
+            inflight: FuturesUnordered::new(),
+            inflight_last: BTreeMap::new(),
+            failed: Vec::new(),
+            spare: Vec::new(),
+            flush_at: None,
+            last_sent: None,
+            closed: false,
+        }
+    }
+
+    /// The reader's channel closed: what the batcher holds is cut into batches.
+    fn close(&mut self) {
+        self.closed = true;
+        if let Some(a) = self.already.as_mut() {
+            a.finish();
+        }
+        self.ready.extend(self.batcher.flush());
+        self.flush_at = None;
+    }
+
+    /// The report: statistics, and every event not delivered in log order (failed batches,
+    /// ready ones, the batcher's, what is still in the channel).
+    fn report(mut self, mut rx: mpsc::Receiver<Chunk>) -> ShipReport {
+        self.failed.sort_by_key(|b| b.seq);
+        let mut undelivered: Vec<Event> = self.failed.iter().flat_map(Sealed::events).collect();
+        for b in self.ready.into_iter().chain(self.batcher.flush()) {
+            undelivered.extend(b.events);
+        }
+        rx.close();
+        while let Ok(chunk) = rx.try_recv() {
+            undelivered.extend(chunk.events);
+        }
+        self.report.undelivered = undelivered;
+        self.report.stats.skipped_duplicates = skipped(&self.already);
+        self.report.stats.unrecognised = self.already.map_or(0, |a| a.unrecognised);
+        self.report
+    }
+}
+
 /// Ships events to one log stream through `S` (the SDK client, or a fake in tests).
 pub(crate) struct Shipper<S> {
     /// The service (cheap to clone).
@@ -268,193 +337,186 @@ impl<S: LogService> Shipper<S> {
     /// Ships until `rx` closes and everything is acknowledged, or until `abort` is cancelled
     /// or a failure is fatal (then the rest comes back as undelivered).
     ///
-    /// Long on purpose: one `select!` loop whose arms (an answer, a chunk, the flush timer, a
-    /// stop) share the batcher, the ready queue, the requests in flight and the progress; cut
-    /// into functions they would pass all of that back and forth. Its behaviour is pinned by
-    /// the in-process tests below (`service`).
+    /// One `select!` loop over an answer, a chunk, the flush timer and a stop; what the arms
+    /// share (the batcher, the ready queue, the requests in flight, the progress) is a
+    /// [`Flow`], one method per arm. Its behaviour is pinned by the in-process tests below
+    /// (`service`).
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Chunk>,
         abort: CancellationToken,
     ) -> ShipReport {
-        let mut progress = Progress::default();
         let stop = abort.child_token();
-        let mut report = ShipReport::default();
-        let mut batcher = Batcher::new(self.limits);
-        let mut already = None;
+        let mut f = Flow::new(Batcher::new(self.limits));
         if let Some((mark, stored)) = self.resume.take() {
-            batcher = batcher.after(mark);
-            already = Some(stored);
+            f.batcher = f.batcher.after(mark);
+            f.already = Some(stored);
         }
-        let mut ready: VecDeque<Batch> = VecDeque::new();
-        let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-        // seq -> last millisecond of each batch in flight.
-        let mut inflight_last: BTreeMap<u64, i64> = BTreeMap::new();
-        let mut failed: Vec<Sealed> = Vec::new();
-        // Buffers of acknowledged bodies, for the next ones (see `body`).
-        let mut spare: Vec<Vec<u8>> = Vec::new();
-        let mut flush_at: Option<Instant> = None;
-        let mut last_sent: Option<Instant> = None;
-        let mut closed = false;
-
         loop {
             let stopping = stop.is_cancelled();
             if !stopping {
-                while inflight.len() < self.max_in_flight {
-                    let Some(front) = ready.front() else { break };
-                    if front.seq >= progress.next_seq + MAX_AHEAD {
-                        break;
-                    }
-                    // Equal timestamps in two concurrent requests may be stored in either
-                    // order: wait for the batch that shares this one's first millisecond.
-                    if inflight_last
-                        .values()
-                        .next_back()
-                        .is_some_and(|&l| front.first_ms() <= l)
-                    {
-                        tracing::trace!(
-                            seq = front.seq,
-                            "waits for the batch sharing its first ms"
-                        );
-                        break;
-                    }
-                    tracing::debug!(
-                        seq = front.seq,
-                        events = front.events.len(),
-                        first_ms = front.first_ms(),
-                        last_ms = front.last_ms(),
-                        in_flight = inflight.len(),
-                        "sending"
-                    );
-                    let batch = ready.pop_front().expect("front exists");
-                    last_sent = Some(Instant::now());
-                    inflight_last.insert(batch.seq, batch.last_ms());
-                    let buf = spare.pop().unwrap_or_default();
-                    inflight.push(self.deliver(batch, buf, stop.clone()));
-                }
+                self.send_ready(&mut f, &stop);
             }
-            let drained = closed && ready.is_empty() && batcher.is_empty();
-            if inflight.is_empty() && (drained || stopping) {
+            let drained = f.closed && f.ready.is_empty() && f.batcher.is_empty();
+            if f.inflight.is_empty() && (drained || stopping) {
                 break;
             }
             // A partial batch waiting while the pipeline is quiet (its request answered,
             // nothing else waiting) goes a quarter interval after the last request started,
             // not at its full interval.
-            if let Some(at) = flush_at
-                && inflight.is_empty()
-                && ready.is_empty()
+            if let Some(at) = f.flush_at
+                && f.inflight.is_empty()
+                && f.ready.is_empty()
                 && rx.is_empty()
             {
-                let soon = last_sent.map_or(at, |t| t + self.flush_interval / 4);
-                flush_at = Some(at.min(soon));
+                let soon = f.last_sent.map_or(at, |t| t + self.flush_interval / 4);
+                f.flush_at = Some(at.min(soon));
             }
-            let accept = !closed && !stopping && ready.len() < READY_BATCHES;
+            let accept = !f.closed && !stopping && f.ready.len() < READY_BATCHES;
             tokio::select! {
-                Some((batch, result, d)) = inflight.next(), if !inflight.is_empty() => {
-                    inflight_last.remove(&batch.seq);
-                    report.stats.retries += d.retries;
-                    report.stats.throttled += d.throttled;
-                    report.stats.recreated += d.recreated;
-                    report.stats.lost_answers += d.lost_answers;
-                    report.stats.maybe_twice += d.maybe_twice;
-                    match result {
-                        Ok(ok) => {
-                            let passed = progress.ack(batch.seq, batch.count as u64);
-                            self.tell(&passed, progress.acked + skipped(&already));
-                            report.stats.requests += 1;
-                            report.stats.events += batch.count as u64;
-                            report.stats.message_bytes += batch.message_bytes as u64;
-                            report.stats.rejected.add(ok.rejected);
-                            if spare.len() < self.max_in_flight
-                                && let Some(buf) = batch.into_buffer()
-                            {
-                                spare.push(buf);
-                            }
-                        }
-                        Err(NotDelivered::Fatal(f)) => {
-                            report.fatal.get_or_insert(f);
-                            failed.push(batch);
-                            stop.cancel();
-                        }
-                        Err(NotDelivered::Aborted) => failed.push(batch),
-                    }
+                Some((batch, result, d)) = f.inflight.next(), if !f.inflight.is_empty() => {
+                    self.answered(&mut f, batch, result, d, &stop);
                 }
                 msg = rx.recv(), if accept => match msg {
-                    Some(chunk) => {
-                        for mut e in chunk.events {
-                            if let Some(a) = already.as_mut().filter(|a| a.is_matching()) {
-                                if let Some(stored) = a.take(batcher.adjusted(e.ts_ms), &e.message)
-                                {
-                                    // CloudWatch has it. Batches stay contiguous in the log,
-                                    // as a lost answer's lookup needs.
-                                    ready.extend(batcher.flush());
-                                    batcher.observe(stored);
-                                    continue;
-                                }
-                                // A hole: stored before CloudWatch's next event.
-                                if let Some(limit) = a.before_next() {
-                                    e.ts_ms = e.ts_ms.min(limit);
-                                }
-                            }
-                            progress.received += 1;
-                            ready.extend(batcher.push(e));
-                        }
-                        if let Some(cursor) = chunk.boundary {
-                            let passed = Passed { cursor, mark: batcher.mark() };
-                            progress.boundaries.push_back((progress.received, passed));
-                        }
-                        // A position with nothing left to deliver is delivered already.
-                        let passed = progress.advance();
-                        self.tell(&passed, progress.acked + skipped(&already));
-                        if batcher.is_empty() {
-                            flush_at = None;
-                        } else if flush_at.is_none() {
-                            let quiet = inflight.is_empty()
-                                && ready.is_empty()
-                                && rx.is_empty()
-                                && last_sent.is_none_or(|t| t.elapsed() >= self.flush_interval / 4);
-                            if quiet {
-                                ready.extend(batcher.flush_on_timer());
-                            }
-                            flush_at = (!batcher.is_empty())
-                                .then(|| Instant::now() + self.flush_interval);
-                        }
-                    }
-                    None => {
-                        closed = true;
-                        if let Some(a) = already.as_mut() {
-                            a.finish();
-                        }
-                        ready.extend(batcher.flush());
-                        flush_at = None;
-                    }
+                    Some(chunk) => self.received(&mut f, chunk, rx.is_empty()),
+                    None => f.close(),
                 },
-                () = sleep_until(flush_at), if flush_at.is_some() && !stopping => {
+                () = sleep_until(f.flush_at), if f.flush_at.is_some() && !stopping => {
                     // Cutting a partial batch only helps when it could go out now; under
                     // backpressure it would just turn full requests into partial ones.
-                    let idle = ready.is_empty() && inflight.len() < self.max_in_flight;
+                    let idle = f.ready.is_empty() && f.inflight.len() < self.max_in_flight;
                     if idle {
-                        ready.extend(batcher.flush_on_timer());
+                        f.ready.extend(f.batcher.flush_on_timer());
                     }
-                    flush_at = (!batcher.is_empty()).then(|| Instant::now() + self.flush_interval);
+                    f.flush_at =
+                        (!f.batcher.is_empty()).then(|| Instant::now() + self.flush_interval);
                 }
                 () = stop.cancelled(), if !stopping => {}
             }
         }
+        f.report(rx)
+    }
 
-        failed.sort_by_key(|b| b.seq);
-        let mut undelivered: Vec<Event> = failed.iter().flat_map(Sealed::events).collect();
-        for b in ready.into_iter().chain(batcher.flush()) {
-            undelivered.extend(b.events);
+    /// Sends ready batches while a request slot is free, at most [`MAX_AHEAD`] batches past
+    /// the oldest unacknowledged one.
+    fn send_ready(&self, f: &mut Flow, stop: &CancellationToken) {
+        while f.inflight.len() < self.max_in_flight {
+            let Some(front) = f.ready.front() else { break };
+            if front.seq >= f.progress.next_seq + MAX_AHEAD {
+                break;
+            }
+            // Equal timestamps in two concurrent requests may be stored in either order:
+            // wait for the batch that shares this one's first millisecond.
+            if f.inflight_last
+                .values()
+                .next_back()
+                .is_some_and(|&l| front.first_ms() <= l)
+            {
+                tracing::trace!(seq = front.seq, "waits for the batch sharing its first ms");
+                break;
+            }
+            tracing::debug!(
+                seq = front.seq,
+                events = front.events.len(),
+                first_ms = front.first_ms(),
+                last_ms = front.last_ms(),
+                in_flight = f.inflight.len(),
+                "sending"
+            );
+            let batch = f.ready.pop_front().expect("front exists");
+            f.last_sent = Some(Instant::now());
+            f.inflight_last.insert(batch.seq, batch.last_ms());
+            let buf = f.spare.pop().unwrap_or_default();
+            f.inflight.push(self.deliver(batch, buf, stop.clone()));
         }
-        rx.close();
-        while let Ok(chunk) = rx.try_recv() {
-            undelivered.extend(chunk.events);
+    }
+
+    /// A request's answer: acknowledged (the delivered position may move), or failed.
+    fn answered(
+        &mut self,
+        f: &mut Flow,
+        batch: Sealed,
+        result: Result<Delivery, NotDelivered>,
+        d: Delivery,
+        stop: &CancellationToken,
+    ) {
+        f.inflight_last.remove(&batch.seq);
+        let stats = &mut f.report.stats;
+        stats.retries += d.retries;
+        stats.throttled += d.throttled;
+        stats.recreated += d.recreated;
+        stats.lost_answers += d.lost_answers;
+        stats.maybe_twice += d.maybe_twice;
+        match result {
+            Ok(ok) => {
+                let passed = f.progress.ack(batch.seq, batch.count as u64);
+                self.tell(&passed, f.progress.acked + skipped(&f.already));
+                let stats = &mut f.report.stats;
+                stats.requests += 1;
+                stats.events += batch.count as u64;
+                stats.message_bytes += batch.message_bytes as u64;
+                stats.rejected.add(ok.rejected);
+                if f.spare.len() < self.max_in_flight
+                    && let Some(buf) = batch.into_buffer()
+                {
+                    f.spare.push(buf);
+                }
+            }
+            Err(NotDelivered::Fatal(failure)) => {
+                f.report.fatal.get_or_insert(failure);
+                f.failed.push(batch);
+                stop.cancel();
+            }
+            Err(NotDelivered::Aborted) => f.failed.push(batch),
         }
-        report.undelivered = undelivered;
-        report.stats.skipped_duplicates = skipped(&already);
-        report.stats.unrecognised = already.map_or(0, |a| a.unrecognised);
-        report
+    }
+
+    /// A chunk of events from the reader: into batches (on resume, past those CloudWatch
+    /// holds already), its clean position noted, the flush timer set. `channel_empty`: the
+    /// channel has nothing more waiting.
+    fn received(&mut self, f: &mut Flow, chunk: Chunk, channel_empty: bool) {
+        for mut e in chunk.events {
+            if let Some(a) = f.already.as_mut().filter(|a| a.is_matching()) {
+                if let Some(stored) = a.take(f.batcher.adjusted(e.ts_ms), &e.message) {
+                    // CloudWatch has it. Batches stay contiguous in the log, as a lost
+                    // answer's lookup needs.
+                    f.ready.extend(f.batcher.flush());
+                    f.batcher.observe(stored);
+                    continue;
+                }
+                // A hole: stored before CloudWatch's next event.
+                if let Some(limit) = a.before_next() {
+                    e.ts_ms = e.ts_ms.min(limit);
+                }
+            }
+            f.progress.received += 1;
+            f.ready.extend(f.batcher.push(e));
+        }
+        if let Some(cursor) = chunk.boundary {
+            let passed = Passed {
+                cursor,
+                mark: f.batcher.mark(),
+            };
+            f.progress
+                .boundaries
+                .push_back((f.progress.received, passed));
+        }
+        // A position with nothing left to deliver is delivered already.
+        let passed = f.progress.advance();
+        self.tell(&passed, f.progress.acked + skipped(&f.already));
+        if f.batcher.is_empty() {
+            f.flush_at = None;
+        } else if f.flush_at.is_none() {
+            let quiet = f.inflight.is_empty()
+                && f.ready.is_empty()
+                && channel_empty
+                && f.last_sent
+                    .is_none_or(|t| t.elapsed() >= self.flush_interval / 4);
+            if quiet {
+                f.ready.extend(f.batcher.flush_on_timer());
+            }
+            f.flush_at = (!f.batcher.is_empty()).then(|| Instant::now() + self.flush_interval);
+        }
     }
 
     /// Tells `on_delivered` about the positions passed.
@@ -625,7 +687,7 @@ fn settle(batch: &Sealed, window: &[(i64, String)]) -> Lookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::framing::Source;
+    use crate::pipeline::framing::Source;
 
     fn cur(n: i64) -> Position {
         Position {

@@ -38,10 +38,10 @@ use crate::docker::files::{self, FileMark, LogFiles, Lost};
 use crate::docker::logs::{self, CursorTracker, Frame, Position, ReadPlan, Skip};
 use crate::docker::messages::{self, Messages};
 use crate::docker::{DockerError, container, short_id};
-use crate::ship::buffer::{Attached, End};
-use crate::ship::echo::EchoTx;
-use crate::ship::framing::{Event, Framer, FramingStats, Source};
-use crate::ship::transform::{TransformConfig, Transforms};
+use crate::pipeline::buffer::{Attached, End};
+use crate::pipeline::echo::EchoTx;
+use crate::pipeline::framing::{Event, Framer, FramingStats, Source};
+use crate::pipeline::transform::{TransformConfig, Transforms};
 use crate::util::backoff::Backoff;
 
 /// U+FFFD, counted in what the engine's log holds (one searcher for the process).
@@ -637,10 +637,10 @@ async fn drain_files(
 }
 
 /// Reads the container's whole output (see the module doc) until it ends or `stop` is
-/// cancelled. Dropping `tx` at the end tells the shipper there is nothing more.
-///
-/// Long on purpose: the follow loop, its reconnects after a broken stream and the final read
-/// after the end share one cursor tracker and one framing state, which must not be copied.
+/// cancelled: the attach stream or the engine's log files first when given, then the logs
+/// endpoint (followed, then its end read once more). Each stage shares one cursor tracker
+/// and one framing state ([`State`]). Dropping `tx` at the end tells the shipper there is
+/// nothing more.
 pub(crate) async fn read(
     cfg: ReaderConfig,
     tx: mpsc::Sender<Chunk>,
@@ -705,13 +705,42 @@ pub(crate) async fn read(
         }
     }
     let (docker, id) = (&cfg.docker, cfg.container_id.as_str());
+    match follow_endpoint(&mut st, docker, id, &tx, &stop).await {
+        EndpointEnd::Stopped => return st.finish(true),
+        EndpointEnd::Gone => return st.end(&tx).await,
+        EndpointEnd::Ended => {}
+    }
+    match read_the_end(&mut st, docker, id, &tx, &stop).await {
+        EndpointEnd::Stopped => st.finish(true),
+        EndpointEnd::Gone | EndpointEnd::Ended => st.end(&tx).await,
+    }
+}
+
+/// How a read through the logs endpoint ended.
+enum EndpointEnd {
+    /// The stream ended: the container stopped, or reading failed (in the report).
+    Ended,
+    /// The container is gone: there is nothing more to read.
+    Gone,
+    /// Told to stop, or the shipper stopped.
+    Stopped,
+}
+
+/// Follows the log through the logs endpoint while the container runs, reconnecting after a
+/// broken stream (from the cursor: no gap, no duplicate), checking every [`GONE_CHECK`] of
+/// silence that the container still exists.
+async fn follow_endpoint(
+    st: &mut State,
+    docker: &bollard::Docker,
+    id: &str,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> EndpointEnd {
     let mut backoff = Backoff::new(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
-
     let mut next_check = tokio::time::Instant::now() + GONE_CHECK;
-    // Follow the log while the container runs.
     'follow: loop {
         let plan = ReadPlan {
             follow: true,
@@ -722,36 +751,37 @@ pub(crate) async fn read(
             let next = match frames.next().now_or_never() {
                 Some(item) => item,
                 None => {
-                    if st.flush(&tx).await.is_err() {
-                        return st.finish(true);
+                    if st.flush(tx).await.is_err() {
+                        return EndpointEnd::Stopped;
                     }
                     let deadline = st.transforms.next_deadline();
                     tokio::select! {
-                                    item = frames.next() => item,
-                                    () = stop.cancelled() => return st.finish(true),
-                                    () = tokio::time::sleep_until(next_check) => {
-                                        next_check = tokio::time::Instant::now() + GONE_CHECK;
-                                        if container::is_gone(docker, id).await {
-                                            st.report.error = Some(DockerError::ContainerGone {
-                        id: short_id(id).to_string(),
-                    });
-                                            return st.end(&tx).await;
-                                        }
-                                        continue;
-                                    }
-                                    () = sleep_until(deadline) => {
-                                        // A held multi-line event waited long enough.
-                                        st.transforms.flush_expired(std::time::Instant::now(), &mut st.pending);
-                                        continue;
-                                    }
-                                }
+                        item = frames.next() => item,
+                        () = stop.cancelled() => return EndpointEnd::Stopped,
+                        () = tokio::time::sleep_until(next_check) => {
+                            next_check = tokio::time::Instant::now() + GONE_CHECK;
+                            if container::is_gone(docker, id).await {
+                                st.report.error = Some(DockerError::ContainerGone {
+                                    id: short_id(id).to_string(),
+                                });
+                                return EndpointEnd::Gone;
+                            }
+                            continue;
+                        }
+                        () = sleep_until(deadline) => {
+                            // A held multi-line event waited long enough.
+                            let now = std::time::Instant::now();
+                            st.transforms.flush_expired(now, &mut st.pending);
+                            continue;
+                        }
+                    }
                 }
             };
             match next {
-                None => break 'follow,
+                None => return EndpointEnd::Ended,
                 Some(Ok(frame)) => {
-                    if st.process(frame, &tx).await.is_err() {
-                        return st.finish(true);
+                    if st.process(frame, tx).await.is_err() {
+                        return EndpointEnd::Stopped;
                     }
                 }
                 Some(Err(e))
@@ -760,53 +790,59 @@ pub(crate) async fn read(
                     tracing::warn!("the container's log stream broke ({e}); reconnecting");
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next_delay()) => continue 'follow,
-                        () = stop.cancelled() => return st.finish(true),
+                        () = stop.cancelled() => return EndpointEnd::Stopped,
                     }
                 }
                 Some(Err(e)) => {
                     st.report.error = Some(gone_or(docker, id, e).await);
                     if st.is_gone() {
-                        return st.end(&tx).await;
+                        return EndpointEnd::Gone;
                     }
-                    break 'follow;
+                    return EndpointEnd::Ended;
                 }
             }
         }
     }
+}
 
-    // Read the end once more, after the last frame (moby#43860).
+/// Reads the end of the log once more after the last frame followed (moby#43860: a follow
+/// stream can end before the last lines): the last 64 messages, 4096, then all, until the
+/// cursor's message is among them.
+async fn read_the_end(
+    st: &mut State,
+    docker: &bollard::Docker,
+    id: &str,
+    tx: &mpsc::Sender<Chunk>,
+    stop: &CancellationToken,
+) -> EndpointEnd {
     let tails: &[Option<u64>] = if st.cursor.cursor().is_some() {
         &[Some(64), Some(4096), None]
     } else {
         &[None]
     };
     for &tail in tails {
-        let (mut frames, found) = logs::open(
-            docker,
-            id,
-            ReadPlan {
-                follow: false,
-                tail,
-            },
-            st.cursor.cursor(),
-        );
+        let plan = ReadPlan {
+            follow: false,
+            tail,
+        };
+        let (mut frames, found) = logs::open(docker, id, plan, st.cursor.cursor());
         loop {
             let item = tokio::select! {
                 item = frames.next() => item,
-                () = stop.cancelled() => return st.finish(true),
+                () = stop.cancelled() => return EndpointEnd::Stopped,
             };
             match item {
                 None => break,
                 Some(Ok(frame)) => {
-                    if st.process(frame, &tx).await.is_err() {
-                        return st.finish(true);
+                    if st.process(frame, tx).await.is_err() {
+                        return EndpointEnd::Stopped;
                     }
                 }
                 Some(Err(e)) => {
                     let e = gone_or(docker, id, e).await;
                     st.report.error.get_or_insert(e);
                     if st.is_gone() {
-                        return st.end(&tx).await;
+                        return EndpointEnd::Gone;
                     }
                     break;
                 }
@@ -816,8 +852,7 @@ pub(crate) async fn read(
             break;
         }
     }
-
-    st.end(&tx).await
+    EndpointEnd::Ended
 }
 
 /// Events the container's log holds after `after` that a stopped reader did not read:

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::{LogService, OnDelivered, Passed, ShipReport, Shipper};
 use crate::config::ShipConfig;
 use crate::docker::logs::Position;
-use crate::ship::batcher::Mark;
-use crate::ship::framing::Source;
-use crate::ship::reader::Chunk;
+use crate::pipeline::batcher::Mark;
+use crate::pipeline::framing::Source;
+use crate::pipeline::reader::Chunk;
 
 /// The stream names events go to: `[STREAM]`, or `[STREAM/stdout, STREAM/stderr]`.
 pub(crate) fn stream_names(stream: &str, split: bool) -> Vec<String> {
@@ -161,7 +161,7 @@ async fn route(
     mut rx: mpsc::Receiver<Chunk>,
     senders: Vec<mpsc::Sender<Chunk>>,
     joint: Arc<Mutex<Joint>>,
-) -> Vec<crate::ship::framing::Event> {
+) -> Vec<crate::pipeline::framing::Event> {
     while let Some(chunk) = rx.recv().await {
         if let Some(b) = chunk.boundary {
             joint

@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::docker::files::FileMark;
 use crate::docker::logs::{Cursor, Position};
-use crate::ship::batcher::Mark;
-use crate::ship::framing::Source;
+use crate::pipeline::batcher::Mark;
+use crate::pipeline::framing::Source;
 
 /// Version of the file format written.
 const VERSION: u32 = 3;

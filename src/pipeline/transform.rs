@@ -17,7 +17,7 @@
 use std::time::Instant;
 
 pub(crate) use crate::config::TransformConfig;
-use crate::ship::framing::{Event, Source};
+use crate::pipeline::framing::{Event, Source};
 
 /// Removes ANSI escape sequences: CSI (`ESC [` params final), OSC (`ESC ]` .. BEL or `ESC \`),
 /// and two-character escapes (`ESC` + one byte).

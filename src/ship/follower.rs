@@ -28,16 +28,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::logs as cw;
 use crate::config::TransformConfig;
-use crate::config::host::{Facts, HostConfig};
+use crate::config::ship::{Facts, HostConfig};
 use crate::docker::events::{self, ContainerFacts};
 use crate::docker::files::LogFiles;
 use crate::docker::{self, DockerError};
-use crate::ship::checkpoint::Checkpoint;
-use crate::ship::job::stored_past;
-use crate::ship::reader::FilesStart;
-use crate::ship::sink::LogService;
-use crate::ship::sink::split;
-use crate::ship::supervisor::{self, Followed, Session, Start};
+use crate::pipeline::checkpoint::Checkpoint;
+use crate::pipeline::job::stored_past;
+use crate::pipeline::reader::FilesStart;
+use crate::pipeline::sink::LogService;
+use crate::pipeline::sink::split;
+use crate::pipeline::supervisor::{self, Followed, Session, Start};
 use crate::util::backoff::Backoff;
 
 /// What a follower needs from the daemon; cheap to clone.
@@ -294,6 +294,7 @@ fn session<S>(ctx: &Context<S>, checkpoint: Checkpoint, dir: &Path) -> Session {
             ..ctx.cfg.ship.clone()
         },
         echo: false,
+        quiet: true,
         keep_container: true,
         stop_timeout: Duration::ZERO,
         flush_timeout: ctx.cfg.drain_timeout,

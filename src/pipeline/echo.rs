@@ -17,7 +17,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::ship::framing::Source;
+use crate::pipeline::framing::Source;
 
 /// Bytes waiting to be written, at most.
 const BUDGET: usize = 4 << 20;

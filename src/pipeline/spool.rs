@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ship::framing::{Event, Source};
+use crate::pipeline::framing::{Event, Source};
 
 /// Where the spooled events were going.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +113,7 @@ pub(crate) fn files_of(dir: &Path, container: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::framing::Source;
+    use crate::pipeline::framing::Source;
 
     #[test]
     fn writes_header_and_events() {

@@ -20,8 +20,8 @@
 
 use bytes::Bytes;
 
-use crate::ship::batcher::Batch;
-use crate::ship::framing::{Event, Source};
+use crate::pipeline::batcher::Batch;
+use crate::pipeline::framing::{Event, Source};
 
 /// A batch as it is sent: its PutLogEvents body and what the shipper needs to know of it.
 #[derive(Debug, Clone)]
@@ -255,7 +255,10 @@ mod tests {
                 source: Source::Stderr,
             },
         ];
-        let bytes = events.iter().map(crate::ship::batcher::event_size).sum();
+        let bytes = events
+            .iter()
+            .map(crate::pipeline::batcher::event_size)
+            .sum();
         let batch = Batch {
             seq: 0,
             events,
@@ -284,7 +287,10 @@ mod tests {
             message: "x".repeat(1000),
             source: Source::Stdout,
         }];
-        let bytes = events.iter().map(crate::ship::batcher::event_size).sum();
+        let bytes = events
+            .iter()
+            .map(crate::pipeline::batcher::event_size)
+            .sum();
         let batch = || Batch {
             seq: 0,
             events: events.clone(),
@@ -330,7 +336,7 @@ mod tests {
                     source: if err { Source::Stderr } else { Source::Stdout },
                 })
                 .collect();
-            let bytes = events.iter().map(crate::ship::batcher::event_size).sum();
+            let bytes = events.iter().map(crate::pipeline::batcher::event_size).sum();
             let batch = Batch { seq: 7, events: events.clone(), bytes, lead };
             let (first, last) = (batch.first_ms(), batch.last_ms());
             let message_bytes = batch.message_bytes();

@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 
-use crate::ship::batcher::Mark;
+use crate::pipeline::batcher::Mark;
 
 /// The stored events past a position, consumed as the events framed again pass them.
 #[derive(Debug, Default)]

@@ -27,7 +27,7 @@
 pub(crate) use crate::aws::limits::{
     EVENT_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_BATCH_SPAN_MS,
 };
-use crate::ship::framing::Event;
+use crate::pipeline::framing::Event;
 
 /// The counted size of an event.
 pub(crate) fn event_size(e: &Event) -> usize {
@@ -255,7 +255,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ship::framing::Source;
+    use crate::pipeline::framing::Source;
     use proptest::prelude::*;
 
     fn ev(ts: i64, msg: &str) -> Event {

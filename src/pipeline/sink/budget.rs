@@ -62,8 +62,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ship::batcher::Batch;
-    use crate::ship::framing::{Event, Source};
+    use crate::pipeline::batcher::Batch;
+    use crate::pipeline::framing::{Event, Source};
 
     /// Counts the puts on the wire at once; each takes 10 ms.
     #[derive(Clone, Default)]
@@ -109,7 +109,7 @@ mod tests {
             let batch = Batch {
                 seq: 0,
                 events: vec![event.clone()],
-                bytes: crate::ship::batcher::event_size(&event),
+                bytes: crate::pipeline::batcher::event_size(&event),
                 lead: 0,
             };
             let sealed = Sealed::new("g", &format!("s{i}"), batch, Vec::new());
