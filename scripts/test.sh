@@ -11,9 +11,10 @@ trap 'stop_moto; steps_summary' EXIT
 
 step "Docker engine"
 ensure_docker
-step "local images, the local registry"
+step "local images, the local registry, Chromium"
 ensure_images
 apt_install docker-registry   # a local registry for the pull test (started by the test itself)
+apt_install chromium          # a real browser for dockwatch web's page (headless)
 step "moto"
 start_moto
 log "moto at $MOTO_URL"

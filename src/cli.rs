@@ -79,6 +79,8 @@ pub enum Command {
     Remote(Box<RemoteArgs>),
     /// Run a container for each file uploaded to an S3 prefix (S3 notifications via SQS).
     OnUpload(Box<OnUploadArgs>),
+    /// Serve a web page with this Docker host's containers and their logs, live.
+    Web(Box<WebArgs>),
     /// Print a shell completion script, e.g. `dockwatch completions bash >
     /// /etc/bash_completion.d/dockwatch`.
     Completions {
@@ -1014,6 +1016,30 @@ pub struct ShipArgs {
 
     #[command(flatten)]
     pub(crate) aws: AwsArgs,
+}
+
+const WEB_EXAMPLES: &str = "\
+Examples:
+  # This host's containers in a browser: http://127.0.0.1:9800
+  dockwatch web
+  # From another machine, through SSH (the page listens on loopback only):
+  ssh -L 9800:127.0.0.1:9800 docker-host  # then http://127.0.0.1:9800
+
+SIGINT/SIGTERM stop it (exit 0); exit 2 for a bad argument, 1 when the engine cannot
+be reached or the address cannot be listened on.";
+
+#[derive(Debug, Args)]
+#[command(after_help = WEB_EXAMPLES)]
+pub struct WebArgs {
+    /// Where to listen: a loopback address and port (the page shows every container's
+    /// logs: other addresses need TLS and a token, which `web` does not have yet).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "DOCKWATCH_WEB_LISTEN",
+        default_value = "127.0.0.1:9800"
+    )]
+    pub(crate) listen: String,
 }
 
 const AGENT_EXAMPLES: &str = "\

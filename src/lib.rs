@@ -19,6 +19,7 @@
 //! ecs       the main job on ECS/Fargate
 //! trigger   on-upload: a container per S3 upload
 //! agent     the gRPC agent and its CLI
+//! web       a web page of this host's containers and their logs
 //! ```
 //!
 //! `main` parses, runs, and maps errors to exit codes ([`exit_codes`]) in one place.
@@ -57,3 +58,4 @@ pub mod ship;
 pub mod shutdown;
 pub mod trigger;
 pub mod util;
+pub mod web;

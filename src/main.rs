@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Ok(cfg) => block_on(|s| trigger::on_upload(cfg, s)),
             Err(e) => usage(e),
         },
+        Some(Command::Web(a)) => block_on(|s| dockwatch::web::web(*a, s)),
         Some(Command::Completions { shell }) => print_bytes(&dockwatch::cli::completions(shell)),
         Some(Command::Man) => print_bytes(&dockwatch::cli::man_page()),
         None => run_main(cli.run, verbose),
@@ -190,6 +191,12 @@ impl ExitStatus for EcsError {
 impl ExitStatus for HostError {
     fn exit_code(&self) -> i32 {
         HostError::exit_code(self)
+    }
+}
+
+impl ExitStatus for dockwatch::web::WebError {
+    fn exit_code(&self) -> i32 {
+        dockwatch::web::WebError::exit_code(self)
     }
 }
 

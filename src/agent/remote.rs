@@ -95,6 +95,16 @@ impl RemoteError {
                     "the connection to the agent at {host} failed ({cause}); an agent with TLS needs --tls-ca FILE (or an https:// host), one without needs neither"
                 ))
             }
+            // The connection closed under the call before any answer (hyper's "operation
+            // was canceled"): an agent that refused the TLS session does that too.
+            Code::Cancelled if peer.tls == Tls::ServerOnly => Self::failed(format!(
+                "the agent at {host} closed the connection ({}); if it requires client certificates (--tls-client-ca), pass --tls-cert FILE --tls-key FILE",
+                s.message()
+            )),
+            Code::Cancelled => Self::failed(format!(
+                "the connection to the agent at {host} closed during the call ({}); check that `dockwatch agent` still runs there",
+                s.message()
+            )),
             _ => Self::failed(s.message().to_string()),
         }
     }
@@ -727,5 +737,16 @@ mod tests {
         assert!(e.message.starts_with("the agent refused the credentials"));
         let e = RemoteError::from_status(&plain, Status::unavailable("connection refused"));
         assert!(e.message.contains("cannot reach the agent at h:1"));
+        // A TLS client without a certificate whose connection is closed under the call.
+        let tls = Peer {
+            host: "h:1".into(),
+            tls: Tls::ServerOnly,
+        };
+        let e = RemoteError::from_status(&tls, Status::cancelled("operation was canceled"));
+        assert!(
+            e.message.contains("pass --tls-cert FILE --tls-key FILE"),
+            "{}",
+            e.message
+        );
     }
 }

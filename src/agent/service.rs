@@ -349,9 +349,8 @@ impl Agent for AgentService {
 
     type ExecContainerStream = BoxStream<ExecResponse>;
 
-    /// Long on purpose: the exec is created, started and resized in one place because its
-    /// input pump, output stream and exit-code lookup all hold the same exec id and engine
-    /// handles; each step is a few lines with its own comment.
+    /// The exec is created, started and sized here; its input pump ([`exec_input`]), its
+    /// output ([`exec_output`]) and its exit code ([`exec_exit_code`]) follow it.
     async fn exec_container(
         &self,
         request: Request<Streaming<ExecRequest>>,

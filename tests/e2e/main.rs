@@ -22,3 +22,4 @@ mod ship;
 mod ship_files;
 mod trigger;
 mod volume;
+mod web;

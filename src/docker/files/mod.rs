@@ -30,6 +30,7 @@
 //!   counted; a file that shrank under the reader (truncated) is read again from its start, and
 //!   said.
 
+pub(crate) mod page;
 pub(crate) mod record;
 pub(crate) mod watch;
 

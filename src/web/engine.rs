@@ -1,0 +1,567 @@
+//! The local engine as a source of the page: its containers, a page of a container's log,
+//! and its live lines. Reading is the project's own: the `json-file` pages of
+//! [`crate::docker::files::page`], the followed files of [`LogFiles`], the logs endpoint of
+//! [`crate::docker::logs::open_query`] where the files cannot be read.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::files::page::{self, PageEnd};
+use crate::docker::files::{FileMark, LogFiles, Next, Watcher};
+use crate::docker::logs::{self, Frame, LogQuery, Position};
+use crate::docker::{self, DockerError, Source};
+
+/// Lines in one page at most.
+const MAX_PAGE: usize = 5_000;
+/// Lines in one server-sent event at most (a flood arrives in few, large events).
+const MAX_EVENT_LINES: usize = 1_000;
+/// A follower with nothing new looks again this often (a wake-up can be missed when two
+/// followers watch one file), and says it is alive (the browser's `EventSource` keeps the
+/// connection).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+pub(super) struct Engine {
+    docker: Docker,
+    /// The host's file watcher, when inotify could be started.
+    watcher: Option<Watcher>,
+    /// Cancelled at shutdown: ends every live stream.
+    pub(super) stop: CancellationToken,
+}
+
+impl Engine {
+    pub(super) fn new(docker: Docker, stop: CancellationToken) -> Self {
+        Engine {
+            docker,
+            watcher: Watcher::start().ok(),
+            stop,
+        }
+    }
+}
+
+/// An API error: its status and one line of text.
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+fn engine_error(e: DockerError) -> ApiError {
+    ApiError(StatusCode::BAD_GATEWAY, e.to_string())
+}
+
+/// A container as the page lists it.
+#[derive(Serialize)]
+pub(super) struct ContainerView {
+    id: String,
+    name: String,
+    image: String,
+    /// `running`, `exited`, `created`, …
+    state: String,
+    /// The engine's words: `Up 3 minutes`, `Exited (3) 2 hours ago`.
+    status: String,
+    /// Seconds since the epoch.
+    created: i64,
+}
+
+pub(super) async fn containers(
+    State(e): State<Arc<Engine>>,
+) -> Result<Json<Vec<ContainerView>>, ApiError> {
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .build();
+    let list = e
+        .docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|err| engine_error(DockerError::api("list containers", &err)))?;
+    let mut out: Vec<ContainerView> = list
+        .into_iter()
+        .map(|c| ContainerView {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .unwrap_or_default()
+                .first()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            image: c.image.unwrap_or_default(),
+            state: c
+                .state
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            status: c.status.unwrap_or_default(),
+            created: c.created.unwrap_or(0),
+        })
+        .collect();
+    // Newest first, as `docker ps -a`.
+    out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+    Ok(Json(out))
+}
+
+/// One line of the log as the page shows it.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub(super) struct Line {
+    /// The engine's time, RFC 3339 with nanoseconds.
+    t: String,
+    /// Milliseconds since the epoch (for the page's clock).
+    ms: i64,
+    /// `out` or `err`.
+    s: &'static str,
+    /// The text, without its newline; bytes that are not UTF-8 as U+FFFD.
+    text: String,
+    /// The log position before it (a page ending here shows what came before), when the
+    /// files are read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b: Option<String>,
+}
+
+/// A frame and the file position before it, when known.
+type Marked = (Frame, Option<FileMark>);
+
+/// Frames into lines: the pieces of a line the engine cut (16 KiB) are joined; a line's
+/// position is its first piece's. An unfinished line waits in `carry` for its rest.
+fn lines_of(frames: impl IntoIterator<Item = Marked>, carry: &mut Option<Marked>) -> Vec<Line> {
+    let mut out = Vec::new();
+    for (f, before) in frames {
+        let (f, before) = match carry.take() {
+            Some((mut held, at)) if held.source == f.source => {
+                let mut data = held.data.to_vec();
+                data.extend_from_slice(&f.data);
+                held.data = data.into();
+                (held, at)
+            }
+            Some(held) => {
+                out.push(line(&held));
+                (f, before)
+            }
+            None => (f, before),
+        };
+        if f.data.last() == Some(&b'\n') {
+            out.push(line(&(f, before)));
+        } else {
+            *carry = Some((f, before));
+        }
+    }
+    out
+}
+
+fn line((f, before): &Marked) -> Line {
+    let text = f.data.strip_suffix(b"\n").unwrap_or(&f.data);
+    Line {
+        t: logs::format_rfc3339_nano(f.ts_ns),
+        ms: f.ts_ms(),
+        s: match f.source {
+            Source::Stdout => "out",
+            Source::Stderr => "err",
+        },
+        text: String::from_utf8_lossy(text).into_owned(),
+        b: before.map(mark_text),
+    }
+}
+
+/// `after=` for a log with no line yet: follow from its first file's start.
+const FROM_START: &str = "start";
+
+/// A file mark as the page carries it: `FIRSTLINEHASH:OFFSET`.
+fn mark_text(m: FileMark) -> String {
+    format!("{:x}:{}", m.first_line, m.offset)
+}
+
+fn parse_mark(s: &str) -> Result<FileMark, ApiError> {
+    let bad = || {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("not a log position: '{s}'"),
+        )
+    };
+    let (h, o) = s.split_once(':').ok_or_else(bad)?;
+    Ok(FileMark {
+        first_line: u64::from_str_radix(h, 16).map_err(|_| bad())?,
+        offset: o.parse().map_err(|_| bad())?,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct PageQuery {
+    /// The page ends before this mark (none: at the end of the log).
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub(super) struct PageView {
+    lines: Vec<Line>,
+    /// Where the page further back ends; none at the first line the engine has.
+    older: Option<String>,
+    /// Why there is nothing further back: `start`, `compressed` (a gzipped rotated file),
+    /// `rotated` (the position rotated away), `endpoint` (only the last lines, through the
+    /// logs endpoint); none when there is more.
+    stop: Option<&'static str>,
+    /// Follow from here: a file mark (`after=`), or the newest line's time (`since=`).
+    after: Option<String>,
+    since: Option<String>,
+}
+
+/// The container's log file, when it has a `json-file` log this process can read.
+async fn log_file(e: &Engine, id: &str) -> Result<(String, Option<PathBuf>), ApiError> {
+    let info =
+        e.docker.inspect_container(id, None).await.map_err(|err| {
+            match docker::status_of(&err) {
+                Some(404) => ApiError(StatusCode::NOT_FOUND, format!("no container '{id}'")),
+                _ => engine_error(DockerError::api("inspect container", &err)),
+            }
+        })?;
+    let full = info.id.unwrap_or_else(|| id.to_string());
+    let driver = info
+        .host_config
+        .and_then(|h| h.log_config)
+        .and_then(|l| l.typ)
+        .unwrap_or_default();
+    let path = info
+        .log_path
+        .filter(|p| !p.is_empty() && driver == "json-file")
+        .map(PathBuf::from)
+        .filter(|p| std::fs::File::open(p).is_ok());
+    Ok((full, path))
+}
+
+pub(super) async fn logs(
+    State(e): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<PageView>, ApiError> {
+    let limit = q.limit.unwrap_or(500).clamp(1, MAX_PAGE);
+    let before = q.before.as_deref().map(parse_mark).transpose()?;
+    let (full, path) = log_file(&e, &id).await?;
+    let Some(path) = path else {
+        return Ok(Json(endpoint_page(&e, &full, limit).await?));
+    };
+    let page = tokio::task::spawn_blocking(move || page::page_before(&path, before, limit))
+        .await
+        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?
+        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let Some(page) = page else {
+        return Ok(Json(PageView {
+            lines: Vec::new(),
+            older: None,
+            stop: Some("rotated"),
+            after: None,
+            since: None,
+        }));
+    };
+    let older = page.entries.first().map(|x| mark_text(x.before));
+    let after = page.entries.last().map(|x| mark_text(x.after));
+    let stop = match page.end {
+        PageEnd::More => None,
+        PageEnd::Start => Some("start"),
+        PageEnd::Compressed => Some("compressed"),
+    };
+    let mut carry = None;
+    let mut lines = lines_of(
+        page.entries.into_iter().map(|x| (x.frame, Some(x.before))),
+        &mut carry,
+    );
+    lines.extend(carry.as_ref().map(line));
+    Ok(Json(PageView {
+        lines,
+        older: if stop.is_none() { older } else { None },
+        stop,
+        // An empty log: follow from its start.
+        after: after.or_else(|| Some(FROM_START.to_string())),
+        since: None,
+    }))
+}
+
+/// The last `limit` messages through the logs endpoint (the files cannot be read here).
+async fn endpoint_page(e: &Engine, id: &str, limit: usize) -> Result<PageView, ApiError> {
+    let q = LogQuery {
+        tail: Some(limit as u64),
+        stdout: true,
+        stderr: true,
+        ..LogQuery::default()
+    };
+    let mut frames = Vec::new();
+    let mut stream = logs::open_query(&e.docker, id, &q);
+    while let Some(f) = stream.next().await {
+        frames.push(f.map_err(engine_error)?);
+    }
+    let since = frames.last().map(|f| f.ts_ns.to_string());
+    let mut carry = None;
+    let mut lines = lines_of(frames.into_iter().map(|f| (f, None)), &mut carry);
+    lines.extend(carry.as_ref().map(line));
+    Ok(PageView {
+        lines,
+        older: None,
+        stop: Some("endpoint"),
+        after: None,
+        since,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct FollowQuery {
+    /// After this file mark (from a page's `after`).
+    after: Option<String>,
+    /// After this time, ns (from an endpoint page's `since`).
+    since: Option<String>,
+}
+
+type Events = futures_util::stream::BoxStream<'static, Result<Event, Infallible>>;
+
+pub(super) async fn follow(
+    State(e): State<Arc<Engine>>,
+    Path(id): Path<String>,
+    Query(q): Query<FollowQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (full, path) = log_file(&e, &id).await?;
+    let events: Events = match (q.after.as_deref(), path, &e.watcher) {
+        (Some(after), Some(path), Some(watcher)) => {
+            let mark = (after != FROM_START)
+                .then(|| parse_mark(after))
+                .transpose()?;
+            let files = LogFiles::open(watcher, &path)
+                .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+            follow_files(files, mark, e.docker.clone(), full).boxed()
+        }
+        _ => {
+            let since = q
+                .since
+                .as_deref()
+                .map(|s| s.parse::<i64>())
+                .transpose()
+                .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "since: not a time".into()))?;
+            follow_endpoint(&e.docker, &full, since).boxed()
+        }
+    };
+    let stop = e.stop.clone();
+    let events: Events = events
+        .take_until(async move { stop.cancelled().await })
+        .boxed();
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn lines_event(lines: &[Line]) -> Result<Event, Infallible> {
+    Ok(Event::default()
+        .event("lines")
+        .data(serde_json::to_string(lines).unwrap_or_else(|_| "[]".into())))
+}
+
+/// The lines after `mark`, as they are written, through rotations; a stretch rotated away
+/// before it was read is said (`gap` events), never skipped silently. Each event is produced
+/// when the browser takes the one before: a slow browser slows the reading, nothing queues.
+/// Once the container `id` is not running and everything is read: an `end` event, and the
+/// stream ends.
+fn follow_files(
+    mut files: LogFiles,
+    mark: Option<FileMark>,
+    docker: Docker,
+    id: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let position = Position {
+        file: mark,
+        ..Position::default()
+    };
+    let started = files.start_after(&position);
+    struct St {
+        files: LogFiles,
+        carry: Option<Marked>,
+        /// The position after the last record read.
+        at: Option<FileMark>,
+        failed: Option<String>,
+        docker: Docker,
+        id: String,
+        /// The container was seen stopped after an idle read: one more read, then the end.
+        stopped: bool,
+        /// When it was last asked whether the container ended.
+        checked: Option<Instant>,
+        ended: bool,
+    }
+    let st = St {
+        files,
+        carry: None,
+        at: mark,
+        failed: started.err().map(|e| e.to_string()),
+        docker,
+        id,
+        stopped: false,
+        checked: None,
+        ended: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        if let Some(why) = st.failed.take() {
+            return Some((Ok(Event::default().event("failure").data(why)), st));
+        }
+        loop {
+            let lost = st.files.take_lost();
+            if !lost.is_empty() {
+                let text = lost
+                    .iter()
+                    .map(|l| format!("{} file(s) of this log were not read: {}", l.files, l.why))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Some((Ok(Event::default().event("gap").data(text)), st));
+            }
+            let mut frames = Vec::new();
+            let mut idle = false;
+            while frames.len() < MAX_EVENT_LINES {
+                match st.files.next() {
+                    Ok(Next::Frame(f, after)) => {
+                        frames.push((f, st.at));
+                        st.at = Some(after);
+                    }
+                    Ok(Next::Idle) => {
+                        idle = true;
+                        break;
+                    }
+                    Err(e) => {
+                        st.failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            let lines = lines_of(frames, &mut st.carry);
+            if !lines.is_empty() {
+                return Some((lines_event(&lines), st));
+            }
+            if let Some(why) = st.failed.take() {
+                return Some((Ok(Event::default().event("failure").data(why)), st));
+            }
+            if idle {
+                if st.stopped {
+                    // Everything it wrote is read.
+                    let last: Vec<Line> = st.carry.take().iter().map(line).collect();
+                    st.ended = true;
+                    if !last.is_empty() {
+                        return Some((lines_event(&last), st));
+                    }
+                    return Some((
+                        Ok(Event::default().event("end").data("the container stopped")),
+                        st,
+                    ));
+                }
+                // Ended? Asked at once when the reader first has nothing (an exited
+                // container's page ends without waiting), then at each quiet check.
+                if st.checked.is_none_or(|t| t.elapsed() >= IDLE_CHECK) {
+                    st.checked = Some(Instant::now());
+                    st.stopped = crate::docker::container::has_ended(&st.docker, &st.id)
+                        .await
+                        .unwrap_or(false);
+                    if st.stopped {
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    () = st.files.changed() => {}
+                    () = tokio::time::sleep(IDLE_CHECK) => {}
+                }
+            }
+        }
+    })
+}
+
+/// The lines after `since_ns` through the logs endpoint, followed while the container runs.
+fn follow_endpoint(
+    docker: &Docker,
+    id: &str,
+    since_ns: Option<i64>,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+    let q = LogQuery {
+        follow: true,
+        since_ns: since_ns.map(|n| n + 1),
+        stdout: true,
+        stderr: true,
+        ..LogQuery::default()
+    };
+    let mut carry = None;
+    logs::open_query(docker, id, &q)
+        .ready_chunks(MAX_EVENT_LINES)
+        .filter_map(move |chunk| {
+            let mut frames = Vec::new();
+            let mut failed = None;
+            for f in chunk {
+                match f {
+                    Ok(f) => frames.push((f, None)),
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            let lines = lines_of(frames, &mut carry);
+            let ev = match (lines.is_empty(), failed) {
+                (false, _) => Some(lines_event(&lines)),
+                (true, Some(why)) => Some(Ok(Event::default().event("failure").data(why))),
+                (true, None) => None,
+            };
+            std::future::ready(ev)
+        })
+        // The stream ends when the container stops. (An event without data is not
+        // dispatched by a browser.)
+        .chain(futures_util::stream::once(async {
+            Ok(Event::default().event("end").data("the container stopped"))
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(source: Source, ts: i64, data: &str) -> Marked {
+        let mark = FileMark {
+            first_line: 7,
+            offset: ts as u64,
+        };
+        let f = Frame {
+            source,
+            ts_ns: ts,
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+        };
+        (f, Some(mark))
+    }
+
+    #[test]
+    fn pieces_of_a_cut_line_are_one_line_and_marks_round_trip() {
+        let mut carry = None;
+        let got = lines_of(
+            [
+                frame(Source::Stdout, 1, "aa"),
+                frame(Source::Stdout, 1, "bb\n"),
+                frame(Source::Stderr, 2, "<img src=x onerror=alert(1)>\n"),
+                frame(Source::Stdout, 3, "cc"),
+            ],
+            &mut carry,
+        );
+        let texts: Vec<(&str, &str)> = got.iter().map(|l| (l.s, l.text.as_str())).collect();
+        assert_eq!(
+            texts,
+            [("out", "aabb"), ("err", "<img src=x onerror=alert(1)>")]
+        );
+        // The open piece waits for the rest, across calls.
+        let more = lines_of([frame(Source::Stdout, 4, "dd\n")], &mut carry);
+        assert_eq!(more[0].text, "ccdd");
+        // At the position of its first piece.
+        assert_eq!(more[0].b.as_deref(), Some("7:3"));
+        assert!(carry.is_none());
+        let m = FileMark {
+            first_line: 0xdead_beef,
+            offset: 42,
+        };
+        assert_eq!(parse_mark(&mark_text(m)).ok(), Some(m));
+        assert!(parse_mark("x").is_err());
+    }
+}
