@@ -33,9 +33,9 @@ const MAX_EVENT_LINES: usize = 1_000;
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 pub(super) struct Engine {
-    docker: Docker,
+    pub(super) docker: Docker,
     /// The host's file watcher, when inotify could be started.
-    watcher: Option<Watcher>,
+    pub(super) watcher: Option<Watcher>,
     /// Cancelled at shutdown: ends every live stream.
     pub(super) stop: CancellationToken,
 }
@@ -51,7 +51,7 @@ impl Engine {
 }
 
 /// An API error: its status and one line of text.
-pub(super) struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -59,7 +59,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn engine_error(e: DockerError) -> ApiError {
+pub(super) fn engine_error(e: DockerError) -> ApiError {
     ApiError(StatusCode::BAD_GATEWAY, e.to_string())
 }
 
@@ -117,13 +117,13 @@ pub(super) async fn containers(
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 pub(super) struct Line {
     /// The engine's time, RFC 3339 with nanoseconds.
-    t: String,
+    pub(super) t: String,
     /// Milliseconds since the epoch (for the page's clock).
-    ms: i64,
+    pub(super) ms: i64,
     /// `out` or `err`.
-    s: &'static str,
+    pub(super) s: &'static str,
     /// The text, without its newline; bytes that are not UTF-8 as U+FFFD.
-    text: String,
+    pub(super) text: String,
     /// The log position before it (a page ending here shows what came before), when the
     /// files are read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,36 +131,44 @@ pub(super) struct Line {
 }
 
 /// A frame and the file position before it, when known.
-type Marked = (Frame, Option<FileMark>);
+pub(super) type Marked = (Frame, Option<FileMark>);
 
-/// Frames into lines: the pieces of a line the engine cut (16 KiB) are joined; a line's
-/// position is its first piece's. An unfinished line waits in `carry` for its rest.
-fn lines_of(frames: impl IntoIterator<Item = Marked>, carry: &mut Option<Marked>) -> Vec<Line> {
+/// The unfinished line of each stream (stdout, stderr), waiting for its next piece.
+pub(super) type Carry = [Option<Marked>; 2];
+
+/// Frames into lines: the pieces of a line the engine cut (16 KiB) are joined, per stream
+/// (the other stream's lines may come between them: its copier runs at the same time); a
+/// line's position is its first piece's. An unfinished line waits in `carry`.
+pub(super) fn lines_of(frames: impl IntoIterator<Item = Marked>, carry: &mut Carry) -> Vec<Line> {
     let mut out = Vec::new();
     for (f, before) in frames {
-        let (f, before) = match carry.take() {
-            Some((mut held, at)) if held.source == f.source => {
+        let slot = &mut carry[f.source.index()];
+        let (f, before) = match slot.take() {
+            Some((mut held, at)) => {
                 let mut data = held.data.to_vec();
                 data.extend_from_slice(&f.data);
                 held.data = data.into();
                 (held, at)
-            }
-            Some(held) => {
-                out.push(line(&held));
-                (f, before)
             }
             None => (f, before),
         };
         if f.data.last() == Some(&b'\n') {
             out.push(line(&(f, before)));
         } else {
-            *carry = Some((f, before));
+            *slot = Some((f, before));
         }
     }
     out
 }
 
-fn line((f, before): &Marked) -> Line {
+/// The unfinished lines, at the end of what there is to read, oldest first.
+pub(super) fn rest(carry: &mut Carry) -> Vec<Line> {
+    let mut held: Vec<Marked> = carry.iter_mut().filter_map(Option::take).collect();
+    held.sort_by_key(|(f, _)| f.ts_ns);
+    held.iter().map(line).collect()
+}
+
+pub(super) fn line((f, before): &Marked) -> Line {
     let text = f.data.strip_suffix(b"\n").unwrap_or(&f.data);
     Line {
         t: logs::format_rfc3339_nano(f.ts_ns),
@@ -218,7 +226,7 @@ pub(super) struct PageView {
 }
 
 /// The container's log file, when it has a `json-file` log this process can read.
-async fn log_file(e: &Engine, id: &str) -> Result<(String, Option<PathBuf>), ApiError> {
+pub(super) async fn log_file(e: &Engine, id: &str) -> Result<(String, Option<PathBuf>), ApiError> {
     let info =
         e.docker.inspect_container(id, None).await.map_err(|err| {
             match docker::status_of(&err) {
@@ -271,12 +279,12 @@ pub(super) async fn logs(
         PageEnd::Start => Some("start"),
         PageEnd::Compressed => Some("compressed"),
     };
-    let mut carry = None;
+    let mut carry = Carry::default();
     let mut lines = lines_of(
         page.entries.into_iter().map(|x| (x.frame, Some(x.before))),
         &mut carry,
     );
-    lines.extend(carry.as_ref().map(line));
+    lines.extend(rest(&mut carry));
     Ok(Json(PageView {
         lines,
         older: if stop.is_none() { older } else { None },
@@ -301,9 +309,9 @@ async fn endpoint_page(e: &Engine, id: &str, limit: usize) -> Result<PageView, A
         frames.push(f.map_err(engine_error)?);
     }
     let since = frames.last().map(|f| f.ts_ns.to_string());
-    let mut carry = None;
+    let mut carry = Carry::default();
     let mut lines = lines_of(frames.into_iter().map(|f| (f, None)), &mut carry);
-    lines.extend(carry.as_ref().map(line));
+    lines.extend(rest(&mut carry));
     Ok(PageView {
         lines,
         older: None,
@@ -355,7 +363,7 @@ pub(super) async fn follow(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn lines_event(lines: &[Line]) -> Result<Event, Infallible> {
+pub(super) fn lines_event(lines: &[Line]) -> Result<Event, Infallible> {
     Ok(Event::default()
         .event("lines")
         .data(serde_json::to_string(lines).unwrap_or_else(|_| "[]".into())))
@@ -379,7 +387,7 @@ fn follow_files(
     let started = files.start_after(&position);
     struct St {
         files: LogFiles,
-        carry: Option<Marked>,
+        carry: Carry,
         /// The position after the last record read.
         at: Option<FileMark>,
         failed: Option<String>,
@@ -393,7 +401,7 @@ fn follow_files(
     }
     let st = St {
         files,
-        carry: None,
+        carry: Carry::default(),
         at: mark,
         failed: started.err().map(|e| e.to_string()),
         docker,
@@ -447,7 +455,7 @@ fn follow_files(
             if idle {
                 if st.stopped {
                     // Everything it wrote is read.
-                    let last: Vec<Line> = st.carry.take().iter().map(line).collect();
+                    let last = rest(&mut st.carry);
                     st.ended = true;
                     if !last.is_empty() {
                         return Some((lines_event(&last), st));
@@ -490,7 +498,7 @@ fn follow_endpoint(
         stderr: true,
         ..LogQuery::default()
     };
-    let mut carry = None;
+    let mut carry = Carry::default();
     logs::open_query(docker, id, &q)
         .ready_chunks(MAX_EVENT_LINES)
         .filter_map(move |chunk| {
@@ -536,10 +544,12 @@ mod tests {
 
     #[test]
     fn pieces_of_a_cut_line_are_one_line_and_marks_round_trip() {
-        let mut carry = None;
+        let mut carry = Carry::default();
         let got = lines_of(
             [
                 frame(Source::Stdout, 1, "aa"),
+                // The other stream between two pieces of a line.
+                frame(Source::Stderr, 1, "between\n"),
                 frame(Source::Stdout, 1, "bb\n"),
                 frame(Source::Stderr, 2, "<img src=x onerror=alert(1)>\n"),
                 frame(Source::Stdout, 3, "cc"),
@@ -549,14 +559,21 @@ mod tests {
         let texts: Vec<(&str, &str)> = got.iter().map(|l| (l.s, l.text.as_str())).collect();
         assert_eq!(
             texts,
-            [("out", "aabb"), ("err", "<img src=x onerror=alert(1)>")]
+            [
+                ("err", "between"),
+                ("out", "aabb"),
+                ("err", "<img src=x onerror=alert(1)>")
+            ]
         );
         // The open piece waits for the rest, across calls.
         let more = lines_of([frame(Source::Stdout, 4, "dd\n")], &mut carry);
         assert_eq!(more[0].text, "ccdd");
         // At the position of its first piece.
         assert_eq!(more[0].b.as_deref(), Some("7:3"));
-        assert!(carry.is_none());
+        assert!(carry.iter().all(Option::is_none));
+        let mut carry = Carry::default();
+        lines_of([frame(Source::Stdout, 9, "open")], &mut carry);
+        assert_eq!(rest(&mut carry)[0].text, "open");
         let m = FileMark {
             first_line: 0xdead_beef,
             offset: 42,

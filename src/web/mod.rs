@@ -11,6 +11,9 @@
 //! - `/api/follow/{id}?after=MARK`: the lines after a page, live, as server-sent events
 //!   (`lines`: a JSON array of lines), read from the files by the same reader as `dockwatch
 //!   ship` ([`crate::docker::files::LogFiles`]), or through the logs endpoint.
+//! - `/api/download/{id}?format=text|jsonl`: every line of the log, first to last.
+//! - `/api/search/{id}?q=TEXT[&regex=1][&i=1]`: the whole log searched, the matches streamed
+//!   as server-sent events with the progress ([`history`]).
 //!
 //! # Invariants
 //! - **Bounded, never silently dropped**: a follower's events are produced as the browser
@@ -24,6 +27,7 @@
 //!   loopback one until the page has TLS and a token (as the agent).
 
 mod engine;
+mod history;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,6 +143,8 @@ fn router(state: Arc<engine::Engine>) -> Router {
         .route("/api/containers", get(engine::containers))
         .route("/api/logs/{id}", get(engine::logs))
         .route("/api/follow/{id}", get(engine::follow))
+        .route("/api/download/{id}", get(history::download))
+        .route("/api/search/{id}", get(history::search))
         .layer(axum::middleware::from_fn(secure_headers))
         .with_state(state)
 }

@@ -75,6 +75,19 @@ fn container(label: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+fn wait_exited(id: &str) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let out = Command::new("docker")
+                .args(["inspect", "-f", "{{.State.Running}}", id])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "false"
+        }),
+        "the container did not exit"
+    );
+}
+
 fn texts(page: &serde_json::Value) -> Vec<String> {
     page["lines"]
         .as_array()
@@ -119,6 +132,59 @@ fn sse_lines(port: u16, path: &str, n: usize, limit: Duration) -> Vec<String> {
     got
 }
 
+/// An HTTP/1.1 chunked body, decoded.
+fn dechunk(body: &str) -> String {
+    let (mut out, mut rest) = (String::new(), body);
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// A server-sent event stream read to its `end` event (or `limit`): the texts of its `lines`
+/// events, and the `end` event's data.
+fn sse_until_end(port: u16, path: &str, limit: Duration) -> (Vec<String>, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let (mut got, start, mut event) = (Vec::new(), Instant::now(), String::new());
+    while start.elapsed() < limit {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let line = line.trim_end();
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            match event.as_str() {
+                "lines" => {
+                    let v: serde_json::Value = serde_json::from_str(d).unwrap();
+                    for l in v.as_array().unwrap() {
+                        got.push(l["text"].as_str().unwrap().to_string());
+                    }
+                }
+                "end" => return (got, d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    panic!("{path}: no end in {limit:?} ({} lines)", got.len());
+}
+
 /// Pages of 700 walk back from the end of a 3,000-line log to its first line, each line once
 /// and in order; the live stream after the first page brings the next 500, each once.
 #[test]
@@ -159,6 +225,45 @@ fn pages_walk_back_to_the_first_line_and_live_lines_follow_the_page_exactly_once
     );
     let want: Vec<String> = (3001..=3500).map(|i| i.to_string()).collect();
     assert_eq!(live, want);
+
+    // The whole log: downloaded, every line once in order, as text and as JSON lines.
+    let all: Vec<String> = (1..=3500).map(|i| i.to_string()).collect();
+    let (head, body) = web.get(&format!("/api/download/{id}"));
+    assert!(head.contains("content-disposition: attachment"), "{head}");
+    let body = dechunk(&body);
+    let got: Vec<&str> = body.lines().collect();
+    assert!(got == all, "download: {} lines", got.len());
+    let (_, body) = web.get(&format!("/api/download/{id}?format=jsonl"));
+    let json: Vec<serde_json::Value> = dechunk(&body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json.len(), 3500, "jsonl");
+    assert_eq!(json[0]["log"], "1");
+    assert_eq!(json[0]["stream"], "stdout");
+    // Searched, the whole of it: a substring, and a regular expression.
+    let (found, end) = sse_until_end(
+        web.port,
+        &format!("/api/search/{id}?q=350"),
+        Duration::from_secs(30),
+    );
+    let want: Vec<String> = all.iter().filter(|t| t.contains("350")).cloned().collect();
+    assert_eq!(found, want);
+    assert!(
+        end.contains("\"scanned\":3500") && end.contains("\"truncated\":false"),
+        "{end}"
+    );
+    let (found, _) = sse_until_end(
+        web.port,
+        &format!("/api/search/{id}?regex=1&q=%5E3%5B0-9%5D%7B2%7D%24"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(found, (300..400).map(|i| i.to_string()).collect::<Vec<_>>());
+    let (head, body) = web.get(&format!("/api/search/{id}?regex=1&q=%28"));
+    assert!(
+        head.starts_with("HTTP/1.1 400") && body.contains("not a regular expression"),
+        "{head}{body}"
+    );
 
     // The container list has it, running; the page's policy is on every answer.
     let list = web.json("/api/containers");
@@ -244,16 +349,7 @@ fn the_page_shows_log_lines_as_text_in_a_real_browser() {
         &label,
         r#"echo 'hello from the container'; echo '<img src=x onerror="document.title=1">'; printf '\033[31mred\033[0m\n'; head -c 40000 /dev/zero | tr '\0' y; echo; echo 'to stderr' >&2"#,
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let out = Command::new("docker")
-                .args(["inspect", "-f", "{{.State.Running}}", &id])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim() == "false"
-        }),
-        "the container did not exit"
-    );
+    wait_exited(&id);
     let web = Web::start();
     let url = format!("http://127.0.0.1:{}/#c={id}", web.port);
     let out = chromium(&["--dump-dom"], &url);
@@ -276,6 +372,13 @@ fn the_page_shows_log_lines_as_text_in_a_real_browser() {
     );
     assert!(dom.contains("class=\"row err\""), "stderr is marked: {dom}");
     assert!(dom.contains("the container stopped"), "{dom}");
+    // A permalink with a search: the page runs it over the whole log.
+    let out = chromium(&["--dump-dom"], &format!("{url}&q=HELLO"));
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        dom.contains("Search “HELLO”: 1 match in 5 lines — the whole log"),
+        "{dom}"
+    );
 
     // The README's screenshot of the main view, made here, of a container that writes what
     // a service does.
@@ -283,14 +386,7 @@ fn the_page_shows_log_lines_as_text_in_a_real_browser() {
         &label,
         r#"for i in $(seq 1 40); do echo "INFO request $i served in $((i % 7 + 2)) ms"; [ $((i % 9)) = 0 ] && echo "WARN cache miss for key user:$i"; [ $((i % 13)) = 0 ] && echo "ERROR upstream timed out after 30 s (attempt $((i / 13)))" >&2; done; echo '{"level":"info","msg":"shutting down","pending":0}'"#,
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            web.json(&format!("/api/logs/{demo}?limit=1"))["lines"][0]["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("shutting down"))
-        }),
-        "the demo container did not finish"
-    );
+    wait_exited(&demo);
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-viewer.png");
     let _ = std::fs::remove_file(&shot);
     chromium(

@@ -184,8 +184,47 @@ function follow(page) {
   });
 }
 
+// The whole log searched on the server; matches arrive as they are found.
+function runSearch() {
+  const q = $('#search').value;
+  if (!state.id || !q) return;
+  if (state.es) state.es.close();
+  state.live = false;
+  const log = $('#log');
+  log.replaceChildren(mark(`— searching the whole log for “${q}” —`));
+  const re = $('#regex').checked ? '&regex=1' : '';
+  history.replaceState(null, '', `#c=${state.id}&q=${encodeURIComponent(q)}${re ? '&regex=1' : ''}`);
+  const es = new EventSource(`/api/search/${state.id}?q=${encodeURIComponent(q)}${re}&i=1`);
+  state.es = es;
+  const show = (p, done) => {
+    const what = done ? (p.truncated ? ' (stopped at the limit of matches)' : ' — the whole log') : ' — searching…';
+    $('#bar-text').textContent = `Search “${q}”: ${p.matches} match${p.matches === 1 ? '' : 'es'} in ${p.scanned} lines${what}`;
+    $('#to-end').textContent = 'Back to the log';
+    $('#bar').hidden = false;
+  };
+  es.addEventListener('lines', (ev) => {
+    const frag = document.createDocumentFragment();
+    for (const l of JSON.parse(ev.data)) frag.append(row(l));
+    log.append(frag);
+  });
+  es.addEventListener('progress', (ev) => show(JSON.parse(ev.data), false));
+  es.addEventListener('end', (ev) => {
+    es.close();
+    show(JSON.parse(ev.data), true);
+    status(`${rows().length} matches shown`);
+  });
+  es.addEventListener('failure', (ev) => {
+    es.close();
+    log.append(mark('— ' + ev.data + ' —'));
+  });
+}
+
 async function select(id) {
   if (state.es) state.es.close();
+  $('#to-end').textContent = 'Jump to the end';
+  const dl = $('#download');
+  dl.href = `/api/download/${id}`;
+  dl.hidden = false;
   Object.assign(state, { id, older: null, stop: null, es: null, live: false, ended: false, loading: false });
   $('#bar').hidden = true;
   for (const li of document.querySelectorAll('nav li')) {
@@ -228,9 +267,17 @@ async function loadContainers() {
       ul.append(li);
     }
     if (!state.id) {
-      const m = /c=([0-9a-f]{6,64})/.exec(location.hash);
-      const pick = m && list.find((c) => c.id.startsWith(m[1]));
-      if (pick) select(pick.id);
+      const h = new URLSearchParams(location.hash.slice(1));
+      const c = h.get('c');
+      const pick = c && /^[0-9a-f]{6,64}$/.test(c) && list.find((x) => x.id.startsWith(c));
+      if (pick) {
+        await select(pick.id);
+        if (h.get('q')) {
+          $('#search').value = h.get('q');
+          $('#regex').checked = h.get('regex') === '1';
+          runSearch();
+        }
+      }
     }
   } catch (e) {
     status(String(e.message || e));
@@ -246,6 +293,9 @@ function applyFilter() {
 
 document.addEventListener('DOMContentLoaded', () => {
   $('#filter').addEventListener('input', applyFilter);
+  $('#search').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') runSearch();
+  });
   $('#utc').addEventListener('change', () => {
     state.utc = $('#utc').checked;
     for (const r of rows()) {
