@@ -308,40 +308,19 @@ impl Agent for AgentService {
         &self,
         request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(request.get_ref().all)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
+        let list = crate::docker::container::list(&self.docker, request.get_ref().all)
             .await
-            .map_err(|e| engine_status(DockerError::api("list containers", &e)))?;
+            .map_err(engine_status)?;
         let containers = list
             .into_iter()
-            .map(|c| {
-                let labels = c.labels.unwrap_or_default();
-                pb::ContainerSummary {
-                    id: c.id.unwrap_or_default(),
-                    name: c
-                        .names
-                        .unwrap_or_default()
-                        .first()
-                        .map(|n| n.trim_start_matches('/').to_string())
-                        .unwrap_or_default(),
-                    image: c.image.unwrap_or_default(),
-                    state: c
-                        .state
-                        .map(|s| {
-                            serde_json::to_value(s)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_string))
-                                .unwrap_or_default()
-                        })
-                        .unwrap_or_default(),
-                    status: c.status.unwrap_or_default(),
-                    created: c.created.unwrap_or(0),
-                    shipping_to: labels.get(SHIPPING_LABEL).cloned().unwrap_or_default(),
-                }
+            .map(|c| pb::ContainerSummary {
+                shipping_to: c.labels.get(SHIPPING_LABEL).cloned().unwrap_or_default(),
+                id: c.id,
+                name: c.name,
+                image: c.image,
+                state: c.state,
+                status: c.status,
+                created: c.created,
             })
             .collect();
         Ok(Response::new(ListContainersResponse { containers }))

@@ -395,3 +395,53 @@ mod tests {
         );
     }
 }
+
+/// A container as `docker ps -a` lists it (as JSON too, without its labels: the web page's
+/// list).
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Listed {
+    pub(crate) id: String,
+    /// Without the engine's leading `/`.
+    pub(crate) name: String,
+    pub(crate) image: String,
+    /// `running`, `exited`, `created`, …
+    pub(crate) state: String,
+    /// The engine's words: `Up 3 minutes`, `Exited (3) 2 hours ago`.
+    pub(crate) status: String,
+    /// Seconds since the epoch.
+    pub(crate) created: i64,
+    #[serde(skip)]
+    pub(crate) labels: std::collections::HashMap<String, String>,
+}
+
+/// The engine's containers (`all`: also those not running).
+pub(crate) async fn list(docker: &Docker, all: bool) -> Result<Vec<Listed>, DockerError> {
+    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(all)
+        .build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| DockerError::api("list containers", &e))?;
+    Ok(list
+        .into_iter()
+        .map(|c| Listed {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .names
+                .unwrap_or_default()
+                .first()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default(),
+            image: c.image.unwrap_or_default(),
+            state: c
+                .state
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            status: c.status.unwrap_or_default(),
+            created: c.created.unwrap_or(0),
+            labels: c.labels.unwrap_or_default(),
+        })
+        .collect())
+}

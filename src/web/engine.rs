@@ -63,51 +63,13 @@ pub(super) fn engine_error(e: DockerError) -> ApiError {
     ApiError(StatusCode::BAD_GATEWAY, e.to_string())
 }
 
-/// A container as the page lists it.
-#[derive(Serialize)]
-pub(super) struct ContainerView {
-    id: String,
-    name: String,
-    image: String,
-    /// `running`, `exited`, `created`, …
-    state: String,
-    /// The engine's words: `Up 3 minutes`, `Exited (3) 2 hours ago`.
-    status: String,
-    /// Seconds since the epoch.
-    created: i64,
-}
-
+/// Every container, running or exited, newest first.
 pub(super) async fn containers(
     State(e): State<Arc<Engine>>,
-) -> Result<Json<Vec<ContainerView>>, ApiError> {
-    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
-        .build();
-    let list = e
-        .docker
-        .list_containers(Some(opts))
+) -> Result<Json<Vec<crate::docker::container::Listed>>, ApiError> {
+    let mut out = crate::docker::container::list(&e.docker, true)
         .await
-        .map_err(|err| engine_error(DockerError::api("list containers", &err)))?;
-    let mut out: Vec<ContainerView> = list
-        .into_iter()
-        .map(|c| ContainerView {
-            id: c.id.unwrap_or_default(),
-            name: c
-                .names
-                .unwrap_or_default()
-                .first()
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default(),
-            image: c.image.unwrap_or_default(),
-            state: c
-                .state
-                .and_then(|s| serde_json::to_value(s).ok())
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            status: c.status.unwrap_or_default(),
-            created: c.created.unwrap_or(0),
-        })
-        .collect();
+        .map_err(engine_error)?;
     // Newest first, as `docker ps -a`.
     out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
     Ok(Json(out))

@@ -97,41 +97,6 @@ fn texts(page: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// The `lines` events of a server-sent event stream until `n` lines came, or `limit`.
-fn sse_lines(port: u16, path: &str, n: usize, limit: Duration) -> Vec<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let (mut got, start) = (Vec::new(), Instant::now());
-    let mut event = String::new();
-    while got.len() < n && start.elapsed() < limit {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => continue,
-        }
-        let line = line.trim_end();
-        if let Some(e) = line.strip_prefix("event: ") {
-            event = e.to_string();
-        } else if let Some(d) = line.strip_prefix("data: ")
-            && event == "lines"
-        {
-            let v: serde_json::Value = serde_json::from_str(d).unwrap();
-            for l in v.as_array().unwrap() {
-                got.push(l["text"].as_str().unwrap().to_string());
-            }
-        }
-    }
-    got
-}
-
 /// An HTTP/1.1 chunked body, decoded.
 fn dechunk(body: &str) -> String {
     let (mut out, mut rest) = (String::new(), body);
@@ -146,9 +111,14 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-/// A server-sent event stream read to its `end` event (or `limit`): the texts of its `lines`
-/// events, and the `end` event's data.
-fn sse_until_end(port: u16, path: &str, limit: Duration) -> (Vec<String>, String) {
+/// A server-sent event stream read until `max_lines` lines came, its `end` event, or
+/// `limit`: the texts of its `lines` events, and the `end` event's data.
+fn sse_read(
+    port: u16,
+    path: &str,
+    max_lines: usize,
+    limit: Duration,
+) -> (Vec<String>, Option<String>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
@@ -159,7 +129,7 @@ fn sse_until_end(port: u16, path: &str, limit: Duration) -> (Vec<String>, String
         .unwrap();
     let mut r = BufReader::new(s);
     let (mut got, start, mut event) = (Vec::new(), Instant::now(), String::new());
-    while start.elapsed() < limit {
+    while got.len() < max_lines && start.elapsed() < limit {
         let mut line = String::new();
         match r.read_line(&mut line) {
             Ok(0) => break,
@@ -177,12 +147,19 @@ fn sse_until_end(port: u16, path: &str, limit: Duration) -> (Vec<String>, String
                         got.push(l["text"].as_str().unwrap().to_string());
                     }
                 }
-                "end" => return (got, d.to_string()),
+                "end" => return (got, Some(d.to_string())),
                 _ => {}
             }
         }
     }
-    panic!("{path}: no end in {limit:?} ({} lines)", got.len());
+    (got, None)
+}
+
+fn sse_until_end(port: u16, path: &str, limit: Duration) -> (Vec<String>, String) {
+    match sse_read(port, path, usize::MAX, limit) {
+        (got, Some(end)) => (got, end),
+        (got, None) => panic!("{path}: no end in {limit:?} ({} lines)", got.len()),
+    }
 }
 
 /// Pages of 700 walk back from the end of a 3,000-line log to its first line, each line once
@@ -217,7 +194,7 @@ fn pages_walk_back_to_the_first_line_and_live_lines_follow_the_page_exactly_once
         got.len()
     );
 
-    let live = sse_lines(
+    let (live, _) = sse_read(
         web.port,
         &format!("/api/follow/{id}?after={after}"),
         500,
