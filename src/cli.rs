@@ -727,9 +727,8 @@ Examples:
   dockwatch tail /dockwatch/jobs -f
   # Every group under /ecs/, streams starting with web/, errors only, 2 hours:
   dockwatch tail '/ecs/*' --stream-prefix web/ --filter ERROR --since 2h
-  # A time range, as JSON lines:
-  dockwatch tail my-group --since 2026-11-23T08:00:00Z \\
-    --until 2026-11-23T09:00:00Z --format json
+  # A time range (here: the hour before the last one), as JSON lines:
+  dockwatch tail my-group --since 2h --until 1h --format json
 
 Times: a duration back from now (30s, 10m, 2h, 7d), RFC 3339
 (2026-11-23T10:00:00Z, or a date), or Unix seconds. Exit status: 0; 1 when a
