@@ -182,7 +182,8 @@ pub(super) struct PageView {
     /// `rotated` (the position rotated away), `endpoint` (only the last lines, through the
     /// logs endpoint); none when there is more.
     stop: Option<&'static str>,
-    /// Follow from here: a file mark (`after=`), or the newest line's time (`since=`).
+    /// Follow from here: a file mark (`after=`), and the newest line's time (`since=`, for a
+    /// follower that reads through the logs endpoint).
     after: Option<String>,
     since: Option<String>,
 }
@@ -236,6 +237,8 @@ pub(super) async fn logs(
     };
     let older = page.entries.first().map(|x| mark_text(x.before));
     let after = page.entries.last().map(|x| mark_text(x.after));
+    // Also by time, for a follower that cannot read the files (no inotify here).
+    let since = page.entries.iter().map(|x| x.frame.ts_ns).max();
     let stop = match page.end {
         PageEnd::More => None,
         PageEnd::Start => Some("start"),
@@ -253,7 +256,7 @@ pub(super) async fn logs(
         stop,
         // An empty log: follow from its start.
         after: after.or_else(|| Some(FROM_START.to_string())),
-        since: None,
+        since: since.map(|n| n.to_string()),
     }))
 }
 

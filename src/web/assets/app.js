@@ -159,8 +159,10 @@ function pause(why) {
 }
 
 function follow(page) {
-  const q = page.after ? `after=${encodeURIComponent(page.after)}`
-    : page.since ? `since=${encodeURIComponent(page.since)}` : '';
+  const q = [
+    page.after && `after=${encodeURIComponent(page.after)}`,
+    page.since && `since=${encodeURIComponent(page.since)}`,
+  ].filter(Boolean).join('&');
   const es = new EventSource(`/api/follow/${state.id}?${q}`);
   state.es = es;
   state.live = true;
