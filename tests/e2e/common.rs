@@ -43,13 +43,22 @@ pub fn moto_url() -> String {
             bin.display()
         );
         let port = free_port();
-        let child = Command::new(bin)
-            .arg(root().join("scripts/moto_server.py"))
+        let mut cmd = Command::new(bin);
+        cmd.arg(root().join("scripts/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
+            .stderr(Stdio::null());
+        // A static is never dropped: the server ends with this test process instead (a
+        // `cargo nextest run` without MOTO_URL left one moto per test process behind).
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start moto_server");
         let url = format!("http://127.0.0.1:{port}");
         wait_for_port(port, Duration::from_secs(30));
         Moto {
