@@ -165,11 +165,21 @@ pub(crate) async fn supervise(
 }
 
 /// Events left in the container's log after what a stopped reader read.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Unread {
     pub(crate) events: u64,
     /// False when counting took too long: `events` is a lower bound.
     pub(crate) exact: bool,
+}
+
+/// None left: the reader read to the end (or was not stopped).
+impl Default for Unread {
+    fn default() -> Self {
+        Unread {
+            events: 0,
+            exact: true,
+        }
+    }
 }
 
 /// Longest time spent counting what a stopped reader left in the log after a passed deadline
@@ -550,7 +560,7 @@ pub(crate) fn needs_telling(r: &Report) -> bool {
         || r.reader.error.is_some()
         || r.undelivered > 0
         || r.unread.events > 0
-        || (r.reader.stopped && !r.unread.exact)
+        || !r.unread.exact
         || r.still_running
         || s.maybe_twice > 0
         || s.unrecognised > 0
@@ -564,21 +574,28 @@ pub(crate) fn needs_telling(r: &Report) -> bool {
 /// in the container's log.
 fn undelivered_note(r: &Report) -> Option<String> {
     let unread = r.unread.events;
-    if r.undelivered == 0 && unread == 0 {
+    // Counting the rest was cut short: what is said is a lower bound.
+    let cut = !r.unread.exact;
+    if r.undelivered == 0 && unread == 0 && !cut {
         return None;
     }
     let total = r.undelivered as u64 + unread;
-    let bound = if r.unread.exact { "" } else { "at least " };
-    if unread == 0 {
+    let bound = if cut { "at least " } else { "" };
+    if unread == 0 && !cut {
         return Some(format!("{total} events NOT delivered{}", r.saved));
     }
     let mut note = format!("{bound}{total} events NOT delivered: ");
     if r.undelivered > 0 {
         note.push_str(&format!("{} read{}, ", r.undelivered, r.saved));
     }
-    note.push_str(&format!(
-        "{bound}{unread} still unread in the container's log"
-    ));
+    if unread == 0 {
+        // Cut before the first one was counted (a third signal gives it half a second).
+        note.push_str("more still unread in the container's log (not counted in time)");
+    } else {
+        note.push_str(&format!(
+            "{bound}{unread} still unread in the container's log"
+        ));
+    }
     Some(note)
 }
 
@@ -732,6 +749,23 @@ pub(crate) mod tests {
         let line = summary("g", "s", &r);
         assert!(
             line.contains("at least 10 events NOT delivered: at least 10 still unread"),
+            "{line}"
+        );
+        // Cut before anything was counted: still a lower bound, and the rest is named.
+        let r = Report {
+            undelivered: 7,
+            unread: Unread {
+                events: 0,
+                exact: false,
+            },
+            saved: ", saved to /tmp/x.jsonl".into(),
+            ..report()
+        };
+        let line = summary("g", "s", &r);
+        assert!(
+            line.contains(
+                "at least 7 events NOT delivered: 7 read, saved to /tmp/x.jsonl, more still unread in the container's log (not counted in time)"
+            ),
             "{line}"
         );
     }
