@@ -35,6 +35,8 @@ pub(crate) struct ContainerFacts {
     pub(crate) created_only: bool,
     /// Its logging driver (`HostConfig.LogConfig.Type`; empty: the engine's default).
     pub(crate) log_driver: String,
+    /// The engine's log file of it (`LogPath`; empty when unknown or not a file driver).
+    pub(crate) log_path: String,
 }
 
 impl ContainerFacts {
@@ -88,6 +90,7 @@ pub(crate) async fn inspect(
         tty: config.tty.unwrap_or(false),
         created_only: state.status == Some(bollard::models::ContainerStateStatusEnum::CREATED),
         log_driver,
+        log_path: c.log_path.unwrap_or_default(),
     }))
 }
 
@@ -170,6 +173,7 @@ impl ContainerEvent {
             tty: false,
             created_only: false,
             log_driver: String::new(),
+            log_path: String::new(),
         }
     }
 }

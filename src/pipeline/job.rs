@@ -316,11 +316,7 @@ struct Outcome {
 /// The run's result from what supervision saw: a delivery failure first, then a reader
 /// failure, then the signal that interrupted the container, else the container's exit code.
 fn decide(r: Report) -> Outcome {
-    let complete = r.ship.fatal.is_none()
-        && r.undelivered == 0
-        && r.unread.events == 0
-        && r.reader.error.is_none()
-        && (!r.reader.stopped || r.unread.exact);
+    let complete = r.complete();
     let gone = matches!(r.reader.error, Some(DockerError::ContainerGone { .. }));
     let result = if let Some(failure) = r.ship.fatal {
         Err(RunError::Delivery {

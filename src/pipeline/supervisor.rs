@@ -88,6 +88,18 @@ pub(crate) struct Report {
     pub(crate) started: Instant,
 }
 
+impl Report {
+    /// Everything the container wrote was delivered: no failure, nothing read and not
+    /// delivered, nothing left unread (or a count of it cut short).
+    pub(crate) fn complete(&self) -> bool {
+        self.ship.fatal.is_none()
+            && self.undelivered == 0
+            && self.unread.events == 0
+            && self.reader.error.is_none()
+            && (!self.reader.stopped || self.unread.exact)
+    }
+}
+
 /// What a run or a resume needs to ship a started container's output.
 pub(crate) struct Session {
     pub(crate) ship: ShipConfig,
@@ -556,11 +568,7 @@ pub(crate) fn summary(group: &str, stream: &str, r: &Report) -> String {
 /// split lines: the run delivered what the container wrote).
 pub(crate) fn needs_telling(r: &Report) -> bool {
     let (s, f) = (&r.ship.stats, &r.reader.framing);
-    r.ship.fatal.is_some()
-        || r.reader.error.is_some()
-        || r.undelivered > 0
-        || r.unread.events > 0
-        || !r.unread.exact
+    !r.complete()
         || r.still_running
         || s.maybe_twice > 0
         || s.unrecognised > 0

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::docker::files::page::{self, PageEnd};
 use crate::docker::files::{FileMark, LogFiles, Next, Watcher};
 use crate::docker::logs::{self, Frame, LogQuery, Position};
-use crate::docker::{self, DockerError, Source};
+use crate::docker::{DockerError, Source};
 
 /// Lines in one page at most.
 const MAX_PAGE: usize = 5_000;
@@ -188,27 +188,28 @@ pub(super) struct PageView {
     since: Option<String>,
 }
 
-/// The container's log file, when it has a `json-file` log this process can read.
+/// The container's full id, and its log file when it has a `json-file` log this process can
+/// read.
 pub(super) async fn log_file(e: &Engine, id: &str) -> Result<(String, Option<PathBuf>), ApiError> {
-    let info =
-        e.docker.inspect_container(id, None).await.map_err(|err| {
-            match docker::status_of(&err) {
-                Some(404) => ApiError(StatusCode::NOT_FOUND, format!("no container '{id}'")),
-                _ => engine_error(DockerError::api("inspect container", &err)),
-            }
-        })?;
-    let full = info.id.unwrap_or_else(|| id.to_string());
-    let driver = info
-        .host_config
-        .and_then(|h| h.log_config)
-        .and_then(|l| l.typ)
-        .unwrap_or_default();
-    let path = info
-        .log_path
-        .filter(|p| !p.is_empty() && driver == "json-file")
-        .map(PathBuf::from)
+    let facts = crate::docker::events::inspect(&e.docker, id)
+        .await
+        .map_err(engine_error)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no container '{id}'")))?;
+    let path = (!facts.log_path.is_empty() && facts.log_driver == "json-file")
+        .then(|| PathBuf::from(&facts.log_path))
         .filter(|p| std::fs::File::open(p).is_ok());
-    Ok((full, path))
+    Ok((facts.id, path))
+}
+
+/// The log's files, held and read from the oldest one by [`LogFiles`]; `None` without a
+/// readable file or a file watcher (the logs endpoint then).
+pub(super) fn open_files(e: &Engine, path: Option<PathBuf>) -> Result<Option<LogFiles>, ApiError> {
+    let (Some(path), Some(watcher)) = (path, &e.watcher) else {
+        return Ok(None);
+    };
+    LogFiles::open(watcher, &path)
+        .map(Some)
+        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
 }
 
 pub(super) async fn logs(
@@ -302,13 +303,11 @@ pub(super) async fn follow(
     Query(q): Query<FollowQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (full, path) = log_file(&e, &id).await?;
-    let events: Events = match (q.after.as_deref(), path, &e.watcher) {
-        (Some(after), Some(path), Some(watcher)) => {
+    let events: Events = match (q.after.as_deref(), open_files(&e, path)?) {
+        (Some(after), Some(files)) => {
             let mark = (after != FROM_START)
                 .then(|| parse_mark(after))
                 .transpose()?;
-            let files = LogFiles::open(watcher, &path)
-                .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
             follow_files(files, mark, e.docker.clone(), full).boxed()
         }
         _ => {

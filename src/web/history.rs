@@ -38,9 +38,7 @@ enum Whole {
 /// The container's log from its first line the engine has.
 async fn open(e: &Engine, id: &str) -> Result<Whole, ApiError> {
     let (full, path) = super::engine::log_file(e, id).await?;
-    if let (Some(path), Some(watcher)) = (path, &e.watcher) {
-        let files = LogFiles::open(watcher, &path)
-            .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    if let Some(files) = super::engine::open_files(e, path)? {
         return Ok(Whole::Files(Box::new(files)));
     }
     let q = LogQuery {
